@@ -1,0 +1,42 @@
+# Chidori: `make run` starts a server with the embedded defaults, `make test` runs every test.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: setup run test test-quick lint bench clean check-tools
+
+check-tools:
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' 2>/dev/null || \
+		{ echo "Python 3.11 or newer is required: set PYTHON=python3.11 (or newer) or install it." >&2; exit 1; }
+	@scripts/check-java.sh
+
+# Re-installs only when pyproject.toml changed (or the venv is new).
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	@touch $(STAMP)
+
+setup: check-tools $(STAMP)
+
+run: setup
+	$(BIN)/chidori server
+
+test: setup
+	$(BIN)/pytest
+
+# The inner loop: everything but the tests that run real Spark jobs.
+test-quick: setup
+	$(BIN)/pytest -m "not spark"
+
+lint: setup
+	$(BIN)/ruff check src tests bench examples
+	$(BIN)/ruff format --check src tests bench examples
+	$(BIN)/mypy
+
+bench: setup
+	$(BIN)/python bench/overhead.py
+
+clean:
+	rm -rf $(VENV) .chidori .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""The HTTP API (FastAPI). Route handlers only call services."""

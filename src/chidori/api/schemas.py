@@ -1,0 +1,163 @@
+"""Response shapes of the REST API."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from chidori.errors import InvalidRequest
+from chidori.records import Attempt, Event, Job
+
+
+class JobOut(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    id: int
+    name: str
+    state: str
+    kind: str
+    cluster: str
+    queue: str
+    priority: int
+    schema_name: str | None = Field(serialization_alias="schema")
+    table_name: str | None = Field(serialization_alias="table")
+    labels: dict[str, str]
+    user: str
+    created_at: datetime
+    admitted_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    duration_seconds: float | None
+    attempts: int
+    reason: str | None
+    spark_app_id: str | None
+    exit_code: int | None
+    cancel_requested: bool
+    spec: dict[str, Any]
+
+    @classmethod
+    def of(cls, job: Job) -> JobOut:
+        spec = job.spec
+        return cls(
+            id=job.id,
+            name=job.name,
+            state=job.state.value,
+            kind=spec.kind,
+            cluster=spec.cluster,
+            queue=spec.queue,
+            priority=spec.priority,
+            schema_name=spec.schema_name,
+            table_name=spec.table_name,
+            labels=dict(spec.labels),
+            user=job.owner,
+            created_at=job.created_at,
+            admitted_at=job.admitted_at,
+            started_at=job.started_at,
+            finished_at=job.finished_at,
+            duration_seconds=job.duration_seconds,
+            attempts=job.attempts,
+            reason=job.reason,
+            spark_app_id=job.spark_app_id,
+            exit_code=job.exit_code,
+            cancel_requested=job.cancel_requested,
+            spec=spec.public_dict(),
+        )
+
+
+class JobPage(BaseModel):
+    items: list[JobOut]
+    next_cursor: str | None
+
+
+class EventOut(BaseModel):
+    id: int
+    time: datetime
+    type: str
+    state: str | None
+    attempt: int | None
+    actor: str
+    reason: str | None
+    source: str | None
+
+    @classmethod
+    def of(cls, event: Event) -> EventOut:
+        return cls(
+            id=event.id,
+            time=event.time,
+            type=event.type,
+            state=event.state,
+            attempt=event.attempt,
+            actor=event.actor,
+            reason=event.reason,
+            source=event.source,
+        )
+
+
+class EventList(BaseModel):
+    items: list[EventOut]
+
+
+class AttemptOut(BaseModel):
+    number: int
+    state: str
+    host: str
+    server_id: str
+    pid: int | None
+    started_at: datetime
+    finished_at: datetime | None
+    spark_app_id: str | None
+    exit_code: int | None
+    reason: str | None
+
+    @classmethod
+    def of(cls, attempt: Attempt) -> AttemptOut:
+        return cls(
+            number=attempt.number,
+            state=attempt.state.value,
+            host=attempt.host,
+            server_id=attempt.server_id,
+            pid=attempt.pid,
+            started_at=attempt.started_at,
+            finished_at=attempt.finished_at,
+            spark_app_id=attempt.spark_app_id,
+            exit_code=attempt.exit_code,
+            reason=attempt.reason,
+        )
+
+
+class AttemptList(BaseModel):
+    items: list[AttemptOut]
+
+
+class UploadOut(BaseModel):
+    uri: str
+    sha256: str
+    size: int
+
+
+class Status(BaseModel):
+    status: str
+    detail: str | None = None
+
+
+def encode_cursor(before_id: int | None) -> str | None:
+    if before_id is None:
+        return None
+    return base64.urlsafe_b64encode(f"b:{before_id}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str | None) -> int | None:
+    if not cursor:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        prefix, value = raw.split(":", 1)
+        if prefix != "b":
+            raise ValueError(prefix)
+        return int(value)
+    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
+        raise InvalidRequest.for_field("cursor", "not a cursor returned by this API") from exc

@@ -1,0 +1,123 @@
+"""Where applications and their files come from: uploads, allowed local paths, or URLs."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+from urllib.parse import urlsplit
+
+from chidori.errors import InvalidRequest, NotFound, PayloadTooLarge
+
+UPLOAD_SCHEME = "upload"
+# Schemes Spark itself can fetch from; Chidori passes these through untouched.
+REMOTE_SCHEMES = frozenset(
+    {"hdfs", "s3", "s3a", "s3n", "gs", "abfs", "abfss", "wasb", "wasbs", "http", "https", "local"}
+)
+_SAFE_NAME = re.compile(r"[^A-Za-z0-9._\-]")
+_UPLOAD_URI = re.compile(r"^upload://([0-9a-f]{64})/([A-Za-z0-9._\-]{1,255})$")
+
+
+@dataclass(frozen=True)
+class Upload:
+    uri: str
+    sha256: str
+    size: int
+
+
+def safe_filename(name: str) -> str:
+    base = os.path.basename(name.replace("\\", "/")) or "upload"
+    cleaned = _SAFE_NAME.sub("_", base)[:255]
+    return cleaned if cleaned not in ("", ".", "..") else "upload"
+
+
+class ArtifactStore:
+    """Content-addressed uploads under `root`, plus the rules for local application paths."""
+
+    def __init__(self, root: Path, app_roots: Iterable[Path], max_bytes: int) -> None:
+        self._root = root
+        self._app_roots = tuple(Path(os.path.realpath(p)) for p in app_roots)
+        self._max_bytes = max_bytes
+
+    def save(self, stream: BinaryIO, filename: str) -> Upload:
+        """Store an uploaded file; the same content under the same name is stored once."""
+        name = safe_filename(filename)
+        self._root.mkdir(parents=True, exist_ok=True)
+        digest = hashlib.sha256()
+        size = 0
+        with tempfile.NamedTemporaryFile(dir=self._root, delete=False, prefix=".part-") as tmp:
+            try:
+                while chunk := stream.read(1024 * 1024):
+                    size += len(chunk)
+                    if size > self._max_bytes:
+                        raise PayloadTooLarge(f"upload is larger than {self._max_bytes} bytes")
+                    digest.update(chunk)
+                    tmp.write(chunk)
+            except BaseException:
+                os.unlink(tmp.name)
+                raise
+        sha = digest.hexdigest()
+        target = self._root / sha / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp.name, target)
+        return Upload(uri=f"{UPLOAD_SCHEME}://{sha}/{name}", sha256=sha, size=size)
+
+    def resolve(self, reference: str, field: str) -> str:
+        """Turn a reference from a job spec into what the driver is given: a local path or a
+        URL Spark understands. Raises InvalidRequest (naming `field`) for anything not allowed
+        or not there. An archive's `#alias` suffix is kept."""
+        ref, fragment = reference, ""
+        if "#" in reference and not reference.startswith("#"):
+            ref, alias = reference.rsplit("#", 1)
+            fragment = f"#{alias}"
+        scheme = urlsplit(ref).scheme.lower() if "://" in ref or ref.startswith("local:") else ""
+        if scheme == UPLOAD_SCHEME:
+            return str(self._upload_path(ref, field)) + fragment
+        if scheme == "file":
+            return str(self._local_path(urlsplit(ref).path, field)) + fragment
+        if scheme in REMOTE_SCHEMES:
+            return reference
+        if scheme:
+            raise InvalidRequest.for_field(
+                field, f"scheme {scheme!r} is not supported; use a path, upload:// or one of "
+                + ", ".join(sorted(REMOTE_SCHEMES)),
+            )
+        return str(self._local_path(ref, field)) + fragment
+
+    def upload_path(self, uri: str) -> Path:
+        """The file behind an upload:// URI; NotFound if it is not stored."""
+        match = _UPLOAD_URI.match(uri)
+        if not match:
+            raise NotFound(f"{uri!r} is not an upload URI")
+        path = self._root / match.group(1) / match.group(2)
+        if not path.is_file():
+            raise NotFound(f"upload {uri} not found")
+        return path
+
+    def _upload_path(self, uri: str, field: str) -> Path:
+        try:
+            return self.upload_path(uri)
+        except NotFound as exc:
+            raise InvalidRequest.for_field(field, exc.message) from exc
+
+    def _local_path(self, path_text: str, field: str) -> Path:
+        if "\x00" in path_text:
+            raise InvalidRequest.for_field(field, "path contains a NUL byte")
+        path = Path(path_text)
+        if not path.is_absolute():
+            path = self._app_roots[0] / path
+        real = Path(os.path.realpath(path))
+        if not any(real == root or root in real.parents for root in self._app_roots):
+            raise InvalidRequest.for_field(
+                field,
+                f"{path_text!r} is outside the allowed application roots; upload it with "
+                "chidori submit or ask an admin to add its folder to CHIDORI_APP_ROOTS",
+            )
+        if not real.is_file():
+            raise InvalidRequest.for_field(field, f"{path_text!r} does not exist or is not a file")
+        return real

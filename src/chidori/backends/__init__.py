@@ -1,0 +1,1 @@
+"""Backends ("Spark masters"): one interface in `base`, one module per kind."""

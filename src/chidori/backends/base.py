@@ -1,0 +1,53 @@
+"""The backend interface.
+
+A hosted backend does not run anything itself: it says how to start a job's driver (a command
+that Chidori's driver host runs as a child process) and how to clean up after an attempt.
+Backends are stateless; what they start is tagged with the job id and attempt number
+(environment variables `CHIDORI_JOB_ID`, `CHIDORI_ATTEMPT`) so it can be found again.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from chidori.config import ClusterConfig
+from chidori.records import Job
+
+Resolver = Callable[[str, str], str]
+"""(reference, field name) -> local path or URL; raises InvalidRequest when not allowed."""
+
+
+@dataclass(frozen=True)
+class DriverCommand:
+    """Everything needed to start one driver process."""
+
+    argv: list[str]
+    env: Mapping[str, str]
+    cwd: Path
+
+
+@dataclass(frozen=True)
+class LaunchRequest:
+    job: Job
+    attempt: int
+    work_dir: Path
+    resolve: Resolver
+
+
+class HostedBackend(ABC):
+    """A Spark master whose drivers Chidori hosts (client mode)."""
+
+    def __init__(self, cluster: ClusterConfig) -> None:
+        self.cluster = cluster
+
+    @abstractmethod
+    def driver_command(self, request: LaunchRequest) -> DriverCommand:
+        """The command that runs this attempt's driver. Raises InvalidRequest when the spec
+        names files that cannot be used, BackendError when the backend itself is unusable."""
+
+    def cleanup(self, job_id: int, attempt: int) -> None:  # noqa: B027
+        """Remove what an attempt left outside its driver's processes (executor pods, remote
+        resources), found by the job tag. Idempotent. Hosted local masters leave nothing."""

@@ -1,0 +1,87 @@
+"""The ``chidori`` command line: ``main(argv)`` returns the exit status.
+
+Exit statuses: 0 success; 1 failure (server error, unreachable server, failed job);
+2 bad usage or a 4xx answer; 3 a waited-for job was cancelled; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+
+from chidori import __version__
+from chidori.cli import jobs, server, submit
+from chidori.cli.args import ArgumentParser
+from chidori.cli.client import ApiError, ServerUnreachable
+from chidori.cli.errors import UsageError
+from chidori.cli.render import Output
+
+__all__ = ["main"]
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(
+        prog="chidori",
+        description="Chidori: a control plane for Spark jobs.",
+        allow_abbrev=False,
+    )
+    parser.add_argument("--version", action="version", version=f"chidori {__version__}")
+    subparsers = parser.add_subparsers(
+        dest="command", metavar="COMMAND", required=True, parser_class=ArgumentParser
+    )
+    server.add_parser(subparsers)
+    # Parsed by submit.parse_submit (spark-submit style); listed here for --help.
+    subparsers.add_parser(
+        "submit",
+        help="submit an application: chidori submit [options] APP [APP ARGS]",
+        add_help=False,
+    )
+    jobs.add_parsers(subparsers)
+    return parser
+
+
+def _exit_status(code: object) -> int:
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    print(code, file=sys.stderr)
+    return 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one ``chidori`` command; returns its exit status (never raises for user errors)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    out = Output()
+    try:
+        if args and args[0] == "submit":
+            return submit.run(args[1:], out)
+        ns = build_parser().parse_args(args)
+        status: int = ns.handler(ns, out)
+        return status
+    except SystemExit as exc:  # --help, --version
+        return _exit_status(exc.code)
+    except UsageError as exc:
+        for line in exc.lines:
+            out.error(line)
+        return 2
+    except ApiError as exc:
+        out.api_error(exc)
+        if exc.status == 401:
+            out.err("  (give a token with --token or CHIDORI_TOKEN)")
+        return 2 if 400 <= exc.status < 500 else 1
+    except ServerUnreachable as exc:
+        out.unreachable(exc)
+        return 1
+    except KeyboardInterrupt:
+        out.err("interrupted")
+        return 130
+    except BrokenPipeError:
+        return 1
+    except Exception as exc:  # never a traceback unless asked for
+        if os.environ.get("CHIDORI_DEBUG"):
+            traceback.print_exc()
+        out.error(f"unexpected {type(exc).__name__}: {exc} (set CHIDORI_DEBUG=1 for details)")
+        return 1

@@ -1,0 +1,5 @@
+"""``python -m chidori.cli``."""
+
+from chidori.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,311 @@
+"""A small typed HTTP client for the Chidori REST API (``/api/v1``).
+
+HTTP error answers become :class:`ApiError`; failures to talk to the server at
+all become :class:`ServerUnreachable`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+JsonObject = dict[str, Any]
+
+API_PREFIX = "/api/v1"
+TERMINAL_STATES = frozenset({"SUCCEEDED", "FAILED", "CANCELLED"})
+
+
+@dataclass(frozen=True)
+class FieldError:
+    field: str
+    message: str
+
+
+class ApiError(Exception):
+    """The server answered with an error status (or an unreadable body)."""
+
+    def __init__(
+        self, status: int, code: str, message: str, fields: Sequence[FieldError] = ()
+    ) -> None:
+        super().__init__(f"{status} {code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+        self.fields: list[FieldError] = list(fields)
+
+
+class ServerUnreachable(Exception):
+    """The server could not be reached (refused, DNS, timeout, dropped connection)."""
+
+    def __init__(self, url: str, detail: str) -> None:
+        super().__init__(f"cannot reach {url}: {detail}")
+        self.url = url
+        self.detail = detail
+
+
+class StreamInterrupted(ServerUnreachable):
+    """A streaming response broke off after it had started."""
+
+
+@dataclass(frozen=True)
+class LogChunk:
+    text: str
+    next_offset: int | None
+
+
+@dataclass
+class JobQuery:
+    """Filters of ``GET /jobs``; ``None``/empty means not given."""
+
+    states: list[str] = field(default_factory=list)
+    schema: str | None = None
+    table: str | None = None
+    queue: str | None = None
+    cluster: str | None = None
+    user: str | None = None
+    labels: list[str] = field(default_factory=list)
+    q: str | None = None
+    created_after: str | None = None
+    created_before: str | None = None
+    limit: int | None = None
+
+    def params(self, cursor: str | None = None) -> list[tuple[str, str]]:
+        out: list[tuple[str, str]] = [("state", s) for s in self.states]
+        for key in ("schema", "table", "queue", "cluster", "user"):
+            value = getattr(self, key)
+            if value is not None:
+                out.append((key, str(value)))
+        out.extend(("label", lab) for lab in self.labels)
+        for key, value in (
+            ("q", self.q),
+            ("created_after", self.created_after),
+            ("created_before", self.created_before),
+            ("limit", self.limit),
+            ("cursor", cursor),
+        ):
+            if value is not None:
+                out.append((key, str(value)))
+        return out
+
+
+def _error_from_response(response: httpx.Response) -> ApiError:
+    status = response.status_code
+    code = f"http_{status}"
+    message = response.reason_phrase or f"HTTP {status}"
+    fields: list[FieldError] = []
+    try:
+        body: Any = response.json()
+    except (ValueError, UnicodeDecodeError):
+        text = response.text.strip()
+        if text:
+            message = f"{message}: {text.splitlines()[0][:200]}"
+        return ApiError(status, code, message)
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict):
+        code = str(error.get("code") or code)
+        message = str(error.get("message") or message)
+        for item in error.get("fields") or []:
+            if isinstance(item, dict):
+                fields.append(FieldError(str(item.get("field", "")), str(item.get("message", ""))))
+    elif isinstance(body, dict) and "detail" in body:  # FastAPI's default error shape
+        detail = body["detail"]
+        if isinstance(detail, str):
+            message = detail
+        elif isinstance(detail, list):
+            message = "invalid request"
+            for item in detail:
+                if isinstance(item, dict):
+                    loc = item.get("loc") or []
+                    name = ".".join(str(p) for p in loc if p not in ("body", "query", "path"))
+                    fields.append(FieldError(name, str(item.get("msg", ""))))
+    return ApiError(status, code, message, fields)
+
+
+class ChidoriClient:
+    """One method per endpoint of the Chidori API; JSON in, JSON out."""
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str | None = None,
+        timeout: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        headers = {"Accept": "application/json", "User-Agent": "chidori-cli"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        self._http = httpx.Client(
+            base_url=self.base_url + API_PREFIX,
+            headers=headers,
+            timeout=timeout,
+            transport=transport,
+        )
+
+    # -- plumbing --------------------------------------------------------------------------
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> ChidoriClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Sequence[tuple[str, str]] | None = None,
+        json_body: Any = None,
+        files: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> httpx.Response:
+        try:
+            response = self._http.request(
+                method,
+                path,
+                params=list(params) if params else None,
+                json=json_body,
+                files=files,
+                headers=dict(headers) if headers else None,
+                timeout=self.timeout if timeout is None else timeout,
+            )
+        except httpx.TransportError as exc:
+            raise ServerUnreachable(self.base_url, _describe(exc)) from exc
+        if response.status_code >= 400:
+            raise _error_from_response(response)
+        return response
+
+    def _json(self, response: httpx.Response) -> JsonObject:
+        try:
+            body = response.json()
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ApiError(
+                response.status_code, "invalid_response", "the server sent a non-JSON answer"
+            ) from exc
+        if not isinstance(body, dict):
+            raise ApiError(
+                response.status_code, "invalid_response", "the server sent a non-object answer"
+            )
+        return body
+
+    # -- endpoints -------------------------------------------------------------------------
+
+    def upload(self, path: Path) -> JsonObject:
+        """``POST /uploads``: returns ``{"uri", "sha256", "size"}``."""
+        with path.open("rb") as fh:
+            files = {"file": (path.name, fh, "application/octet-stream")}
+            response = self._request(
+                "POST", "/uploads", files=files, timeout=max(self.timeout, 300)
+            )
+        return self._json(response)
+
+    def submit_job(self, spec: Mapping[str, Any], idempotency_key: str | None = None) -> JsonObject:
+        """``POST /jobs``: returns the new (or, for a repeated idempotency key, first) job."""
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
+        return self._json(self._request("POST", "/jobs", json_body=dict(spec), headers=headers))
+
+    def list_jobs(self, query: JobQuery, cursor: str | None = None) -> JsonObject:
+        """``GET /jobs``: returns ``{"items": [...], "next_cursor": ...}``."""
+        return self._json(self._request("GET", "/jobs", params=query.params(cursor)))
+
+    def get_job(self, job_id: int) -> JsonObject:
+        return self._json(self._request("GET", f"/jobs/{job_id}"))
+
+    def wait_job(self, job_id: int, state: str, timeout: float = 30) -> JsonObject:
+        """``GET /jobs/{id}/wait``: the job once its state is not ``state`` (or at timeout)."""
+        params = [("state", state), ("timeout", _num(timeout))]
+        response = self._request(
+            "GET", f"/jobs/{job_id}/wait", params=params, timeout=timeout + max(self.timeout, 10)
+        )
+        return self._json(response)
+
+    def cancel_job(self, job_id: int) -> JsonObject:
+        return self._json(self._request("DELETE", f"/jobs/{job_id}"))
+
+    def job_events(self, job_id: int) -> list[JsonObject]:
+        items = self._json(self._request("GET", f"/jobs/{job_id}/events")).get("items") or []
+        return [item for item in items if isinstance(item, dict)]
+
+    def job_logs(
+        self,
+        job_id: int,
+        *,
+        attempt: int | None = None,
+        tail: int | None = None,
+        offset: int | None = None,
+    ) -> LogChunk:
+        """``GET /jobs/{id}/logs`` without follow: the text and the next byte offset."""
+        params = _log_params(attempt, tail, offset, follow=False)
+        response = self._request("GET", f"/jobs/{job_id}/logs", params=params)
+        header = response.headers.get("X-Log-Offset")
+        next_offset = int(header) if header and header.strip().isdigit() else None
+        return LogChunk(response.content.decode("utf-8", errors="replace"), next_offset)
+
+    def follow_logs(
+        self,
+        job_id: int,
+        *,
+        attempt: int | None = None,
+        tail: int | None = None,
+        offset: int | None = None,
+    ) -> Iterator[bytes]:
+        """``GET /jobs/{id}/logs?follow=true``: yields raw chunks until the server ends it."""
+        params = _log_params(attempt, tail, offset, follow=True)
+        timeout = httpx.Timeout(self.timeout, read=None)
+        started = False
+        try:
+            with self._http.stream(
+                "GET", f"/jobs/{job_id}/logs", params=tuple(params), timeout=timeout
+            ) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise _error_from_response(response)
+                started = True
+                yield from response.iter_bytes()
+        except httpx.TransportError as exc:
+            error = StreamInterrupted if started else ServerUnreachable
+            raise error(self.base_url, _describe(exc)) from exc
+
+
+def _log_params(
+    attempt: int | None, tail: int | None, offset: int | None, *, follow: bool
+) -> list[tuple[str, str]]:
+    params: list[tuple[str, str]] = []
+    for key, value in (("attempt", attempt), ("tail", tail), ("offset", offset)):
+        if value is not None:
+            params.append((key, str(value)))
+    params.append(("follow", "true" if follow else "false"))
+    return params
+
+
+def _num(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+def _describe(exc: httpx.TransportError) -> str:
+    text = str(exc).strip()
+    if isinstance(exc, httpx.ConnectError):
+        lowered = text.lower()
+        if "refused" in lowered:
+            return "connection refused"
+        if "name or service" in lowered or "nodename" in lowered or "getaddrinfo" in lowered:
+            return "unknown host"
+    if isinstance(exc, httpx.TimeoutException):
+        return "timed out"
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -1,0 +1,297 @@
+"""Output: rich tables and colour for people at a terminal, plain text otherwise.
+
+``Output`` looks up ``sys.stdout``/``sys.stderr`` when it is created, so tests that
+swap them (``capsys``) see everything.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from chidori.cli.client import ApiError, JsonObject, ServerUnreachable
+
+STATE_STYLES = {
+    "QUEUED": "yellow",
+    "ADMITTED": "cyan",
+    "RUNNING": "bold blue",
+    "SUCCEEDED": "bold green",
+    "FAILED": "bold red",
+    "CANCELLED": "magenta",
+    "LOST": "red",
+}
+
+LIST_COLUMNS = (
+    "ID", "NAME", "STATE", "KIND", "CLUSTER", "QUEUE", "TABLE", "CREATED", "DURATION", "ATTEMPTS",
+)  # fmt: skip
+
+
+def _isatty(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+class Output:
+    """Where and how the CLI writes. ``human`` defaults to "stdout is a terminal"."""
+
+    def __init__(
+        self,
+        stdout: TextIO | None = None,
+        stderr: TextIO | None = None,
+        human: bool | None = None,
+    ) -> None:
+        self.stdout = sys.stdout if stdout is None else stdout
+        self.stderr = sys.stderr if stderr is None else stderr
+        self.human = _isatty(self.stdout) if human is None else human
+        self._err_colour = _isatty(self.stderr)
+
+    # -- raw writes ------------------------------------------------------------------------
+
+    def out(self, text: str = "") -> None:
+        self.stdout.write(text + "\n")
+        self.stdout.flush()
+
+    def write(self, text: str) -> None:
+        """Write without adding a newline (log streams)."""
+        self.stdout.write(text)
+        self.stdout.flush()
+
+    def err(self, text: str) -> None:
+        self.stderr.write(text + "\n")
+        self.stderr.flush()
+
+    def json(self, obj: Any) -> None:
+        self.out(json.dumps(obj, indent=2, ensure_ascii=False))
+
+    def _console(self, stream: TextIO) -> Console:
+        return Console(file=stream, highlight=False, soft_wrap=False)
+
+    # -- messages on stderr ----------------------------------------------------------------
+
+    def error(self, message: str) -> None:
+        self.err(f"error: {message}")
+
+    def note(self, message: str) -> None:
+        self.err(f"note: {message}")
+
+    def api_error(self, exc: ApiError) -> None:
+        self.error(exc.message)
+        for item in exc.fields:
+            self.err(f"  {item.field or '(request)'}: {item.message}")
+
+    def unreachable(self, exc: ServerUnreachable) -> None:
+        self.error(
+            f"cannot reach the Chidori server at {exc.url} ({exc.detail}); "
+            "start one with `chidori server` or point CHIDORI_URL (or --server) at it"
+        )
+
+    def transition(self, job: JsonObject, when: datetime | None = None) -> None:
+        """One progress line on stderr: local time, job id, state, reason."""
+        when = when or datetime.now()
+        state = str(job.get("state") or "?")
+        parts = [when.strftime("%H:%M:%S"), f"job {job.get('id')}", state]
+        reason = job.get("reason")
+        if reason:
+            parts.append(str(reason))
+        if self._err_colour:
+            line = Text("  ".join(parts[:2]) + "  ")
+            line.append(state, style=STATE_STYLES.get(state, ""))
+            if reason:
+                line.append(f"  {reason}")
+            self._console(self.stderr).print(line)
+        else:
+            self.err("  ".join(parts))
+
+    # -- jobs ------------------------------------------------------------------------------
+
+    def job_list(self, items: Sequence[JsonObject]) -> None:
+        rows = [list_row(job) for job in items]
+        if self.human:
+            table = Table(box=None, header_style="bold", pad_edge=False)
+            for column in LIST_COLUMNS:
+                table.add_column(
+                    column, justify="right" if column in ("ID", "ATTEMPTS") else "left"
+                )
+            for row in rows:
+                cells: list[str | Text] = list(row)
+                cells[2] = state_text(row[2])
+                table.add_row(*cells)
+            self._console(self.stdout).print(table)
+        else:
+            for line in align([list(LIST_COLUMNS), *rows]):
+                self.out(line)
+
+    def job_detail(self, job: JsonObject, events: Sequence[JsonObject]) -> None:
+        pairs = detail_pairs(job)
+        event_rows = [event_row(e) for e in events]
+        if self.human:
+            console = self._console(self.stdout)
+            grid = Table.grid(padding=(0, 2))
+            grid.add_column(style="bold")
+            grid.add_column()
+            for key, value in pairs:
+                grid.add_row(key, state_text(value) if key == "state" else value)
+            console.print(grid)
+            console.print()
+            table = Table(title="events", title_justify="left", box=None, header_style="bold")
+            for column in EVENT_COLUMNS:
+                table.add_column(column)
+            for row in event_rows:
+                cells: list[str | Text] = list(row)
+                cells[2] = state_text(row[2])
+                table.add_row(*cells)
+            console.print(table)
+        else:
+            width = max(len(key) for key, _ in pairs)
+            for key, value in pairs:
+                self.out(f"{key + ':':<{width + 1}}  {value}")
+            self.out()
+            self.out("events:")
+            for line in align([list(EVENT_COLUMNS), *event_rows]):
+                self.out("  " + line)
+
+
+EVENT_COLUMNS = ("TIME", "TYPE", "STATE", "ATTEMPT", "ACTOR", "REASON")
+
+
+def state_text(state: str) -> Text:
+    return Text(state, style=STATE_STYLES.get(state, ""))
+
+
+def align(rows: Iterable[Sequence[str]]) -> list[str]:
+    """Plain text columns separated by two spaces; the last column is not padded."""
+    materialized = [list(r) for r in rows]
+    if not materialized:
+        return []
+    widths = [max(len(r[i]) for r in materialized) for i in range(len(materialized[0]))]
+    return [
+        "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip()
+        for row in materialized
+    ]
+
+
+def text(value: Any) -> str:
+    if value is None or value == "" or value == [] or value == {}:
+        return "-"
+    return str(value)
+
+
+def parse_time(value: Any) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def format_time(value: Any) -> str:
+    """ISO 8601 from the server, shown in local time (``-`` when absent)."""
+    parsed = parse_time(value)
+    if parsed is None:
+        return text(value)
+    return parsed.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def format_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 10:
+        return f"{seconds:.1f}s"
+    total = round(seconds)
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m{secs:02d}s"
+    if minutes:
+        return f"{minutes}m{secs:02d}s"
+    return f"{secs}s"
+
+
+def job_duration(job: JsonObject, now: datetime | None = None) -> float | None:
+    """``duration_seconds``, or the time running so far for a job not yet finished."""
+    value = job.get("duration_seconds")
+    if isinstance(value, int | float):
+        return float(value)
+    started = parse_time(job.get("started_at"))
+    if started is None or job.get("finished_at"):
+        return None
+    return max(0.0, ((now or datetime.now(UTC)) - started).total_seconds())
+
+
+def dataset(job: JsonObject) -> str:
+    schema, table = job.get("schema"), job.get("table")
+    if schema and table:
+        return f"{schema}.{table}"
+    return text(schema or table)
+
+
+def list_row(job: JsonObject) -> list[str]:
+    return [
+        text(job.get("id")),
+        text(job.get("name")),
+        text(job.get("state")),
+        text(job.get("kind")),
+        text(job.get("cluster")),
+        text(job.get("queue")),
+        dataset(job),
+        format_time(job.get("created_at")),
+        format_duration(job_duration(job)),
+        text(job.get("attempts")),
+    ]
+
+
+def detail_pairs(job: JsonObject) -> list[tuple[str, str]]:
+    raw_spec = job.get("spec")
+    spec: JsonObject = raw_spec if isinstance(raw_spec, dict) else {}
+    labels = job.get("labels") or {}
+    label_text = (
+        ", ".join(f"{k}={v}" for k, v in labels.items())
+        if isinstance(labels, dict)
+        else text(labels)
+    )
+    args = spec.get("args")
+    return [
+        ("id", text(job.get("id"))),
+        ("name", text(job.get("name"))),
+        ("state", text(job.get("state"))),
+        ("reason", text(job.get("reason"))),
+        ("kind", text(job.get("kind"))),
+        ("user", text(job.get("user"))),
+        ("cluster", text(job.get("cluster"))),
+        ("queue", text(job.get("queue"))),
+        ("priority", text(job.get("priority"))),
+        ("table", dataset(job)),
+        ("labels", text(label_text)),
+        ("application", text(spec.get("application"))),
+        ("main class", text(spec.get("main_class"))),
+        ("args", " ".join(str(a) for a in args) if isinstance(args, list) and args else "-"),
+        ("created", format_time(job.get("created_at"))),
+        ("started", format_time(job.get("started_at"))),
+        ("finished", format_time(job.get("finished_at"))),
+        ("duration", format_duration(job_duration(job))),
+        ("attempts", text(job.get("attempts"))),
+        ("spark app id", text(job.get("spark_app_id"))),
+        ("exit code", text(job.get("exit_code"))),
+    ]
+
+
+def event_row(event: JsonObject) -> list[str]:
+    return [
+        format_time(event.get("time")),
+        text(event.get("type")),
+        text(event.get("state")),
+        text(event.get("attempt")),
+        text(event.get("actor")),
+        text(event.get("reason")),
+    ]

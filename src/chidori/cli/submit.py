@@ -1,0 +1,460 @@
+"""``chidori submit``: spark-submit's own flags plus Chidori's, turned into a job spec.
+
+Parsing is split in two: a scanner walks the command line the way spark-submit does
+(options, then APP, then everything else belongs to the application, however
+flag-like), then argparse checks and converts the options part alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+from chidori.cli.args import ArgumentParser, add_connection_flags, positive_int
+from chidori.cli.client import ApiError, ChidoriClient, JsonObject
+from chidori.cli.errors import UsageError
+from chidori.cli.jobs import follow_job, outcome_code, report_outcome, wait_for_end
+from chidori.cli.render import Output
+from chidori.cli.settings import resolve
+
+# Options that take a value (after normalizing the short aliases).
+VALUE_FLAGS = frozenset(
+    {
+        # spark-submit's own
+        "--name", "--class", "--conf", "--driver-memory", "--driver-cores",
+        "--executor-memory", "--executor-cores", "--num-executors", "--py-files", "--jars",
+        "--files", "--archives", "--master", "--deploy-mode", "--properties-file",
+        # Chidori's
+        "--server", "--token", "--kind", "--cluster", "--queue", "--priority", "--schema",
+        "--table", "--label", "--max-retries", "--timeout", "--idempotency-key",
+        "--requirement",
+    }
+)  # fmt: skip
+SWITCH_FLAGS = frozenset({"--wait", "--follow", "--json", "--verbose", "--help"})
+SHORT_ALIASES = {"-c": "--conf", "-v": "--verbose", "-h": "--help"}
+
+# spark-submit flags Chidori does not take: (takes a value, what to do instead).
+UNSUPPORTED: dict[str, tuple[bool, str]] = {
+    "--packages": (True, "use --conf spark.jars.packages=GROUP:ARTIFACT:VERSION[,...]"),
+    "--repositories": (True, "use --conf spark.jars.repositories=URL[,...]"),
+    "--exclude-packages": (True, "use --conf spark.jars.excludes=GROUP:ARTIFACT[,...]"),
+    "--driver-class-path": (True, "use --conf spark.driver.extraClassPath=PATH"),
+    "--driver-library-path": (True, "use --conf spark.driver.extraLibraryPath=PATH"),
+    "--driver-java-options": (True, "use --conf spark.driver.extraJavaOptions=OPTS"),
+    "--proxy-user": (True, "jobs run as the user of the API token; impersonation is not offered"),
+    "--principal": (True, "Kerberos is configured on the server's cluster, not per submission"),
+    "--keytab": (True, "Kerberos is configured on the server's cluster, not per submission"),
+    "--supervise": (False, "Chidori restarts failed drivers itself: use --max-retries N"),
+    "--total-executor-cores": (
+        True,
+        "use --num-executors N with --executor-cores C (or --conf spark.cores.max=N)",
+    ),
+    "--queue-name": (True, "use --queue NAME (a Chidori queue)"),
+    "--kill": (True, "use `chidori jobs cancel ID`"),
+    "--status": (True, "use `chidori jobs show ID`"),
+    "--remote": (True, "use the Chidori Spark Connect gateway (sc://HOST:15002)"),
+    "--usage-error": (False, "see `chidori submit --help`"),
+}
+
+LOCAL_MASTER = re.compile(r"^local(\[(\*|\d+)(,\d+)?\])?$")
+DURATION = re.compile(r"^(\d+[dhms])+$")
+URL_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]+:")
+DEPENDENCY_FIELDS = (
+    ("py_files", "--py-files"),
+    ("jars", "--jars"),
+    ("files", "--files"),
+    ("archives", "--archives"),
+)
+
+
+@dataclass(frozen=True)
+class LocalFile:
+    """A file on this machine that is uploaded before submitting; ``fragment`` is ``#alias``."""
+
+    path: Path
+    fragment: str | None = None
+
+
+Source = str | LocalFile
+
+
+@dataclass
+class SubmitPlan:
+    """What ``chidori submit`` will do: the spec (minus uploads) and how to run."""
+
+    application: Source
+    dependencies: dict[str, list[Source]]
+    spec: JsonObject
+    server: str | None = None
+    token: str | None = None
+    idempotency_key: str | None = None
+    wait: bool = False
+    follow: bool = False
+    json: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    def local_files(self) -> list[LocalFile]:
+        sources = [self.application, *(s for v in self.dependencies.values() for s in v)]
+        return [s for s in sources if isinstance(s, LocalFile)]
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(
+        prog="chidori submit",
+        usage="chidori submit [options] [--] APP [APP ARGS...]",
+        description=(
+            "Submit a Spark application (or a Python program with --kind python) to Chidori. "
+            "Local files are uploaded first. Everything after APP is passed to the application."
+        ),
+        allow_abbrev=False,
+    )
+    spark = parser.add_argument_group("spark-submit options")
+    spark.add_argument("--name", help="a name for the job")
+    spark.add_argument("--class", dest="main_class", metavar="CLASS", help="main class (JVM apps)")
+    spark.add_argument(
+        "--conf", "-c", action="append", default=[], metavar="K=V", help="a Spark property"
+    )
+    spark.add_argument("--driver-memory", metavar="MEM", help="e.g. 1g")
+    spark.add_argument("--driver-cores", type=positive_int, metavar="N")
+    spark.add_argument("--executor-memory", metavar="MEM", help="e.g. 2g")
+    spark.add_argument("--executor-cores", type=positive_int, metavar="N")
+    spark.add_argument("--num-executors", type=positive_int, metavar="N")
+    for flag in ("--py-files", "--jars", "--files", "--archives"):
+        spark.add_argument(
+            flag, action="append", default=[], metavar="LIST", help="comma-separated"
+        )
+    spark.add_argument("--master", help="only local, local[*] or local[N]; otherwise use --cluster")
+    spark.add_argument("--deploy-mode", help="accepted and ignored: Chidori hosts the driver")
+    spark.add_argument("--properties-file", metavar="FILE", help="spark.* properties to add")
+    spark.add_argument("--verbose", "-v", action="store_true", help=argparse.SUPPRESS)
+
+    ours = parser.add_argument_group("Chidori options")
+    add_connection_flags(ours)
+    ours.add_argument("--kind", choices=("spark", "python"), default="spark")
+    ours.add_argument("--cluster", metavar="NAME", help="a cluster configured on the server")
+    ours.add_argument("--queue", metavar="NAME")
+    ours.add_argument("--priority", type=int, metavar="N")
+    ours.add_argument("--schema", metavar="S", help="the dataset this job writes: schema")
+    ours.add_argument("--table", metavar="T", help="the dataset this job writes: table")
+    ours.add_argument("--label", action="append", default=[], metavar="K=V")
+    ours.add_argument("--max-retries", type=positive_int, metavar="N")
+    ours.add_argument("--timeout", metavar="DURATION", help="e.g. 90 (seconds), 30m, 2h, 1h30m")
+    ours.add_argument("--idempotency-key", metavar="KEY")
+    ours.add_argument(
+        "--requirement", action="append", default=[], metavar="PKG", help="a Python package"
+    )
+    ours.add_argument("--wait", action="store_true", help="wait for the end; exit with its outcome")
+    ours.add_argument(
+        "--follow", action="store_true", help="stream the driver log (implies --wait)"
+    )
+    return parser
+
+
+def split_command_line(argv: Sequence[str]) -> tuple[list[str], str | None, list[str]]:
+    """Split into (options in ``--flag=value`` form, APP, APP ARGS) the way spark-submit does."""
+    options: list[str] = []
+    problems: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--":
+            if i + 1 >= len(argv):
+                break
+            return _checked(options, problems), argv[i + 1], list(argv[i + 2 :])
+        if not arg.startswith("-") or arg == "-":
+            return _checked(options, problems), arg, list(argv[i + 1 :])
+        name, has_value, value = arg.partition("=") if arg.startswith("--") else (arg, "", "")
+        name = SHORT_ALIASES.get(name, name)
+        if name in UNSUPPORTED:
+            takes_value, advice = UNSUPPORTED[name]
+            problems.append(f"{name} is not supported by chidori submit: {advice}")
+            i += 2 if takes_value and not has_value else 1
+            continue
+        if name in VALUE_FLAGS:
+            if not has_value:
+                if i + 1 >= len(argv):
+                    problems.append(f"{name} expects a value")
+                    break
+                value = argv[i + 1]
+                i += 1
+            options.append(f"{name}={value}")
+        elif name in SWITCH_FLAGS:
+            options.append(name if not has_value else arg)
+            if name == "--help":
+                return options, None, []
+        else:
+            problems.append(f"unknown option {name} (see `chidori submit --help`)")
+        i += 1
+    _checked(options, problems)
+    return options, None, []
+
+
+def _checked(options: list[str], problems: list[str]) -> list[str]:
+    if problems:
+        raise UsageError(*problems)
+    return options
+
+
+def parse_submit(argv: Sequence[str]) -> SubmitPlan:
+    """Turn ``chidori submit`` arguments into a plan; raises :class:`UsageError`."""
+    options, app, app_args = split_command_line(argv)
+    parser = build_parser()
+    ns = parser.parse_args(options)  # --help exits here
+    if app is None:
+        raise UsageError("missing APP: the application file to run", "see `chidori submit --help`")
+
+    problems: list[str] = []
+    notes: list[str] = []
+    spec: JsonObject = {"kind": ns.kind}
+
+    cluster: str | None = ns.cluster
+    if ns.master is not None:
+        if not LOCAL_MASTER.match(ns.master):
+            problems.append(
+                f"--master {ns.master} is not supported: Chidori submits to clusters configured "
+                "on the server; use --cluster NAME instead (or --master local[*] for local mode)"
+            )
+        elif cluster is None:
+            cluster = "local"
+    if ns.deploy_mode is not None:
+        if ns.deploy_mode in ("client", "cluster"):
+            notes.append(
+                f"--deploy-mode {ns.deploy_mode} ignored: Chidori always hosts the driver itself"
+            )
+        else:
+            problems.append(f"--deploy-mode must be client or cluster, not {ns.deploy_mode!r}")
+
+    conf: dict[str, str] = {}
+    if ns.properties_file is not None:
+        try:
+            props = read_properties(Path(ns.properties_file))
+        except OSError as exc:
+            problems.append(f"cannot read --properties-file {ns.properties_file}: {exc.strerror}")
+        else:
+            conf.update({k: v for k, v in props.items() if k.startswith("spark.")})
+    for item in ns.conf:
+        key, value = _pair(item, "--conf", problems)
+        if key is not None:
+            conf[key] = value
+    labels: dict[str, str] = {}
+    for item in ns.label:
+        key, value = _pair(item, "--label", problems)
+        if key is not None:
+            labels[key] = value
+
+    timeout: int | str | None = None
+    if ns.timeout is not None:
+        raw = ns.timeout.strip()
+        if raw.isdigit():
+            timeout = int(raw)
+        elif DURATION.match(raw):
+            timeout = raw
+        else:
+            problems.append(f"--timeout expects a duration like 90, 30m, 2h or 1h30m, not {raw!r}")
+
+    application = _source(app, "APP", problems, allow_fragment=False)
+    dependencies: dict[str, list[Source]] = {}
+    for key, flag in DEPENDENCY_FIELDS:
+        entries = [e.strip() for item in getattr(ns, key) for e in item.split(",") if e.strip()]
+        if entries:
+            dependencies[key] = [_source(e, flag, problems, allow_fragment=True) for e in entries]
+
+    if problems:
+        raise UsageError(*problems)
+
+    optional: dict[str, Any] = {
+        "name": ns.name,
+        "main_class": ns.main_class,
+        "args": app_args or None,
+        "conf": conf or None,
+        "driver_memory": ns.driver_memory,
+        "driver_cores": ns.driver_cores,
+        "executor_instances": ns.num_executors,
+        "executor_memory": ns.executor_memory,
+        "executor_cores": ns.executor_cores,
+        "cluster": cluster,
+        "queue": ns.queue,
+        "priority": ns.priority,
+        "schema": ns.schema,
+        "table": ns.table,
+        "labels": labels or None,
+        "max_retries": ns.max_retries,
+        "timeout": timeout,
+        "requirements": ns.requirement or None,
+    }
+    spec.update({k: v for k, v in optional.items() if v is not None})
+    return SubmitPlan(
+        application=application,
+        dependencies=dependencies,
+        spec=spec,
+        server=ns.server,
+        token=ns.token,
+        idempotency_key=ns.idempotency_key,
+        wait=ns.wait or ns.follow,
+        follow=ns.follow,
+        json=ns.json,
+        notes=notes,
+    )
+
+
+def _pair(item: str, flag: str, problems: list[str]) -> tuple[str | None, str]:
+    key, sep, value = item.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        problems.append(f"{flag} expects KEY=VALUE, got {item!r}")
+        return None, ""
+    return key, value
+
+
+def _source(entry: str, flag: str, problems: list[str], *, allow_fragment: bool) -> Source:
+    """A remote URI stays as it is; a local path must exist and becomes a :class:`LocalFile`."""
+    if entry.startswith("upload://"):
+        return entry
+    path_text, fragment = entry, None
+    if URL_SCHEME.match(entry):
+        parsed = urlparse(entry)
+        if parsed.scheme != "file":
+            return entry  # hdfs://, s3a://, https://, local:/..., ...
+        path_text, fragment = unquote(parsed.path), parsed.fragment or None
+    elif allow_fragment and "#" in entry and not Path(entry).expanduser().exists():
+        path_text, _, fragment = entry.rpartition("#")
+    if fragment and not allow_fragment:
+        problems.append(f"{flag} {entry}: a #alias is only allowed on --files/--archives entries")
+        return entry
+    path = Path(path_text).expanduser()
+    if not path.exists():
+        problems.append(
+            f"{flag} {path_text}: no such local file (a remote file needs a URL scheme)"
+        )
+    elif not path.is_file():
+        problems.append(f"{flag} {path_text}: not a regular file")
+    return LocalFile(path, fragment or None)
+
+
+def read_properties(path: Path) -> dict[str, str]:
+    """Read a Java properties file: ``key=value``, ``key: value`` or ``key value``;
+    ``#``/``!`` comments; a trailing backslash continues a line. Values are trimmed."""
+    result: dict[str, str] = {}
+    logical = ""
+    for raw in path.read_text(encoding="utf-8").splitlines():
+        line = raw.lstrip()
+        if not logical and (not line or line[0] in "#!"):
+            continue
+        trailing = len(line) - len(line.rstrip("\\"))
+        if trailing % 2 == 1:
+            logical += line[:-1]
+            continue
+        logical += line
+        key, value = _split_property(logical)
+        logical = ""
+        if key:
+            result[key] = value
+    if logical:
+        key, value = _split_property(logical)
+        if key:
+            result[key] = value
+    return result
+
+
+def _split_property(line: str) -> tuple[str, str]:
+    i = 0
+    while i < len(line):
+        ch = line[i]
+        if ch == "\\":
+            i += 2
+            continue
+        if ch in "=:" or ch.isspace():
+            break
+        i += 1
+    key = _unescape(line[:i])
+    rest = line[i:].lstrip()
+    if rest[:1] in ("=", ":"):
+        rest = rest[1:]
+    return key, _unescape(rest.strip())
+
+
+def _unescape(text: str) -> str:
+    if "\\" not in text:
+        return text
+    out: list[str] = []
+    i = 0
+    while i < len(text):
+        ch = text[i]
+        if ch == "\\" and i + 1 < len(text):
+            nxt = text[i + 1]
+            out.append({"t": "\t", "n": "\n", "r": "\r", "f": "\f"}.get(nxt, nxt))
+            i += 2
+        else:
+            out.append(ch)
+            i += 1
+    return "".join(out)
+
+
+def materialize(plan: SubmitPlan, upload: Callable[[Path], str]) -> JsonObject:
+    """The final job spec: each local file replaced by the URI ``upload`` gives (once a file)."""
+    uploaded: dict[Path, str] = {}
+
+    def uri(source: Source) -> str:
+        if isinstance(source, str):
+            return source
+        key = source.path.resolve()
+        if key not in uploaded:
+            uploaded[key] = upload(source.path)
+        return uploaded[key] + (f"#{source.fragment}" if source.fragment else "")
+
+    spec = dict(plan.spec)
+    spec["application"] = uri(plan.application)
+    for key, sources in plan.dependencies.items():
+        spec[key] = [uri(s) for s in sources]
+    return spec
+
+
+def upload_file(client: ChidoriClient, path: Path) -> str:
+    answer = client.upload(path)
+    uri = answer.get("uri")
+    if not isinstance(uri, str) or not uri:
+        raise ApiError(201, "invalid_response", f"the upload of {path} answered without a uri")
+    return uri
+
+
+def run(argv: Sequence[str], out: Output) -> int:
+    plan = parse_submit(argv)
+    for note in plan.notes:
+        out.note(note)
+    settings = resolve(plan.server, plan.token)
+    with ChidoriClient(settings.url, settings.token) as client:
+        try:
+            spec = materialize(plan, lambda path: upload_file(client, path))
+        except OSError as exc:
+            raise UsageError(f"cannot read {exc.filename}: {exc.strerror}") from exc
+        job = client.submit_job(spec, plan.idempotency_key)
+        job_id = int(job["id"])
+        if not plan.wait:
+            if plan.json:
+                out.json(job)
+            else:
+                out.out(str(job_id))
+            return 0
+        try:
+            if plan.follow:
+                out.err(f"submitted job {job_id}")
+                final = follow_job(client, job, out, progress=True, logs_to_stderr=plan.json)
+            else:
+                if not plan.json:
+                    out.out(str(job_id))
+                final = wait_for_end(client, job, out)
+        except KeyboardInterrupt:
+            out.err(
+                f"interrupted; job {job_id} keeps running "
+                f"(stop it with `chidori jobs cancel {job_id}`)"
+            )
+            return 130
+        if plan.json:
+            out.json(final)
+        report_outcome(final, out)
+        return outcome_code(final)

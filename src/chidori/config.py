@@ -1,0 +1,173 @@
+"""Settings: environment variables plus an optional YAML or TOML file.
+
+Read once, in the composition root (`chidori.server`), never at import time.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from chidori.errors import ChidoriError
+
+HOSTED_CLUSTER_TYPES = ("local", "standalone")
+
+
+class ConfigError(ChidoriError):
+    code = "config_error"
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """A named Spark master jobs can be sent to."""
+
+    name: str
+    type: str
+    master: str
+    conf: Mapping[str, str] = field(default_factory=dict)
+    python: str | None = None
+    spark_home: str | None = None
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    database_url: str
+    host: str = "127.0.0.1"
+    port: int = 8080
+    admin_token: str | None = None
+    app_roots: tuple[Path, ...] = ()
+    clusters: Mapping[str, ClusterConfig] = field(default_factory=dict)
+    max_running_jobs: int | None = 4
+    cancel_grace_seconds: float = 5.0
+    lease_seconds: float = 15.0
+    lost_retry_limit: int = 3
+    max_upload_bytes: int = 512 * 1024 * 1024
+    event_log_dir: Path | None = None
+    history_server_url: str | None = None
+    environ: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def log_dir(self) -> Path:
+        return self.home / "logs"
+
+    @property
+    def artifact_dir(self) -> Path:
+        return self.home / "artifacts"
+
+    @property
+    def work_dir(self) -> Path:
+        return self.home / "work"
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+    try:
+        data = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
+    except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(f"config file {path} is not valid: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at the top")
+    return data
+
+
+def _cluster(name: str, raw: Mapping[str, Any]) -> ClusterConfig:
+    kind = str(raw.get("type", "local"))
+    if kind not in HOSTED_CLUSTER_TYPES:
+        raise ConfigError(
+            f"cluster {name!r}: type {kind!r} is not supported; use one of "
+            + ", ".join(HOSTED_CLUSTER_TYPES)
+        )
+    master = raw.get("master")
+    if kind == "local":
+        master = master or "local[*]"
+        if not str(master).startswith("local"):
+            raise ConfigError(f"cluster {name!r}: a local cluster's master must be local[...]")
+    elif not master or not str(master).startswith("spark://"):
+        raise ConfigError(f"cluster {name!r}: a standalone cluster needs master: spark://HOST:PORT")
+    conf = raw.get("conf") or {}
+    if not isinstance(conf, Mapping):
+        raise ConfigError(f"cluster {name!r}: conf must be a mapping")
+    return ClusterConfig(
+        name=name,
+        type=kind,
+        master=str(master),
+        conf={str(k): str(v) for k, v in conf.items()},
+        python=raw.get("python"),
+        spark_home=raw.get("spark_home"),
+    )
+
+
+def _optional_int(value: Any, what: str) -> int | None:
+    if value is None or value == "":
+        return None
+    try:
+        number = int(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{what} must be a whole number, not {value!r}") from exc
+    if number < 0:
+        raise ConfigError(f"{what} must not be negative")
+    return number
+
+
+def load_settings(
+    environ: Mapping[str, str], config_file: Path | None = None, cwd: Path | None = None
+) -> Settings:
+    """Build the settings from the environment and the config file (the file loses to env)."""
+    cwd = cwd or Path.cwd()
+    file_name = config_file or (Path(environ["CHIDORI_CONFIG"]) if environ.get("CHIDORI_CONFIG") else None)
+    data = _read_file(file_name) if file_name else {}
+    server = data.get("server") or {}
+    home = Path(environ.get("CHIDORI_HOME") or data.get("home") or cwd / ".chidori").resolve()
+    database_url = (
+        environ.get("CHIDORI_DATABASE_URL")
+        or data.get("database_url")
+        or f"sqlite:///{home / 'chidori.db'}"
+    )
+    clusters = {"local": ClusterConfig(name="local", type="local", master="local[*]")}
+    raw_clusters = data.get("clusters") or {}
+    if not isinstance(raw_clusters, Mapping):
+        raise ConfigError("clusters must be a mapping of name to settings")
+    for name, raw in raw_clusters.items():
+        clusters[str(name)] = _cluster(str(name), raw or {})
+    roots_text = environ.get("CHIDORI_APP_ROOTS")
+    if roots_text:
+        roots = tuple(Path(p).resolve() for p in roots_text.split(os.pathsep) if p)
+    else:
+        roots = tuple(Path(p).resolve() for p in data.get("app_roots", [])) or (cwd.resolve(),)
+    limits = data.get("limits") or {}
+    port_text = environ.get("CHIDORI_PORT") or server.get("port") or 8080
+    try:
+        port = int(port_text)
+    except ValueError as exc:
+        raise ConfigError(f"CHIDORI_PORT must be a port number, not {port_text!r}") from exc
+    event_log_dir = data.get("event_log_dir") or environ.get("CHIDORI_EVENT_LOG_DIR")
+    return Settings(
+        home=home,
+        database_url=str(database_url),
+        host=environ.get("CHIDORI_HOST") or server.get("host") or "127.0.0.1",
+        port=port,
+        admin_token=environ.get("CHIDORI_ADMIN_TOKEN") or None,
+        app_roots=roots,
+        clusters=clusters,
+        max_running_jobs=_optional_int(
+            environ.get("CHIDORI_MAX_RUNNING_JOBS", limits.get("max_running_jobs", 4)),
+            "max_running_jobs",
+        ),
+        cancel_grace_seconds=float(data.get("cancel_grace_seconds", 5.0)),
+        lease_seconds=float(data.get("lease_seconds", 15.0)),
+        event_log_dir=Path(event_log_dir).resolve() if event_log_dir else home / "spark-events",
+        history_server_url=data.get("history_server_url") or environ.get("CHIDORI_HISTORY_SERVER_URL"),
+        environ=dict(environ),
+    )

@@ -1,0 +1,220 @@
+"""The driver host: runs each admitted attempt's driver as a child process of this server.
+
+Each driver gets its own process group and a per-attempt log file (stdout and stderr). One
+thread per driver waits for its exit, so an exit is reported at once; a housekeeping loop scans
+new log output for the Spark application id and enforces timeouts.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from chidori.backends.base import DriverCommand
+from chidori.backends.spark_logs import find_application_id, summarize_failure
+from chidori.processes import stop_attempt_processes
+from chidori.records import Outcome
+from chidori.states import AttemptState
+
+log = logging.getLogger(__name__)
+
+ExitCallback = Callable[[int, int, Outcome], None]
+AppIdCallback = Callable[[int, int, str], None]
+_APP_ID_SCAN_LIMIT = 4 * 1024 * 1024  # stop looking for the app id after this much output
+
+
+@dataclass
+class _Driver:
+    job_id: int
+    attempt: int
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    deadline: float | None
+    timeout: float | None
+    app_id: str | None = None
+    scanned: int = 0
+    stop_reason: str | None = None
+    stop_state: AttemptState | None = None
+    stopping: threading.Event = field(default_factory=threading.Event)
+    waiter: threading.Thread | None = None
+
+
+def log_path_for(log_dir: Path, job_id: int, attempt: int) -> Path:
+    return log_dir / str(job_id) / f"attempt-{attempt}.log"
+
+
+def _signal_name(code: int) -> str:
+    try:
+        return signal.Signals(-code).name
+    except ValueError:
+        return f"signal {-code}"
+
+
+class DriverHost:
+    def __init__(
+        self,
+        log_dir: Path,
+        on_exit: ExitCallback,
+        on_app_id: AppIdCallback,
+        grace_seconds: float = 5.0,
+        housekeeping_interval: float = 0.25,
+    ) -> None:
+        self._log_dir = log_dir
+        self._on_exit = on_exit
+        self._on_app_id = on_app_id
+        self._grace = grace_seconds
+        self._interval = housekeeping_interval
+        self._drivers: dict[tuple[int, int], _Driver] = {}
+        self._lock = threading.Lock()
+        self._closed = threading.Event()
+        self._housekeeper = threading.Thread(
+            target=self._housekeeping, name="driver-housekeeping", daemon=True
+        )
+        self._housekeeper.start()
+
+    def start(
+        self, job_id: int, attempt: int, command: DriverCommand, timeout: float | None
+    ) -> tuple[int, Path]:
+        """Start a driver. Returns (pid, log path). Raises OSError if it cannot be started."""
+        log_path = log_path_for(self._log_dir, job_id, attempt)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        command.cwd.mkdir(parents=True, exist_ok=True)
+        with open(log_path, "ab") as log_file:
+            process = subprocess.Popen(
+                command.argv,
+                env=dict(command.env),
+                cwd=command.cwd,
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                close_fds=True,
+            )
+        driver = _Driver(
+            job_id=job_id,
+            attempt=attempt,
+            process=process,
+            log_path=log_path,
+            timeout=timeout,
+            deadline=time.monotonic() + timeout if timeout else None,
+        )
+        driver.waiter = threading.Thread(
+            target=self._wait, args=(driver,), name=f"driver-{job_id}-{attempt}", daemon=True
+        )
+        with self._lock:
+            self._drivers[(job_id, attempt)] = driver
+        driver.waiter.start()
+        return process.pid, log_path
+
+    def running(self) -> list[tuple[int, int]]:
+        with self._lock:
+            return list(self._drivers)
+
+    def stop(self, job_id: int, attempt: int, state: AttemptState, reason: str) -> bool:
+        """Stop a driver (its whole process group and every tagged process). The exit is then
+        reported with `state` and `reason`. Returns False if this host does not run it."""
+        with self._lock:
+            driver = self._drivers.get((job_id, attempt))
+        if driver is None:
+            return False
+        self._stop(driver, state, reason)
+        return True
+
+    def _stop(self, driver: _Driver, state: AttemptState, reason: str) -> None:
+        if driver.stopping.is_set():
+            return
+        driver.stop_state, driver.stop_reason = state, reason
+        driver.stopping.set()
+        threading.Thread(
+            target=stop_attempt_processes,
+            args=(driver.job_id, driver.attempt, driver.process.pid, self._grace),
+            name=f"stop-{driver.job_id}-{driver.attempt}",
+            daemon=True,
+        ).start()
+
+    def shutdown(self, reason: str) -> None:
+        """Stop every driver, reporting each attempt LOST with `reason`, and wait for them."""
+        self._closed.set()
+        with self._lock:
+            drivers = list(self._drivers.values())
+        for driver in drivers:
+            self._stop(driver, AttemptState.LOST, reason)
+        deadline = time.monotonic() + self._grace + 5
+        for driver in drivers:
+            if driver.waiter is not None:
+                driver.waiter.join(timeout=max(0.1, deadline - time.monotonic()))
+                if driver.waiter.is_alive():
+                    log.warning("driver of job %s did not stop in time", driver.job_id)
+
+    def _wait(self, driver: _Driver) -> None:
+        code = driver.process.wait()
+        if not driver.stopping.is_set():
+            # The driver is gone, but processes it started may linger in the group.
+            stop_attempt_processes(driver.job_id, driver.attempt, driver.process.pid, 1.0)
+        self._scan_app_id(driver)
+        with self._lock:
+            self._drivers.pop((driver.job_id, driver.attempt), None)
+        outcome = self._outcome(driver, code)
+        try:
+            self._on_exit(driver.job_id, driver.attempt, outcome)
+        except Exception:
+            log.exception("recording the end of job %s attempt %s", driver.job_id, driver.attempt)
+
+    def _outcome(self, driver: _Driver, code: int) -> Outcome:
+        if driver.stop_state is not None:
+            return Outcome(driver.stop_state, driver.stop_reason, code)
+        if code == 0:
+            return Outcome(AttemptState.SUCCEEDED, None, 0)
+        if code < 0:
+            return Outcome(AttemptState.FAILED, f"driver killed by {_signal_name(code)}", code)
+        detail = summarize_failure(_tail(driver.log_path, 64 * 1024))
+        reason = f"driver exited with code {code}"
+        return Outcome(AttemptState.FAILED, f"{reason}: {detail}" if detail else reason, code)
+
+    def _scan_app_id(self, driver: _Driver) -> None:
+        if driver.app_id is not None or driver.scanned >= _APP_ID_SCAN_LIMIT:
+            return
+        try:
+            with open(driver.log_path, "rb") as handle:
+                # Re-read a little before the last position: a line may have been cut in two.
+                start = max(0, driver.scanned - 512)
+                handle.seek(start)
+                chunk = handle.read(_APP_ID_SCAN_LIMIT - start)
+        except OSError:
+            return
+        driver.scanned = start + len(chunk)
+        app_id = find_application_id(chunk.decode("utf-8", "replace"))
+        if app_id is not None:
+            driver.app_id = app_id
+            try:
+                self._on_app_id(driver.job_id, driver.attempt, app_id)
+            except Exception:
+                log.exception("recording the application id of job %s", driver.job_id)
+
+    def _housekeeping(self) -> None:
+        while not self._closed.wait(self._interval):
+            with self._lock:
+                drivers = list(self._drivers.values())
+            now = time.monotonic()
+            for driver in drivers:
+                self._scan_app_id(driver)
+                if driver.deadline is not None and now > driver.deadline:
+                    self._stop(
+                        driver, AttemptState.FAILED, f"timed out after {driver.timeout:g} s"
+                    )
+
+
+def _tail(path: Path, size: int) -> str:
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(max(0, os.path.getsize(path) - size))
+            return handle.read().decode("utf-8", "replace")
+    except OSError:
+        return ""

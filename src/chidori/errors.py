@@ -1,0 +1,70 @@
+"""Domain errors. Each boundary translates its own failures into these; the API maps them to
+HTTP in exactly one place (`chidori.api.errors`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class FieldError:
+    """One bad field of a request: a dotted path and why it is bad."""
+
+    field: str
+    message: str
+
+
+class ChidoriError(Exception):
+    """Base of every error Chidori raises on purpose."""
+
+    code = "error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidRequest(ChidoriError):
+    """The request names something invalid; `fields` says which fields and why."""
+
+    code = "invalid_request"
+
+    def __init__(self, message: str, fields: list[FieldError] | None = None) -> None:
+        super().__init__(message)
+        self.fields = list(fields or [])
+
+    @classmethod
+    def for_field(cls, name: str, message: str) -> InvalidRequest:
+        return cls(f"{name}: {message}", [FieldError(name, message)])
+
+
+class NotFound(ChidoriError):
+    code = "not_found"
+
+
+class Conflict(ChidoriError):
+    code = "conflict"
+
+
+class Unauthenticated(ChidoriError):
+    code = "unauthenticated"
+
+
+class Forbidden(ChidoriError):
+    code = "forbidden"
+
+
+class PayloadTooLarge(ChidoriError):
+    code = "payload_too_large"
+
+
+class StoreUnavailable(ChidoriError):
+    """The database cannot be reached or answered with an error we cannot act on."""
+
+    code = "store_unavailable"
+
+
+class BackendError(ChidoriError):
+    """A backend could not start or stop a driver."""
+
+    code = "backend_error"

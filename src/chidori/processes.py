@@ -1,0 +1,82 @@
+"""Finding and stopping the processes of one job attempt, by the tag in their environment."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+PROC = Path("/proc")
+
+
+def tagged_processes(job_id: int, attempt: int | None = None) -> list[int]:
+    """PIDs whose environment carries CHIDORI_JOB_ID=job_id (and CHIDORI_ATTEMPT=attempt).
+
+    Works on Linux (/proc); elsewhere returns []. Processes we may not read are skipped.
+    """
+    wanted = f"CHIDORI_JOB_ID={job_id}".encode()
+    wanted_attempt = f"CHIDORI_ATTEMPT={attempt}".encode() if attempt is not None else None
+    found = []
+    if not PROC.is_dir():
+        return []
+    me = os.getpid()
+    for entry in PROC.iterdir():
+        if not entry.name.isdigit() or int(entry.name) == me:
+            continue
+        try:
+            environ = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if wanted in environ and (wanted_attempt is None or wanted_attempt in environ):
+            found.append(int(entry.name))
+    return found
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        state = (PROC / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state != "Z"
+
+
+def stop_attempt_processes(
+    job_id: int, attempt: int, group_leader: int | None, grace_seconds: float
+) -> None:
+    """SIGTERM the driver's process group and every tagged process, SIGKILL what is left
+    after `grace_seconds`. Returns once nothing tagged is alive (or after a last SIGKILL)."""
+    if group_leader is not None:
+        _signal_group(group_leader, signal.SIGTERM)
+    for pid in tagged_processes(job_id, attempt):
+        _send(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_seconds
+    while time.monotonic() < deadline:
+        leader_alive = group_leader is not None and _alive(group_leader)
+        if not leader_alive and not [p for p in tagged_processes(job_id, attempt) if _alive(p)]:
+            return
+        time.sleep(0.1)
+    if group_leader is not None:
+        _signal_group(group_leader, signal.SIGKILL)
+    for pid in tagged_processes(job_id, attempt):
+        _send(pid, signal.SIGKILL)
+
+
+def _send(pid: int, sig: signal.Signals) -> None:
+    try:
+        os.kill(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass

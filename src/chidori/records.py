@@ -1,0 +1,106 @@
+"""What the store hands out: plain frozen records, independent of SQLAlchemy."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from chidori.spec import JobSpec
+from chidori.states import AttemptState, JobState
+
+
+@dataclass(frozen=True)
+class Job:
+    id: int
+    name: str
+    state: JobState
+    spec: JobSpec
+    owner: str
+    created_at: datetime
+    updated_at: datetime
+    admitted_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    attempts: int
+    reason: str | None
+    spark_app_id: str | None
+    exit_code: int | None
+    cancel_requested: bool
+
+    @property
+    def duration_seconds(self) -> float | None:
+        if self.started_at is None:
+            return None
+        end = self.finished_at
+        if end is None:
+            return None
+        return (end - self.started_at).total_seconds()
+
+
+@dataclass(frozen=True)
+class Attempt:
+    job_id: int
+    number: int
+    state: AttemptState
+    server_id: str
+    host: str
+    pid: int | None
+    log_path: str | None
+    started_at: datetime
+    finished_at: datetime | None
+    lease_expires_at: datetime
+    spark_app_id: str | None
+    exit_code: int | None
+    reason: str | None
+
+
+@dataclass(frozen=True)
+class Event:
+    id: int
+    job_id: int
+    attempt: int | None
+    time: datetime
+    type: str
+    state: str | None
+    actor: str
+    reason: str | None
+    source: str | None
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A job the scheduler has just admitted, with the number of its new attempt."""
+
+    job: Job
+    attempt: int
+
+
+@dataclass(frozen=True)
+class JobQuery:
+    states: tuple[JobState, ...] = ()
+    schema_name: str | None = None
+    table_name: str | None = None
+    queue: str | None = None
+    cluster: str | None = None
+    owner: str | None = None
+    labels: tuple[tuple[str, str], ...] = ()
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    text: str | None = None
+    limit: int = 50
+    before_id: int | None = None
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[Job] = field(default_factory=list)
+    next_before_id: int | None = None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How an attempt ended, as the driver host saw it."""
+
+    state: AttemptState
+    reason: str | None
+    exit_code: int | None = None

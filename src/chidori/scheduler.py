@@ -1,0 +1,211 @@
+"""The scheduler: admits queued jobs, launches their drivers, reacts to cancels and losses.
+
+It wakes on events (a submission, a finished driver, a cancel) and also every `tick` seconds,
+so changes made by other replicas are seen too. Every step is small, idempotent and reads the
+truth from the store, so it is safe to re-run on any replica at any time.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from chidori.artifacts import ArtifactStore
+from chidori.backends.base import HostedBackend, LaunchRequest
+from chidori.driver_host import DriverHost
+from chidori.errors import ChidoriError, StoreUnavailable
+from chidori.processes import stop_attempt_processes
+from chidori.records import Claim, Outcome
+from chidori.states import AttemptState
+from chidori.store import Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SchedulerOptions:
+    server_id: str
+    host: str
+    work_dir: Path
+    max_running_jobs: int | None
+    lease_seconds: float = 15.0
+    lost_retry_limit: int = 3
+    tick_seconds: float = 1.0
+
+
+class Scheduler:
+    def __init__(
+        self,
+        store: Store,
+        backends: Mapping[str, HostedBackend],
+        artifacts: ArtifactStore,
+        options: SchedulerOptions,
+        driver_log_dir: Path,
+        grace_seconds: float,
+    ) -> None:
+        self._store = store
+        self._backends = backends
+        self._artifacts = artifacts
+        self._options = options
+        self._wakeup = threading.Event()
+        self._stopped = threading.Event()
+        self._admitting = True
+        self._thread: threading.Thread | None = None
+        self._last_lease_renewal = 0.0
+        self.drivers = DriverHost(
+            driver_log_dir,
+            on_exit=self._driver_exited,
+            on_app_id=self._app_id_found,
+            grace_seconds=grace_seconds,
+        )
+
+    # ---- lifecycle --------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="scheduler", daemon=True)
+        self._thread.start()
+
+    def wake(self, _job_id: int | None = None) -> None:
+        self._wakeup.set()
+
+    def stop(self, reason: str = "server shutting down") -> None:
+        """Stop admitting, stop the drivers this server hosts and hand their jobs back to the
+        queue (their attempts end LOST), so another start or replica runs them again."""
+        self._admitting = False
+        self._stopped.set()
+        self._wakeup.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self.drivers.shutdown(reason)
+
+    # ---- the loop ---------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while not self._stopped.is_set():
+            self._wakeup.wait(self._options.tick_seconds)
+            self._wakeup.clear()
+            if self._stopped.is_set():
+                break
+            try:
+                self.step()
+            except StoreUnavailable as exc:
+                log.warning("scheduler step skipped: %s", exc)
+                time.sleep(1)
+            except Exception:
+                log.exception("scheduler step failed")
+                time.sleep(1)
+
+    def step(self) -> None:
+        """One pass: renew leases, reap lost attempts, apply cancels, admit what fits."""
+        self.renew_leases()
+        self.reap_expired()
+        self.apply_cancels()
+        while self._admitting and self.admit_one():
+            pass
+
+    def renew_leases(self) -> None:
+        now = time.monotonic()
+        if now - self._last_lease_renewal >= self._options.lease_seconds / 3:
+            self._store.renew_leases(self._options.server_id, self._options.lease_seconds)
+            self._last_lease_renewal = now
+
+    def reap_expired(self) -> None:
+        """Mark attempts whose host stopped renewing its lease LOST; retry them."""
+        for attempt in self._store.expired_attempts():
+            if (attempt.job_id, attempt.number) in self.drivers.running():
+                continue  # ours and alive: the lease renewal was merely late
+            self._mark_lost(attempt.job_id, attempt.number, attempt.pid, "driver host stopped renewing its lease")
+
+    def recover_orphans(self, all_servers: bool) -> int:
+        """At start: attempts left active by an earlier run of this server (or, on a store only
+        one server can use, by any server) are LOST. Returns how many were found."""
+        server = None if all_servers else self._options.server_id
+        orphans = [
+            a
+            for a in self._store.active_attempts(server)
+            if (a.job_id, a.number) not in self.drivers.running()
+        ]
+        for attempt in orphans:
+            self._mark_lost(attempt.job_id, attempt.number, attempt.pid, "server restarted while the driver ran")
+        return len(orphans)
+
+    def _mark_lost(self, job_id: int, attempt: int, pid: int | None, reason: str) -> None:
+        stop_attempt_processes(job_id, attempt, None, 2.0)
+        job = self._store.get_job(job_id)
+        backend = self._backends.get(job.spec.cluster)
+        if backend is not None:
+            try:
+                backend.cleanup(job_id, attempt)
+            except ChidoriError as exc:
+                log.warning("cleanup of job %s attempt %s failed: %s", job_id, attempt, exc)
+        self._store.finish_attempt(
+            job_id,
+            attempt,
+            Outcome(AttemptState.LOST, reason),
+            self._options.server_id,
+            self._options.lost_retry_limit,
+        )
+        log.info("job %s attempt %s (pid %s) lost: %s", job_id, attempt, pid, reason)
+
+    def apply_cancels(self) -> None:
+        for attempt in self._store.cancel_requested_attempts(self._options.server_id):
+            if not self.drivers.stop(
+                attempt.job_id, attempt.number, AttemptState.CANCELLED, "cancelled on request"
+            ) and attempt.state is AttemptState.STARTING:
+                self._finish(attempt.job_id, attempt.number, Outcome(AttemptState.CANCELLED, "cancelled on request"))
+
+    def admit_one(self) -> bool:
+        """Claim and launch the next job. Returns False when nothing more can start."""
+        claim = self._store.claim_next(
+            self._options.server_id,
+            self._options.host,
+            list(self._backends),
+            self._options.max_running_jobs,
+            self._options.lease_seconds,
+        )
+        if claim is None:
+            return False
+        self.launch(claim)
+        return True
+
+    def launch(self, claim: Claim) -> None:
+        job, attempt = claim.job, claim.attempt
+        backend = self._backends[job.spec.cluster]
+        work_dir = self._options.work_dir / str(job.id) / f"attempt-{attempt}"
+        try:
+            work_dir.mkdir(parents=True, exist_ok=True)
+            command = backend.driver_command(
+                LaunchRequest(job, attempt, work_dir, self._artifacts.resolve)
+            )
+            pid, log_path = self.drivers.start(job.id, attempt, command, job.spec.timeout)
+        except ChidoriError as exc:
+            self._finish(job.id, attempt, Outcome(AttemptState.FAILED, f"could not start the driver: {exc.message}"))
+            return
+        except OSError as exc:
+            self._finish(job.id, attempt, Outcome(AttemptState.FAILED, f"could not start the driver: {exc}"))
+            return
+        self._store.mark_running(job.id, attempt, pid, str(log_path), self._options.server_id)
+
+    # ---- callbacks from the driver host -----------------------------------------------------
+
+    def _finish(self, job_id: int, attempt: int, outcome: Outcome) -> None:
+        self._store.finish_attempt(
+            job_id, attempt, outcome, self._options.server_id, self._options.lost_retry_limit
+        )
+
+    def _driver_exited(self, job_id: int, attempt: int, outcome: Outcome) -> None:
+        for delay in (0.0, 0.5, 1, 2, 4, 8):
+            time.sleep(delay)
+            try:
+                self._finish(job_id, attempt, outcome)
+                break
+            except StoreUnavailable as exc:
+                log.warning("recording the end of job %s failed, retrying: %s", job_id, exc)
+        self._wakeup.set()
+
+    def _app_id_found(self, job_id: int, attempt: int, app_id: str) -> None:
+        self._store.set_app_id(job_id, attempt, app_id, self._options.server_id)

@@ -1,0 +1,119 @@
+"""The composition root: reads settings once and wires store, backends, scheduler and API."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import socket
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from chidori.api.app import create_app
+from chidori.artifacts import ArtifactStore
+from chidori.auth import Authenticator, ensure_admin_token
+from chidori.backends.base import HostedBackend
+from chidori.backends.spark import SparkBackend
+from chidori.config import Settings, load_settings
+from chidori.scheduler import Scheduler, SchedulerOptions
+from chidori.services.jobs import JobService
+from chidori.services.notify import ChangeNotifier
+from chidori.store import Store, open_store
+
+log = logging.getLogger("chidori")
+
+# Never handed to driver processes: jobs run user code.
+_PRIVATE_VARIABLES = ("CHIDORI_ADMIN_TOKEN", "CHIDORI_TOKEN", "CHIDORI_SECRET_KEY", "CHIDORI_DATABASE_URL")
+
+
+@dataclass
+class Server:
+    settings: Settings
+    store: Store
+    scheduler: Scheduler
+    app: FastAPI
+    admin_token_file: Path | None
+
+
+def driver_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    return {k: v for k, v in environ.items() if k not in _PRIVATE_VARIABLES}
+
+
+def build_server(settings: Settings) -> Server:
+    settings.home.mkdir(parents=True, exist_ok=True)
+    admin_token, token_file = ensure_admin_token(settings.admin_token, settings.home)
+    store = open_store(settings.database_url)
+    store.migrate()
+    artifacts = ArtifactStore(settings.artifact_dir, settings.app_roots, settings.max_upload_bytes)
+    base_env = driver_environment(settings.environ)
+    backends: dict[str, HostedBackend] = {
+        name: SparkBackend(cluster, base_env, settings.event_log_dir)
+        for name, cluster in settings.clusters.items()
+    }
+    host = socket.gethostname()
+    server_id = f"{host}-{os.getpid()}-{secrets.token_hex(3)}"
+    scheduler = Scheduler(
+        store,
+        backends,
+        artifacts,
+        SchedulerOptions(
+            server_id=server_id,
+            host=host,
+            work_dir=settings.work_dir,
+            max_running_jobs=settings.max_running_jobs,
+            lease_seconds=settings.lease_seconds,
+            lost_retry_limit=settings.lost_retry_limit,
+        ),
+        settings.log_dir,
+        settings.cancel_grace_seconds,
+    )
+    notifier = ChangeNotifier()
+    store.subscribe(notifier.notify)
+    store.subscribe(scheduler.wake)
+    jobs = JobService(store, artifacts, settings.clusters, notifier)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        notifier.bind(asyncio.get_running_loop())
+        # SQLite cannot be shared by several servers: whatever is still active is ours.
+        recovered = scheduler.recover_orphans(all_servers=store.dialect == "sqlite")
+        if recovered:
+            log.info("found %d attempt(s) orphaned by an earlier run; marked LOST", recovered)
+        scheduler.start()
+        try:
+            yield
+        finally:
+            await asyncio.to_thread(scheduler.stop)
+            store.dispose()
+
+    app = create_app(jobs, artifacts, Authenticator(admin_token), store.ping, lifespan)
+    return Server(settings, store, scheduler, app, token_file)
+
+
+def run_server(config_file: Path | None, host: str | None = None, port: int | None = None) -> None:
+    import uvicorn
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = load_settings(os.environ, config_file)
+    if host:
+        settings = _replace(settings, host=host)
+    if port:
+        settings = _replace(settings, port=port)
+    server = build_server(settings)
+    where = f"in {server.admin_token_file}" if server.admin_token_file else "from CHIDORI_ADMIN_TOKEN"
+    log.info(
+        "Chidori on http://%s:%d (data in %s; admin token %s)",
+        settings.host, settings.port, settings.home, where,
+    )
+    uvicorn.run(server.app, host=settings.host, port=settings.port, access_log=False, log_level="info")
+
+
+def _replace(settings: Settings, **changes: object) -> Settings:
+    from dataclasses import replace
+
+    return replace(settings, **changes)  # type: ignore[arg-type]

@@ -1,0 +1,117 @@
+"""The job spec users submit, validated and normalised (Pydantic)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+
+from chidori.units import format_memory, parse_duration_seconds, parse_memory_mib
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
+_LABEL_KEY_RE = re.compile(r"^[A-Za-z0-9_.\-/]{1,63}$")
+_CONF_KEY_RE = re.compile(r"^[A-Za-z0-9_.\-\[\]]{1,256}$")
+
+
+def _memory(value: object) -> str:
+    if not isinstance(value, str | int) or isinstance(value, bool):
+        raise ValueError("must be a size such as 512m or 2g")
+    return format_memory(parse_memory_mib(value))
+
+
+def _conf_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str | int | float):
+        return str(value)
+    raise ValueError("conf values must be strings, numbers or booleans")
+
+
+Memory = Annotated[str, BeforeValidator(_memory)]
+Identifier = Annotated[str, Field(pattern=_NAME_RE.pattern)]
+PathList = Annotated[list[Annotated[str, Field(min_length=1, max_length=4096)]], Field(max_length=256)]
+
+
+class JobSpec(BaseModel):
+    """What to run and with what resources. Unknown fields are refused, not ignored."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+    name: str | None = Field(None, min_length=1, max_length=200)
+    kind: Literal["spark", "python"] = "spark"
+    application: str = Field(min_length=1, max_length=4096)
+    main_class: str | None = Field(None, min_length=1, max_length=512)
+    args: list[Annotated[str, Field(max_length=65536)]] = Field(default_factory=list, max_length=4096)
+    conf: dict[str, Annotated[str, BeforeValidator(_conf_value)]] = Field(default_factory=dict)
+    driver_memory: Memory = "1g"
+    driver_cores: int = Field(1, ge=1, le=256)
+    executor_instances: int = Field(0, ge=0, le=10000)
+    executor_memory: Memory = "1g"
+    executor_cores: int = Field(1, ge=1, le=256)
+    py_files: PathList = Field(default_factory=list)
+    jars: PathList = Field(default_factory=list)
+    files: PathList = Field(default_factory=list)
+    archives: PathList = Field(default_factory=list)
+    cluster: Identifier = "local"
+    queue: Identifier = "default"
+    priority: int = Field(0, ge=-1000, le=1000)
+    schema_name: str | None = Field(None, alias="schema", min_length=1, max_length=256)
+    table_name: str | None = Field(None, alias="table", min_length=1, max_length=256)
+    labels: dict[str, Annotated[str, Field(max_length=256)]] = Field(default_factory=dict)
+    max_retries: int = Field(0, ge=0, le=20)
+    timeout: float | None = Field(None, description="Seconds, or a duration such as 30m or 2h.")
+
+    @field_validator("timeout", mode="before")
+    @classmethod
+    def _timeout(cls, value: object) -> float | None:
+        if value is None:
+            return None
+        if isinstance(value, str | int | float):
+            return parse_duration_seconds(value)
+        raise ValueError("must be a duration such as 90s, 30m or 2h")
+
+    @field_validator("conf")
+    @classmethod
+    def _conf_keys(cls, value: dict[str, str]) -> dict[str, str]:
+        if len(value) > 1000:
+            raise ValueError("at most 1000 conf entries")
+        for key in value:
+            if not _CONF_KEY_RE.match(key):
+                raise ValueError(f"{key!r} is not a valid conf key")
+        return value
+
+    @field_validator("labels")
+    @classmethod
+    def _label_keys(cls, value: dict[str, str]) -> dict[str, str]:
+        if len(value) > 64:
+            raise ValueError("at most 64 labels")
+        for key in value:
+            if not _LABEL_KEY_RE.match(key):
+                raise ValueError(f"{key!r} is not a valid label key (letters, digits, _ . - /)")
+        return value
+
+    @model_validator(mode="after")
+    def _kind_rules(self) -> JobSpec:
+        if self.kind == "python":
+            for field_name in ("main_class", "jars", "archives", "conf"):
+                if getattr(self, field_name):
+                    raise ValueError(f"{field_name} applies to Spark jobs only, not kind 'python'")
+        return self
+
+    @property
+    def display_name(self) -> str:
+        if self.name:
+            return self.name
+        return self.main_class or self.application.rsplit("/", 1)[-1]
+
+    def public_dict(self) -> dict[str, Any]:
+        """The spec as the API shows it (field names as users write them)."""
+        return self.model_dump(by_alias=True, mode="json")
+
+    def fingerprint(self) -> str:
+        """A stable hash of the spec, used to tell an idempotent retry from a different job."""
+        canonical = json.dumps(self.public_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()

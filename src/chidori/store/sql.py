@@ -1,0 +1,675 @@
+"""The SQL store. Every state change happens here, in one transaction with its event.
+
+Transitions are compare-and-set updates (`WHERE state = ...`, `WHERE attempts = N`), so they are
+safe to re-run on any replica and a stale actor (an old attempt) cannot overwrite a newer one.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import (
+    Engine,
+    and_,
+    create_engine,
+    event,
+    exists,
+    func,
+    or_,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import InterfaceError as SAInterfaceError
+from sqlalchemy.orm import Session
+
+from chidori.errors import Conflict, NotFound, StoreUnavailable
+from chidori.records import Attempt, Claim, Event, Job, JobQuery, Outcome, Page
+from chidori.spec import JobSpec
+from chidori.states import (
+    ACTIVE_ATTEMPT_STATES,
+    ACTIVE_JOB_STATES,
+    AttemptState,
+    JobState,
+)
+from chidori.store.models import AttemptRow, EventRow, JobLabelRow, JobRow
+
+Clock = Callable[[], datetime]
+MIGRATIONS = Path(__file__).parent / "migrations"
+_ACTIVE_JOB = [s.value for s in ACTIVE_JOB_STATES]
+_ACTIVE_ATTEMPT = [s.value for s in ACTIVE_ATTEMPT_STATES]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def normalize_url(url: str) -> str:
+    """Accept plain `postgresql://` URLs and use the psycopg 3 driver for them."""
+    parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed.render_as_string(hide_password=False)
+
+
+def _sqlite_engine(url: str, begin: str) -> Engine:
+    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # Take transaction control from pysqlite so BEGIN IMMEDIATE can be issued for writes:
+        # without it, two writers may deadlock upgrading shared locks.
+        dbapi_conn.isolation_level = None
+        cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql(begin)
+
+    return engine
+
+
+def open_store(url: str, clock: Clock = utcnow) -> Store:
+    """Open (and create, for SQLite) the database at `url`. Does not migrate."""
+    url = normalize_url(url)
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        return Store(_sqlite_engine(url, "BEGIN"), _sqlite_engine(url, "BEGIN IMMEDIATE"), clock)
+    engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    return Store(engine, engine, clock)
+
+
+def _job(row: JobRow) -> Job:
+    return Job(
+        id=row.id,
+        name=row.name,
+        state=JobState(row.state),
+        spec=JobSpec.model_validate(row.spec),
+        owner=row.owner,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        admitted_at=row.admitted_at,
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+        attempts=row.attempts,
+        reason=row.reason,
+        spark_app_id=row.spark_app_id,
+        exit_code=row.exit_code,
+        cancel_requested=row.cancel_requested,
+    )
+
+
+def _attempt(row: AttemptRow) -> Attempt:
+    return Attempt(
+        job_id=row.job_id,
+        number=row.number,
+        state=AttemptState(row.state),
+        server_id=row.server_id,
+        host=row.host,
+        pid=row.pid,
+        log_path=row.log_path,
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+        lease_expires_at=row.lease_expires_at,
+        spark_app_id=row.spark_app_id,
+        exit_code=row.exit_code,
+        reason=row.reason,
+    )
+
+
+def _event(row: EventRow) -> Event:
+    return Event(
+        id=row.id,
+        job_id=row.job_id,
+        attempt=row.attempt,
+        time=row.time,
+        type=row.type,
+        state=row.state,
+        actor=row.actor,
+        reason=row.reason,
+        source=row.source,
+    )
+
+
+def retry_backoff(failed_attempts: int) -> timedelta:
+    """Wait before re-running a failed job: 2 s, 4 s, 8 s ... capped at 5 minutes."""
+    return timedelta(seconds=min(2**failed_attempts, 300))
+
+
+class Store:
+    """Jobs, attempts and events in one SQL database."""
+
+    def __init__(self, read_engine: Engine, write_engine: Engine, clock: Clock = utcnow) -> None:
+        self._read_engine = read_engine
+        self._write_engine = write_engine
+        self._clock = clock
+        self._listeners: list[Callable[[int], None]] = []
+        self._listeners_lock = threading.Lock()
+
+    # ---- plumbing -------------------------------------------------------------------------
+
+    @property
+    def dialect(self) -> str:
+        return self._write_engine.dialect.name
+
+    def subscribe(self, listener: Callable[[int], None]) -> None:
+        """Call `listener(job_id)` after every committed change to a job, in this process."""
+        with self._listeners_lock:
+            self._listeners.append(listener)
+
+    def _changed(self, job_ids: Sequence[int]) -> None:
+        for job_id in job_ids:
+            for listener in list(self._listeners):
+                listener(job_id)
+
+    @contextmanager
+    def _read(self) -> Iterator[Session]:
+        try:
+            with Session(self._read_engine, expire_on_commit=False) as session, session.begin():
+                yield session
+        except (OperationalError, SAInterfaceError) as exc:
+            raise StoreUnavailable(f"database unavailable: {exc.orig}") from exc
+
+    @contextmanager
+    def _write(self) -> Iterator[Session]:
+        try:
+            with Session(self._write_engine, expire_on_commit=False) as session, session.begin():
+                yield session
+        except (OperationalError, SAInterfaceError) as exc:
+            raise StoreUnavailable(f"database unavailable: {exc.orig}") from exc
+
+    def migrate(self) -> None:
+        """Bring the schema to the newest revision (Alembic). Safe with several replicas."""
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS))
+        with self._write_engine.connect() as conn:
+            if self.dialect == "postgresql":
+                # Replicas starting together must not run the same migration twice.
+                conn.execute(text("SELECT pg_advisory_xact_lock(4242001)"))
+            config.attributes["connection"] = conn
+            command.upgrade(config, "head")
+            conn.commit()
+
+    def ping(self) -> None:
+        """Raise StoreUnavailable unless the database answers."""
+        with self._read() as session:
+            session.execute(text("SELECT 1"))
+
+    def dispose(self) -> None:
+        self._read_engine.dispose()
+        self._write_engine.dispose()
+
+    def _add_event(
+        self,
+        session: Session,
+        job_id: int,
+        type_: str,
+        actor: str,
+        *,
+        state: str | None = None,
+        reason: str | None = None,
+        attempt: int | None = None,
+        source: str | None = None,
+    ) -> None:
+        session.add(
+            EventRow(
+                job_id=job_id,
+                attempt=attempt,
+                time=self._clock(),
+                type=type_,
+                state=state,
+                actor=actor,
+                reason=reason,
+                source=source,
+            )
+        )
+
+    # ---- submission and reads -------------------------------------------------------------
+
+    def create_job(
+        self,
+        spec: JobSpec,
+        owner: str,
+        *,
+        idempotency_key: str | None = None,
+        source: str | None = None,
+    ) -> tuple[Job, bool]:
+        """Store a new QUEUED job with its first event. Returns (job, created).
+
+        With an idempotency key already used for the same spec, returns the first job and
+        False; for a different spec raises Conflict.
+        """
+        fingerprint = spec.fingerprint()
+        if idempotency_key is not None:
+            existing = self._find_by_idempotency_key(idempotency_key, fingerprint)
+            if existing is not None:
+                return existing, False
+        now = self._clock()
+        try:
+            with self._write() as session:
+                row = JobRow(
+                    name=spec.display_name[:200],
+                    state=JobState.QUEUED.value,
+                    kind=spec.kind,
+                    cluster=spec.cluster,
+                    queue=spec.queue,
+                    priority=spec.priority,
+                    schema_name=spec.schema_name,
+                    table_name=spec.table_name,
+                    owner=owner,
+                    spec=spec.public_dict(),
+                    spec_hash=fingerprint,
+                    idempotency_key=idempotency_key,
+                    created_at=now,
+                    updated_at=now,
+                    attempts=0,
+                    failed_attempts=0,
+                    lost_attempts=0,
+                    cancel_requested=False,
+                    timeout_seconds=spec.timeout,
+                )
+                session.add(row)
+                session.flush()
+                for key, value in spec.labels.items():
+                    session.add(JobLabelRow(job_id=row.id, key=key, value=value))
+                self._add_event(
+                    session, row.id, "state", owner, state="QUEUED", reason="submitted",
+                    source=source,
+                )
+                job = _job(row)
+        except IntegrityError as exc:
+            if idempotency_key is None:
+                raise
+            existing = self._find_by_idempotency_key(idempotency_key, fingerprint)
+            if existing is None:
+                raise
+            return existing, False
+        self._changed([job.id])
+        return job, True
+
+    def _find_by_idempotency_key(self, key: str, fingerprint: str) -> Job | None:
+        with self._read() as session:
+            row = session.scalars(select(JobRow).where(JobRow.idempotency_key == key)).first()
+            if row is None:
+                return None
+            if row.spec_hash != fingerprint:
+                raise Conflict(
+                    f"Idempotency-Key {key!r} was already used for a different job (id {row.id})"
+                )
+            return _job(row)
+
+    def get_job(self, job_id: int) -> Job:
+        with self._read() as session:
+            row = session.get(JobRow, job_id)
+            if row is None:
+                raise NotFound(f"job {job_id} not found")
+            return _job(row)
+
+    def list_jobs(self, query: JobQuery) -> Page:
+        """Newest first; `before_id` continues a previous page."""
+        stmt = select(JobRow)
+        conditions: list[Any] = []
+        if query.states:
+            conditions.append(JobRow.state.in_([s.value for s in query.states]))
+        if query.schema_name is not None:
+            conditions.append(JobRow.schema_name == query.schema_name)
+        if query.table_name is not None:
+            conditions.append(JobRow.table_name == query.table_name)
+        if query.queue is not None:
+            conditions.append(JobRow.queue == query.queue)
+        if query.cluster is not None:
+            conditions.append(JobRow.cluster == query.cluster)
+        if query.owner is not None:
+            conditions.append(JobRow.owner == query.owner)
+        for key, value in query.labels:
+            conditions.append(
+                exists().where(
+                    JobLabelRow.job_id == JobRow.id,
+                    JobLabelRow.key == key,
+                    JobLabelRow.value == value,
+                )
+            )
+        if query.created_after is not None:
+            conditions.append(JobRow.created_at >= query.created_after)
+        if query.created_before is not None:
+            conditions.append(JobRow.created_at < query.created_before)
+        if query.text:
+            pattern = f"%{query.text.lower()}%"
+            text_match = [func.lower(JobRow.name).like(pattern)]
+            if query.text.isdigit():
+                text_match.append(JobRow.id == int(query.text))
+            conditions.append(or_(*text_match))
+        if query.before_id is not None:
+            conditions.append(JobRow.id < query.before_id)
+        stmt = stmt.where(and_(*conditions)).order_by(JobRow.id.desc()).limit(query.limit + 1)
+        with self._read() as session:
+            rows = list(session.scalars(stmt))
+        items = [_job(row) for row in rows[: query.limit]]
+        next_id = items[-1].id if len(rows) > query.limit else None
+        return Page(items=items, next_before_id=next_id)
+
+    def list_events(self, job_id: int) -> list[Event]:
+        with self._read() as session:
+            if session.get(JobRow, job_id) is None:
+                raise NotFound(f"job {job_id} not found")
+            rows = session.scalars(
+                select(EventRow).where(EventRow.job_id == job_id).order_by(EventRow.id)
+            )
+            return [_event(row) for row in rows]
+
+    def list_attempts(self, job_id: int) -> list[Attempt]:
+        with self._read() as session:
+            if session.get(JobRow, job_id) is None:
+                raise NotFound(f"job {job_id} not found")
+            rows = session.scalars(
+                select(AttemptRow).where(AttemptRow.job_id == job_id).order_by(AttemptRow.number)
+            )
+            return [_attempt(row) for row in rows]
+
+    def count_active(self) -> int:
+        with self._read() as session:
+            return int(
+                session.scalar(
+                    select(func.count()).select_from(JobRow).where(JobRow.state.in_(_ACTIVE_JOB))
+                )
+                or 0
+            )
+
+    # ---- scheduling -----------------------------------------------------------------------
+
+    def claim_next(
+        self,
+        server_id: str,
+        host: str,
+        clusters: Sequence[str],
+        max_running: int | None,
+        lease_seconds: float,
+    ) -> Claim | None:
+        """Admit the next QUEUED job (highest priority, then oldest) if a slot is free.
+
+        Creates its attempt in STARTING, owned by `server_id` with a fresh lease. Returns None
+        when nothing is waiting or no slot is free.
+        """
+        now = self._clock()
+        with self._write() as session:
+            if max_running is not None:
+                active = session.scalar(
+                    select(func.count()).select_from(JobRow).where(JobRow.state.in_(_ACTIVE_JOB))
+                )
+                if (active or 0) >= max_running:
+                    return None
+            candidate = session.scalars(
+                select(JobRow)
+                .where(
+                    JobRow.state == JobState.QUEUED.value,
+                    JobRow.cluster.in_(list(clusters)),
+                    or_(JobRow.not_before.is_(None), JobRow.not_before <= now),
+                )
+                .order_by(JobRow.priority.desc(), JobRow.id)
+                .limit(1)
+                .with_for_update(skip_locked=True)
+            ).first()
+            if candidate is None:
+                return None
+            number = candidate.attempts + 1
+            result = session.execute(
+                update(JobRow)
+                .where(JobRow.id == candidate.id, JobRow.state == JobState.QUEUED.value)
+                .values(
+                    state=JobState.ADMITTED.value,
+                    attempts=number,
+                    admitted_at=now,
+                    updated_at=now,
+                    reason=None,
+                    not_before=None,
+                )
+                .execution_options(synchronize_session=False)
+            )
+            if result.rowcount != 1:  # type: ignore[attr-defined]
+                return None
+            session.add(
+                AttemptRow(
+                    job_id=candidate.id,
+                    number=number,
+                    state=AttemptState.STARTING.value,
+                    server_id=server_id,
+                    host=host,
+                    started_at=now,
+                    lease_expires_at=now + timedelta(seconds=lease_seconds),
+                )
+            )
+            self._add_event(
+                session, candidate.id, "state", server_id, state="ADMITTED",
+                reason=f"attempt {number} on {host}", attempt=number,
+            )
+            session.flush()
+            session.refresh(candidate)
+            claim = Claim(job=_job(candidate), attempt=number)
+        self._changed([claim.job.id])
+        return claim
+
+    def mark_running(self, job_id: int, attempt: int, pid: int, log_path: str, actor: str) -> bool:
+        """The driver process started. False if this attempt is no longer current (fenced)."""
+        now = self._clock()
+        with self._write() as session:
+            moved = session.execute(
+                update(AttemptRow)
+                .where(
+                    AttemptRow.job_id == job_id,
+                    AttemptRow.number == attempt,
+                    AttemptRow.state == AttemptState.STARTING.value,
+                )
+                .values(state=AttemptState.RUNNING.value, pid=pid, log_path=log_path)
+                .execution_options(synchronize_session=False)
+            )
+            if moved.rowcount != 1:  # type: ignore[attr-defined]
+                return False
+            session.execute(
+                update(JobRow)
+                .where(
+                    JobRow.id == job_id,
+                    JobRow.attempts == attempt,
+                    JobRow.state == JobState.ADMITTED.value,
+                )
+                .values(state=JobState.RUNNING.value, started_at=now, updated_at=now)
+                .execution_options(synchronize_session=False)
+            )
+            self._add_event(
+                session, job_id, "state", actor, state="RUNNING",
+                reason=f"driver process {pid} started", attempt=attempt,
+            )
+        self._changed([job_id])
+        return True
+
+    def set_app_id(self, job_id: int, attempt: int, app_id: str, actor: str) -> None:
+        with self._write() as session:
+            session.execute(
+                update(AttemptRow)
+                .where(AttemptRow.job_id == job_id, AttemptRow.number == attempt)
+                .values(spark_app_id=app_id)
+                .execution_options(synchronize_session=False)
+            )
+            session.execute(
+                update(JobRow)
+                .where(JobRow.id == job_id, JobRow.attempts == attempt)
+                .values(spark_app_id=app_id, updated_at=self._clock())
+                .execution_options(synchronize_session=False)
+            )
+            self._add_event(
+                session, job_id, "spark_app", actor, reason=f"Spark application {app_id}",
+                attempt=attempt,
+            )
+        self._changed([job_id])
+
+    def finish_attempt(
+        self, job_id: int, attempt: int, outcome: Outcome, actor: str, lost_retry_limit: int = 3
+    ) -> Job | None:
+        """Record how an attempt ended and move the job on: terminal, or back to QUEUED for a
+        retry. Returns the job, or None if the attempt was already finished (fenced)."""
+        now = self._clock()
+        with self._write() as session:
+            moved = session.execute(
+                update(AttemptRow)
+                .where(
+                    AttemptRow.job_id == job_id,
+                    AttemptRow.number == attempt,
+                    AttemptRow.state.in_(_ACTIVE_ATTEMPT),
+                )
+                .values(
+                    state=outcome.state.value,
+                    finished_at=now,
+                    exit_code=outcome.exit_code,
+                    reason=outcome.reason,
+                )
+                .execution_options(synchronize_session=False)
+            )
+            if moved.rowcount != 1:  # type: ignore[attr-defined]
+                return None
+            row = session.get(JobRow, job_id, with_for_update=True)
+            if row is None or row.attempts != attempt or row.state not in _ACTIVE_JOB:
+                return None
+            self._add_event(
+                session, job_id, "attempt", actor, state=outcome.state.value,
+                reason=outcome.reason, attempt=attempt,
+            )
+            spec = JobSpec.model_validate(row.spec)
+            row.updated_at = now
+            row.exit_code = outcome.exit_code
+            new_state, reason = self._next_state(row, spec, outcome, lost_retry_limit)
+            row.state = new_state.value
+            row.reason = reason
+            if new_state is JobState.QUEUED:
+                if outcome.state is AttemptState.FAILED:
+                    row.not_before = now + retry_backoff(row.failed_attempts)
+            else:
+                row.finished_at = now
+            self._add_event(
+                session, job_id, "state", actor, state=new_state.value, reason=reason,
+                attempt=attempt,
+            )
+            session.flush()
+            job = _job(row)
+        self._changed([job_id])
+        return job
+
+    @staticmethod
+    def _next_state(
+        row: JobRow, spec: JobSpec, outcome: Outcome, lost_retry_limit: int
+    ) -> tuple[JobState, str | None]:
+        if outcome.state is AttemptState.SUCCEEDED:
+            return JobState.SUCCEEDED, None
+        if outcome.state is AttemptState.CANCELLED or row.cancel_requested:
+            return JobState.CANCELLED, outcome.reason or "cancelled"
+        if outcome.state is AttemptState.LOST:
+            row.lost_attempts += 1
+            if row.lost_attempts <= lost_retry_limit:
+                return JobState.QUEUED, f"retrying: {outcome.reason}"
+            return JobState.FAILED, f"driver host lost {row.lost_attempts} times: {outcome.reason}"
+        row.failed_attempts += 1
+        if row.failed_attempts <= spec.max_retries:
+            return (
+                JobState.QUEUED,
+                f"retry {row.failed_attempts} of {spec.max_retries} after: {outcome.reason}",
+            )
+        return JobState.FAILED, outcome.reason
+
+    def request_cancel(self, job_id: int, actor: str, source: str | None = None) -> Job:
+        """Cancel a job: a QUEUED job is CANCELLED at once; an admitted or running one is
+        flagged, and the replica hosting its driver stops it. Finished jobs are left alone."""
+        now = self._clock()
+        with self._write() as session:
+            row = session.get(JobRow, job_id, with_for_update=True)
+            if row is None:
+                raise NotFound(f"job {job_id} not found")
+            if row.state == JobState.QUEUED.value:
+                row.state = JobState.CANCELLED.value
+                row.reason = f"cancelled by {actor}"
+                row.finished_at = now
+                row.updated_at = now
+                row.cancel_requested = True
+                self._add_event(
+                    session, job_id, "state", actor, state="CANCELLED",
+                    reason=row.reason, source=source,
+                )
+            elif row.state in _ACTIVE_JOB and not row.cancel_requested:
+                row.cancel_requested = True
+                row.updated_at = now
+                self._add_event(
+                    session, job_id, "cancel_requested", actor,
+                    reason=f"cancel requested by {actor}", attempt=row.attempts, source=source,
+                )
+            session.flush()
+            job = _job(row)
+        self._changed([job_id])
+        return job
+
+    def cancel_requested_attempts(self, server_id: str) -> list[Attempt]:
+        """Active attempts hosted by `server_id` whose job was asked to cancel."""
+        with self._read() as session:
+            rows = session.scalars(
+                select(AttemptRow)
+                .join(JobRow, JobRow.id == AttemptRow.job_id)
+                .where(
+                    AttemptRow.server_id == server_id,
+                    AttemptRow.state.in_(_ACTIVE_ATTEMPT),
+                    JobRow.cancel_requested.is_(True),
+                    JobRow.attempts == AttemptRow.number,
+                )
+            )
+            return [_attempt(row) for row in rows]
+
+    def renew_leases(self, server_id: str, lease_seconds: float) -> int:
+        """Extend the lease of every active attempt this server hosts. Returns how many."""
+        until = self._clock() + timedelta(seconds=lease_seconds)
+        with self._write() as session:
+            result = session.execute(
+                update(AttemptRow)
+                .where(AttemptRow.server_id == server_id, AttemptRow.state.in_(_ACTIVE_ATTEMPT))
+                .values(lease_expires_at=until)
+                .execution_options(synchronize_session=False)
+            )
+            return int(result.rowcount)  # type: ignore[attr-defined]
+
+    def active_attempts(self, server_id: str | None = None) -> list[Attempt]:
+        """Attempts still STARTING or RUNNING, of one server or of all."""
+        stmt = select(AttemptRow).where(AttemptRow.state.in_(_ACTIVE_ATTEMPT))
+        if server_id is not None:
+            stmt = stmt.where(AttemptRow.server_id == server_id)
+        with self._read() as session:
+            return [_attempt(row) for row in session.scalars(stmt)]
+
+    def expired_attempts(self) -> list[Attempt]:
+        """Active attempts whose lease ran out: their host stopped renewing."""
+        now = self._clock()
+        with self._read() as session:
+            rows = session.scalars(
+                select(AttemptRow).where(
+                    AttemptRow.state.in_(_ACTIVE_ATTEMPT), AttemptRow.lease_expires_at < now
+                )
+            )
+            return [_attempt(row) for row in rows]
+
+    def get_attempt(self, job_id: int, number: int) -> Attempt:
+        with self._read() as session:
+            row = session.scalars(
+                select(AttemptRow).where(AttemptRow.job_id == job_id, AttemptRow.number == number)
+            ).first()
+            if row is None:
+                raise NotFound(f"job {job_id} has no attempt {number}")
+            return _attempt(row)
