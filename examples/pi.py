@@ -29,9 +29,7 @@ def main(argv: list[str]) -> None:
     partitions = int(argv[1]) if len(argv) > 1 else 2
     spark = SparkSession.builder.appName("PythonPi").getOrCreate()
     n = SAMPLES_PER_PARTITION * partitions
-    count = (
-        spark.sparkContext.parallelize(range(1, n + 1), partitions).map(inside).reduce(add)
-    )
+    count = spark.sparkContext.parallelize(range(1, n + 1), partitions).map(inside).reduce(add)
     print(f"Pi is roughly {4.0 * count / n:f}")
     spark.stop()
 

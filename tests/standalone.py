@@ -125,10 +125,14 @@ def _cluster(work_dir: Path) -> Iterator[StandaloneCluster]:
         procs.append(
             _start(
                 [
-                    spark_class, "org.apache.spark.deploy.master.Master",
-                    "--host", "127.0.0.1",
-                    "--port", str(port),
-                    "--webui-port", str(webui_port),
+                    spark_class,
+                    "org.apache.spark.deploy.master.Master",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                    "--webui-port",
+                    str(webui_port),
                 ],
                 master_log,
                 env,
@@ -137,12 +141,18 @@ def _cluster(work_dir: Path) -> Iterator[StandaloneCluster]:
         procs.append(
             _start(
                 [
-                    spark_class, "org.apache.spark.deploy.worker.Worker",
-                    "--host", "127.0.0.1",
-                    "--cores", "2",
-                    "--memory", "2g",
-                    "--webui-port", str(worker_webui_port),
-                    "--work-dir", str(worker_dir),
+                    spark_class,
+                    "org.apache.spark.deploy.worker.Worker",
+                    "--host",
+                    "127.0.0.1",
+                    "--cores",
+                    "2",
+                    "--memory",
+                    "2g",
+                    "--webui-port",
+                    str(worker_webui_port),
+                    "--work-dir",
+                    str(worker_dir),
                     master_url,
                 ],
                 worker_log,

@@ -219,3 +219,17 @@ def test_summary_is_one_line_of_bounded_length() -> None:
 def test_empty_log_has_no_summary_and_no_app_id() -> None:
     assert summarize_failure("") is None
     assert find_application_id("") is None
+
+
+def test_an_id_cut_off_at_the_end_of_a_partly_written_log_is_not_taken() -> None:
+    line = (
+        "26/11/28 10:42:27 INFO RollingEventLogFilesWriter: Logging events to "
+        "file:/tmp/evlog/eventlog_v2_local-1795862547526/events_1_local-1795862547526.zstd\n"
+    )
+    for cut in range(len(line) - 60, len(line) - 30):
+        assert find_application_id(line[:cut]) in (None, "local-1795862547526")
+    assert find_application_id(line[: line.index("local-") + len("local-179586254")]) is None
+    standalone = (
+        "INFO StandaloneSchedulerBackend: Connected to Spark cluster with app ID app-2026112"
+    )
+    assert find_application_id(standalone) is None

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from standalone import alive_workers, cluster_state, standalone_cluster
+from tests.standalone import alive_workers, cluster_state, standalone_cluster
 
 
 @pytest.mark.spark

@@ -40,7 +40,7 @@ def _signal_group(pid: int, sig: signal.Signals) -> None:
         pass
 
 
-def _alive(pid: int) -> bool:
+def is_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -65,8 +65,8 @@ def stop_attempt_processes(
         _send(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace_seconds
     while time.monotonic() < deadline:
-        leader_alive = group_leader is not None and _alive(group_leader)
-        if not leader_alive and not [p for p in tagged_processes(job_id, attempt) if _alive(p)]:
+        leader_alive = group_leader is not None and is_alive(group_leader)
+        if not leader_alive and not [p for p in tagged_processes(job_id, attempt) if is_alive(p)]:
             return
         time.sleep(0.1)
     if group_leader is not None:

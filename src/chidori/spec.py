@@ -7,7 +7,14 @@ import json
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+)
 
 from chidori.units import format_memory, parse_duration_seconds, parse_memory_mib
 
@@ -93,13 +100,12 @@ class JobSpec(BaseModel):
                 raise ValueError(f"{key!r} is not a valid label key (letters, digits, _ . - /)")
         return value
 
-    @model_validator(mode="after")
-    def _kind_rules(self) -> JobSpec:
-        if self.kind == "python":
-            for field_name in ("main_class", "jars", "archives", "conf"):
-                if getattr(self, field_name):
-                    raise ValueError(f"{field_name} applies to Spark jobs only, not kind 'python'")
-        return self
+    @field_validator("main_class", "jars", "archives", "conf")
+    @classmethod
+    def _spark_only(cls, value: object, info: ValidationInfo) -> object:
+        if value and info.data.get("kind") == "python":
+            raise ValueError("applies to Spark jobs only, not to kind 'python'")
+        return value
 
     @property
     def display_name(self) -> str:

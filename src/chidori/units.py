@@ -7,7 +7,9 @@ import re
 _SIZE = re.compile(r"^\s*(\d+)\s*([kmgtp]?)(?:i?b)?\s*$", re.IGNORECASE)
 _SIZE_FACTORS_MIB = {"k": 1 / 1024, "m": 1, "g": 1024, "t": 1024**2, "p": 1024**3}
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$", re.IGNORECASE)
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)", re.IGNORECASE)
+_DURATION = re.compile(r"^(?:\s*\d+(?:\.\d+)?\s*(?:ms|s|m|h|d)\s*)+$", re.IGNORECASE)
+_NUMBER = re.compile(r"^\s*\d+(?:\.\d+)?\s*$")
 _DURATION_FACTORS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
@@ -39,16 +41,21 @@ def format_memory(mib: int) -> str:
 
 
 def parse_duration_seconds(value: str | int | float) -> float:
-    """Parse `90`, `90s`, `30m`, `2h`, `1d` into seconds. Raises ValueError; must be > 0."""
+    """Parse `90`, `90s`, `30m`, `2h`, `1h30m`, `1d` into seconds. Raises ValueError; must be > 0."""
     if isinstance(value, bool):
         raise ValueError("must be a duration such as 90s, 30m or 2h")
     if isinstance(value, int | float):
         seconds = float(value)
     else:
-        match = _DURATION.match(value)
-        if not match:
-            raise ValueError(f"{value!r} is not a duration: use 90s, 30m, 2h or 1d")
-        seconds = float(match.group(1)) * _DURATION_FACTORS[(match.group(2) or "s").lower()]
+        if _NUMBER.match(value):
+            seconds = float(value)
+        elif _DURATION.match(value):
+            seconds = sum(
+                float(number) * _DURATION_FACTORS[unit.lower()]
+                for number, unit in _DURATION_PART.findall(value)
+            )
+        else:
+            raise ValueError(f"{value!r} is not a duration: use 90s, 30m, 2h, 1h30m or 1d")
     if seconds <= 0:
         raise ValueError("must be a positive duration")
     return seconds

@@ -44,7 +44,8 @@ def find_spark_home(environ: Mapping[str, str]) -> Path:
     else:
         tried.append("the pyspark package (not installed)")
     raise SparkNotFound(
-        "Spark not found: tried " + "; ".join(tried)
+        "Spark not found: tried "
+        + "; ".join(tried)
         + ". Install pyspark (pip install pyspark) or set SPARK_HOME to a Spark distribution."
     )
 

@@ -30,11 +30,13 @@ from collections.abc import Iterator
 
 MAX_SUMMARY_CHARS = 300
 
+# Exact shapes (millisecond timestamps have 13 digits), so that an id cut off at the end of a
+# partly written log is not mistaken for a whole one.
 _APP_ID = (
-    r"(?:local-\d{10,}"
+    r"(?:local-\d{13}(?!\d)"
     r"|app-\d{14}-\d{4,}"
-    r"|application_\d{10,}_\d{4,}"
-    r"|spark-[0-9a-f]{32})"
+    r"|application_\d{13}_\d{4,}"
+    r"|spark-[0-9a-f]{32}(?![0-9a-f]))"
 )
 _APP_ID_TOKEN = re.compile(rf"(?<![\w-])(?P<id>{_APP_ID})(?![\w])")
 

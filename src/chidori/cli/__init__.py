@@ -66,6 +66,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         for line in exc.lines:
             out.error(line)
+        if exc.hint:
+            out.err(f"({exc.hint})")
         return 2
     except ApiError as exc:
         out.api_error(exc)

@@ -12,7 +12,7 @@ class ArgumentParser(argparse.ArgumentParser):
     """An ArgumentParser that raises :class:`UsageError` instead of exiting on bad input."""
 
     def error(self, message: str) -> NoReturn:
-        raise UsageError(message, f"see `{self.prog} --help`")
+        raise UsageError(message, hint=f"see `{self.prog} --help`")
 
 
 def positive_int(value: str) -> int:

@@ -93,20 +93,25 @@ def follow_job(
         out.transition(job)
     offset: int | None = 0
     if tail is not None:
-        chunk = client.job_logs(job_id, attempt=attempt, tail=tail)
-        write(chunk.text)
-        flush()
-        offset = chunk.next_offset
+        try:
+            chunk = client.job_logs(job_id, attempt=attempt, tail=tail)
+        except ApiError as exc:
+            if exc.status != 404:  # 404: no log yet, follow from the start
+                raise
+        else:
+            write(chunk.text)
+            flush()
+            offset = chunk.next_offset
     seen_attempt = job.get("attempts")
     while True:
         if not _is_terminal(job) and job.get("state") != "RUNNING":
             job = _next_state(client, job, out, progress=progress)
             continue
         if attempt is None and job.get("attempts") != seen_attempt:
+            if progress and seen_attempt:  # a retry: its log starts afresh
+                out.err(f"--- attempt {job.get('attempts')} ---")
             seen_attempt = job.get("attempts")
             offset = 0
-            if progress:
-                out.err(f"--- attempt {seen_attempt} ---")
         ended = _is_terminal(job)
         received = 0
         if not (ended and not job.get("attempts") and attempt is None):

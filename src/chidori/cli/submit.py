@@ -32,7 +32,6 @@ VALUE_FLAGS = frozenset(
         # Chidori's
         "--server", "--token", "--kind", "--cluster", "--queue", "--priority", "--schema",
         "--table", "--label", "--max-retries", "--timeout", "--idempotency-key",
-        "--requirement",
     }
 )  # fmt: skip
 SWITCH_FLAGS = frozenset({"--wait", "--follow", "--json", "--verbose", "--help"})
@@ -145,9 +144,6 @@ def build_parser() -> ArgumentParser:
     ours.add_argument("--max-retries", type=positive_int, metavar="N")
     ours.add_argument("--timeout", metavar="DURATION", help="e.g. 90 (seconds), 30m, 2h, 1h30m")
     ours.add_argument("--idempotency-key", metavar="KEY")
-    ours.add_argument(
-        "--requirement", action="append", default=[], metavar="PKG", help="a Python package"
-    )
     ours.add_argument("--wait", action="store_true", help="wait for the end; exit with its outcome")
     ours.add_argument(
         "--follow", action="store_true", help="stream the driver log (implies --wait)"
@@ -206,7 +202,9 @@ def parse_submit(argv: Sequence[str]) -> SubmitPlan:
     parser = build_parser()
     ns = parser.parse_args(options)  # --help exits here
     if app is None:
-        raise UsageError("missing APP: the application file to run", "see `chidori submit --help`")
+        raise UsageError(
+            "missing APP: the application file to run", hint="see `chidori submit --help`"
+        )
 
     problems: list[str] = []
     notes: list[str] = []
@@ -285,7 +283,6 @@ def parse_submit(argv: Sequence[str]) -> SubmitPlan:
         "labels": labels or None,
         "max_retries": ns.max_retries,
         "timeout": timeout,
-        "requirements": ns.requirement or None,
     }
     spec.update({k: v for k, v in optional.items() if v is not None})
     return SubmitPlan(

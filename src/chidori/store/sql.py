@@ -17,7 +17,6 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import (
     Engine,
-    and_,
     create_engine,
     event,
     exists,
@@ -357,7 +356,7 @@ class Store:
             conditions.append(or_(*text_match))
         if query.before_id is not None:
             conditions.append(JobRow.id < query.before_id)
-        stmt = stmt.where(and_(*conditions)).order_by(JobRow.id.desc()).limit(query.limit + 1)
+        stmt = stmt.where(*conditions).order_by(JobRow.id.desc()).limit(query.limit + 1)
         with self._read() as session:
             rows = list(session.scalars(stmt))
         items = [_job(row) for row in rows[: query.limit]]

@@ -1,0 +1,23 @@
+"""Test job: prints, optionally starts a child process, sleeps, exits 0.
+
+Usage: sleeper.py SECONDS [--child] [--marker DIR]
+With --marker, writes DIR/attempt-<CHIDORI_ATTEMPT>-<pid> first, so tests can count runs.
+"""
+
+import os
+import subprocess
+import sys
+import time
+
+seconds = float(sys.argv[1])
+if "--marker" in sys.argv:
+    directory = sys.argv[sys.argv.index("--marker") + 1]
+    name = f"attempt-{os.environ.get('CHIDORI_ATTEMPT')}-{os.getpid()}"
+    with open(os.path.join(directory, name), "w") as handle:
+        handle.write("started\n")
+if "--child" in sys.argv:
+    child = subprocess.Popen(["sleep", str(int(seconds) + 600)])
+    print(f"child {child.pid}", flush=True)
+print("sleeper started", flush=True)
+time.sleep(seconds)
+print("sleeper done", flush=True)

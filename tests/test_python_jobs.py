@@ -1,0 +1,166 @@
+"""Plain Python jobs through a live server: outcome, logs, cancel, timeout, retries, uploads."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from chidori.processes import is_alive, tagged_processes
+from tests.server import REPO, ChidoriServer
+
+JOBS = "tests/jobs"
+
+
+def run_python(server: ChidoriServer, script: str, *args: str, **spec: object) -> dict[str, object]:
+    job = server.submit(kind="python", application=f"{JOBS}/{script}", args=list(args), **spec)
+    return server.wait(int(job["id"]))  # type: ignore[call-overload]
+
+
+def test_training_example_succeeds_and_its_log_holds_the_accuracy(server: ChidoriServer) -> None:
+    job = server.submit(kind="python", application="examples/train.py", name="train", schema="ml", table="model")
+    done = server.wait(job["id"])
+    assert done["state"] == "SUCCEEDED" and done["exit_code"] == 0 and done["reason"] is None
+    assert done["started_at"] and done["finished_at"] and done["duration_seconds"] >= 0
+    assert "accuracy: 0." in server.log(job["id"])
+    with server.client() as client:
+        events = client.get(f"/api/v1/jobs/{job['id']}/events").json()["items"]
+        attempts = client.get(f"/api/v1/jobs/{job['id']}/attempts").json()["items"]
+    assert [e["state"] for e in events if e["type"] == "state"] == [
+        "QUEUED", "ADMITTED", "RUNNING", "SUCCEEDED"
+    ]
+    assert all(e["time"] and e["actor"] for e in events)
+    assert len(attempts) == 1 and attempts[0]["state"] == "SUCCEEDED" and attempts[0]["pid"]
+
+
+def test_failing_job_ends_failed_with_the_error_as_reason(server: ChidoriServer) -> None:
+    done = run_python(server, "crash.py")
+    assert done["state"] == "FAILED" and done["exit_code"] == 1
+    assert "RuntimeError: crash.py failed on purpose" in str(done["reason"])
+    assert "about to crash" in server.log(int(done["id"]))  # type: ignore[call-overload]
+
+
+def test_failed_job_is_retried_up_to_max_retries(server: ChidoriServer) -> None:
+    done = run_python(server, "crash.py", max_retries=1)
+    assert done["state"] == "FAILED" and done["attempts"] == 2
+    with server.client() as client:
+        attempts = client.get(f"/api/v1/jobs/{done['id']}/attempts").json()["items"]
+        assert [a["state"] for a in attempts] == ["FAILED", "FAILED"]
+        first_log = client.get(f"/api/v1/jobs/{done['id']}/logs", params={"attempt": 1}).text
+    assert "about to crash" in first_log
+
+
+def test_cancelling_a_running_job_stops_its_whole_process_tree(server: ChidoriServer) -> None:
+    job = server.submit(kind="python", application=f"{JOBS}/sleeper.py", args=["300", "--child"])
+    server.wait(job["id"], {"RUNNING"})
+    deadline = time.monotonic() + 10
+    while "child" not in server.log(job["id"]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert len(tagged_processes(job["id"])) >= 2  # the script and its child
+    started = time.monotonic()
+    with server.client() as client:
+        response = client.delete(f"/api/v1/jobs/{job['id']}")
+    assert response.status_code == 200 and response.json()["cancel_requested"]
+    done = server.wait(job["id"], timeout=30)
+    assert done["state"] == "CANCELLED"
+    assert time.monotonic() - started < 10
+    assert tagged_processes(job["id"]) == []
+
+
+def test_cancelling_a_queued_job_is_immediate(tmp_path: Path) -> None:
+    env = {"CHIDORI_MAX_RUNNING_JOBS": "1"}
+    with ChidoriServer(tmp_path / "home", env=env) as server:
+        blocker = server.submit(kind="python", application=f"{JOBS}/sleeper.py", args=["300"])
+        waiting = server.submit(kind="python", application=f"{JOBS}/sleeper.py", args=["1"])
+        server.wait(blocker["id"], {"RUNNING"})
+        with server.client() as client:
+            assert client.get(f"/api/v1/jobs/{waiting['id']}").json()["state"] == "QUEUED"
+            cancelled = client.delete(f"/api/v1/jobs/{waiting['id']}").json()
+            assert cancelled["state"] == "CANCELLED"
+            client.delete(f"/api/v1/jobs/{blocker['id']}")
+        assert server.wait(blocker["id"])["state"] == "CANCELLED"
+
+
+def test_a_job_over_its_timeout_is_stopped_and_failed(server: ChidoriServer) -> None:
+    done = run_python(server, "sleeper.py", "300", "--child", timeout="2s")
+    assert done["state"] == "FAILED" and "timed out after 2 s" in str(done["reason"])
+    assert tagged_processes(int(done["id"])) == []  # type: ignore[call-overload]
+
+
+def test_logs_by_tail_offset_follow_and_download(server: ChidoriServer) -> None:
+    job = server.submit(kind="python", application=f"{JOBS}/chatty.py", args=["2000"])
+    with server.client() as client:
+        with client.stream("GET", f"/api/v1/jobs/{job['id']}/logs", params={"follow": True}) as stream:
+            followed = b"".join(stream.iter_bytes()).decode()
+        assert server.wait(job["id"])["state"] == "SUCCEEDED"
+        lines = followed.splitlines()
+        assert lines[0] == "line 00000" and lines[-1] == "line 01999" and len(lines) == 2000
+        tail = client.get(f"/api/v1/jobs/{job['id']}/logs", params={"tail": 3})
+        assert tail.text.splitlines() == ["line 01997", "line 01998", "line 01999"]
+        offset = int(tail.headers["x-log-offset"])
+        assert offset == int(tail.headers["x-log-size"])
+        assert client.get(f"/api/v1/jobs/{job['id']}/logs", params={"offset": offset}).text == ""
+        part = client.get(f"/api/v1/jobs/{job['id']}/logs", params={"offset": 11})
+        assert part.text.startswith("line 00001")
+        download = client.get(f"/api/v1/jobs/{job['id']}/logs/download")
+        assert download.status_code == 200 and download.text == followed
+        assert "attachment" in download.headers["content-disposition"]
+
+
+def test_uploaded_application_runs(server: ChidoriServer, tmp_path: Path) -> None:
+    script = tmp_path / "hello.py"
+    script.write_text("import sys\nprint('hello from an upload', sys.argv[1:])\n")
+    with server.client() as client, open(script, "rb") as handle:
+        uploaded = client.post("/api/v1/uploads", files={"file": ("hello.py", handle)})
+    assert uploaded.status_code == 201
+    uri = uploaded.json()["uri"]
+    assert uri.startswith("upload://") and uri.endswith("/hello.py")
+    job = server.submit(kind="python", application=uri, args=["x"])
+    assert server.wait(job["id"])["state"] == "SUCCEEDED"
+    assert "hello from an upload ['x']" in server.log(job["id"])
+
+
+def test_restart_keeps_every_job_and_its_logs(tmp_path: Path) -> None:
+    server = ChidoriServer(tmp_path / "home").start()
+    try:
+        job = server.submit(kind="python", application="examples/train.py", name="keep-me")
+        done = server.wait(job["id"])
+        log = server.log(job["id"])
+        server.stop()
+        server.start()
+        with server.client() as client:
+            again = client.get(f"/api/v1/jobs/{job['id']}").json()
+        assert again == done
+        assert server.log(job["id"]) == log and "accuracy" in log
+    finally:
+        server.stop()
+
+
+def test_job_orphaned_by_a_killed_server_is_marked_lost_and_retried(tmp_path: Path) -> None:
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    server = ChidoriServer(tmp_path / "home", app_roots=[REPO]).start()
+    try:
+        job = server.submit(
+            kind="python", application=f"{JOBS}/sleeper.py", args=["600", "--marker", str(markers)]
+        )
+        server.wait(job["id"], {"RUNNING"})
+        deadline = time.monotonic() + 10
+        while not list(markers.iterdir()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        [first] = list(markers.iterdir())
+        orphan_pid = int(first.name.rsplit("-", 1)[1])
+        server.kill()
+        assert is_alive(orphan_pid)  # the driver outlived its server
+        server.start()
+        job_now = server.wait(job["id"], {"RUNNING"}, timeout=30)
+        assert job_now["attempts"] == 2
+        with server.client() as client:
+            attempts = client.get(f"/api/v1/jobs/{job['id']}/attempts").json()["items"]
+        assert attempts[0]["state"] == "LOST"
+        assert "server restarted" in attempts[0]["reason"]
+        assert not is_alive(orphan_pid)  # the orphan was stopped, not left to run twice
+        with server.client() as client:
+            client.delete(f"/api/v1/jobs/{job['id']}")
+        assert server.wait(job["id"])["state"] == "CANCELLED"
+    finally:
+        server.stop()

@@ -1,0 +1,166 @@
+"""The store's contract, run on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from chidori.errors import Conflict, NotFound
+from chidori.records import JobQuery, Outcome
+from chidori.spec import JobSpec
+from chidori.states import AttemptState, JobState
+from chidori.store import Store
+
+
+def spec(**fields: object) -> JobSpec:
+    fields.setdefault("application", "app.py")
+    return JobSpec.model_validate(fields)
+
+
+def claim(store: Store, server: str = "s1", max_running: int | None = None, lease: float = 15):
+    return store.claim_next(server, "host", ["local"], max_running, lease)
+
+
+def test_created_job_is_queued_with_a_submitted_event(store: Store) -> None:
+    job, created = store.create_job(spec(name="n", labels={"team": "a"}), "alice", source="10.0.0.1")
+    assert created
+    assert job.state is JobState.QUEUED and job.owner == "alice" and job.attempts == 0
+    again = store.get_job(job.id)
+    assert again.spec.labels == {"team": "a"} and again.created_at.tzinfo is not None
+    [event] = store.list_events(job.id)
+    assert (event.state, event.actor, event.reason, event.source) == (
+        "QUEUED", "alice", "submitted", "10.0.0.1"
+    )
+
+
+def test_unknown_job_is_not_found(store: Store) -> None:
+    with pytest.raises(NotFound):
+        store.get_job(999)
+    with pytest.raises(NotFound):
+        store.list_events(999)
+
+
+def test_idempotency_key_returns_first_job_and_refuses_other_spec(store: Store) -> None:
+    first, created = store.create_job(spec(), "a", idempotency_key="k1")
+    second, created_again = store.create_job(spec(), "a", idempotency_key="k1")
+    assert created and not created_again and second.id == first.id
+    with pytest.raises(Conflict):
+        store.create_job(spec(application="other.py"), "a", idempotency_key="k1")
+    assert len(store.list_jobs(JobQuery()).items) == 1
+
+
+def test_list_filters_and_cursor(store: Store) -> None:
+    ids = []
+    for i in range(7):
+        job, _ = store.create_job(
+            spec(name=f"job-{i}", schema=f"s{i % 2}", table="t", labels={"n": str(i)}),
+            "alice" if i < 5 else "bob",
+        )
+        ids.append(job.id)
+    page = store.list_jobs(JobQuery(limit=3))
+    assert [j.id for j in page.items] == ids[::-1][:3]
+    rest = store.list_jobs(JobQuery(limit=10, before_id=page.next_before_id))
+    assert [j.id for j in rest.items] == ids[::-1][3:] and rest.next_before_id is None
+    assert {j.id for j in store.list_jobs(JobQuery(schema_name="s0")).items} == set(ids[0::2])
+    assert [j.id for j in store.list_jobs(JobQuery(labels=(("n", "3"),))).items] == [ids[3]]
+    assert {j.id for j in store.list_jobs(JobQuery(owner="bob")).items} == set(ids[5:])
+    assert [j.id for j in store.list_jobs(JobQuery(text="JOB-4")).items] == [ids[4]]
+    now = datetime.now(UTC)
+    assert len(store.list_jobs(JobQuery(created_after=now - timedelta(minutes=1))).items) == 7
+    assert store.list_jobs(JobQuery(created_before=now - timedelta(minutes=1))).items == []
+    store.request_cancel(ids[0], "alice")
+    cancelled = store.list_jobs(JobQuery(states=(JobState.CANCELLED,))).items
+    assert [j.id for j in cancelled] == [ids[0]]
+
+
+def test_claim_takes_highest_priority_then_oldest(store: Store) -> None:
+    low, _ = store.create_job(spec(priority=0), "a")
+    high, _ = store.create_job(spec(priority=5), "a")
+    low2, _ = store.create_job(spec(priority=0), "a")
+    order = [claim(store).job.id for _ in range(3)]
+    assert order == [high.id, low.id, low2.id]
+    assert claim(store) is None
+
+
+def test_claim_respects_the_running_limit(store: Store) -> None:
+    for _ in range(3):
+        store.create_job(spec(), "a")
+    assert claim(store, max_running=2) is not None
+    assert claim(store, max_running=2) is not None
+    assert claim(store, max_running=2) is None
+
+
+def test_full_lifecycle_records_every_transition(store: Store) -> None:
+    job, _ = store.create_job(spec(), "a")
+    claimed = claim(store)
+    assert claimed.job.state is JobState.ADMITTED and claimed.attempt == 1
+    assert store.mark_running(job.id, 1, 4242, "/logs/1", "s1")
+    store.set_app_id(job.id, 1, "local-1", "s1")
+    done = store.finish_attempt(job.id, 1, Outcome(AttemptState.SUCCEEDED, None, 0), "s1")
+    assert done is not None and done.state is JobState.SUCCEEDED
+    assert done.spark_app_id == "local-1" and done.finished_at is not None
+    states = [e.state for e in store.list_events(job.id) if e.type == "state"]
+    assert states == ["QUEUED", "ADMITTED", "RUNNING", "SUCCEEDED"]
+    [attempt] = store.list_attempts(job.id)
+    assert attempt.state is AttemptState.SUCCEEDED and attempt.pid == 4242
+
+
+def test_a_finished_attempt_cannot_be_finished_again(store: Store) -> None:
+    job, _ = store.create_job(spec(), "a")
+    claim(store)
+    store.finish_attempt(job.id, 1, Outcome(AttemptState.FAILED, "boom", 1), "s1")
+    assert store.finish_attempt(job.id, 1, Outcome(AttemptState.SUCCEEDED, None, 0), "s1") is None
+    assert store.get_job(job.id).state is JobState.FAILED
+
+
+def test_failed_job_is_retried_with_backoff_while_retries_remain(store: Store) -> None:
+    job, _ = store.create_job(spec(max_retries=1), "a")
+    claim(store)
+    retried = store.finish_attempt(job.id, 1, Outcome(AttemptState.FAILED, "boom", 1), "s1")
+    assert retried is not None and retried.state is JobState.QUEUED
+    assert "retry 1 of 1" in (retried.reason or "")
+    assert claim(store) is None  # backing off
+    assert store.mark_running(job.id, 1, 1, "x", "s1") is False  # an old attempt is fenced
+
+
+def test_lost_attempt_requeues_until_the_limit(store: Store) -> None:
+    job, _ = store.create_job(spec(), "a")
+    for number in (1, 2):
+        assert claim(store).attempt == number
+        lost = store.finish_attempt(job.id, number, Outcome(AttemptState.LOST, "host died"), "s2", 1)
+        assert lost is not None
+    assert lost.state is JobState.FAILED and "lost 2 times" in (lost.reason or "")
+
+
+def test_cancel_queued_is_immediate_and_running_is_flagged(store: Store) -> None:
+    queued, _ = store.create_job(spec(), "a")
+    running, _ = store.create_job(spec(priority=9), "a")
+    claim(store)
+    store.mark_running(running.id, 1, 1, "x", "s1")
+    assert store.request_cancel(queued.id, "bob").state is JobState.CANCELLED
+    flagged = store.request_cancel(running.id, "bob")
+    assert flagged.state is JobState.RUNNING and flagged.cancel_requested
+    [attempt] = store.cancel_requested_attempts("s1")
+    assert (attempt.job_id, attempt.number) == (running.id, 1)
+    assert store.cancel_requested_attempts("other-server") == []
+    done = store.finish_attempt(running.id, 1, Outcome(AttemptState.CANCELLED, "stopped"), "s1")
+    assert done is not None and done.state is JobState.CANCELLED
+    # Cancelling a finished job changes nothing.
+    assert store.request_cancel(running.id, "bob").state is JobState.CANCELLED
+
+
+def test_leases_expire_unless_renewed(store: Store) -> None:
+    job, _ = store.create_job(spec(), "a")
+    claim(store, lease=-1)
+    [expired] = store.expired_attempts()
+    assert expired.job_id == job.id
+    assert store.renew_leases("s1", 30) == 1
+    assert store.expired_attempts() == []
+    assert [a.job_id for a in store.active_attempts("s1")] == [job.id]
+    assert store.active_attempts("s2") == []
+
+
+def test_migrate_twice_is_harmless(store: Store) -> None:
+    store.migrate()
+    store.ping()
