@@ -121,7 +121,9 @@ class ChidoriServer:
             job: dict[str, Any] = response.json()
             return job
 
-    def wait(self, job_id: int, until: set[str] | None = None, timeout: float = 240) -> dict[str, Any]:
+    def wait(
+        self, job_id: int, until: set[str] | None = None, timeout: float = 240
+    ) -> dict[str, Any]:
         """Long-poll until the job is in one of `until` (default: a terminal state)."""
         until = until or TERMINAL
         deadline = time.monotonic() + timeout

@@ -49,7 +49,9 @@ def test_bad_job_spec_is_refused_naming_the_field(
 def test_malformed_json_is_a_400_naming_the_body(server: ChidoriServer) -> None:
     with server.client() as client:
         response = client.post(
-            "/api/v1/jobs", content=b'{"application": ', headers={"content-type": "application/json"}
+            "/api/v1/jobs",
+            content=b'{"application": ',
+            headers={"content-type": "application/json"},
         )
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "malformed_json"

@@ -13,11 +13,13 @@ JOBS = "tests/jobs"
 
 def run_python(server: ChidoriServer, script: str, *args: str, **spec: object) -> dict[str, object]:
     job = server.submit(kind="python", application=f"{JOBS}/{script}", args=list(args), **spec)
-    return server.wait(int(job["id"]))  # type: ignore[call-overload]
+    return server.wait(int(job["id"]))
 
 
 def test_training_example_succeeds_and_its_log_holds_the_accuracy(server: ChidoriServer) -> None:
-    job = server.submit(kind="python", application="examples/train.py", name="train", schema="ml", table="model")
+    job = server.submit(
+        kind="python", application="examples/train.py", name="train", schema="ml", table="model"
+    )
     done = server.wait(job["id"])
     assert done["state"] == "SUCCEEDED" and done["exit_code"] == 0 and done["reason"] is None
     assert done["started_at"] and done["finished_at"] and done["duration_seconds"] >= 0
@@ -26,7 +28,10 @@ def test_training_example_succeeds_and_its_log_holds_the_accuracy(server: Chidor
         events = client.get(f"/api/v1/jobs/{job['id']}/events").json()["items"]
         attempts = client.get(f"/api/v1/jobs/{job['id']}/attempts").json()["items"]
     assert [e["state"] for e in events if e["type"] == "state"] == [
-        "QUEUED", "ADMITTED", "RUNNING", "SUCCEEDED"
+        "QUEUED",
+        "ADMITTED",
+        "RUNNING",
+        "SUCCEEDED",
     ]
     assert all(e["time"] and e["actor"] for e in events)
     assert len(attempts) == 1 and attempts[0]["state"] == "SUCCEEDED" and attempts[0]["pid"]
@@ -89,7 +94,9 @@ def test_a_job_over_its_timeout_is_stopped_and_failed(server: ChidoriServer) -> 
 def test_logs_by_tail_offset_follow_and_download(server: ChidoriServer) -> None:
     job = server.submit(kind="python", application=f"{JOBS}/chatty.py", args=["2000"])
     with server.client() as client:
-        with client.stream("GET", f"/api/v1/jobs/{job['id']}/logs", params={"follow": True}) as stream:
+        with client.stream(
+            "GET", f"/api/v1/jobs/{job['id']}/logs", params={"follow": True}
+        ) as stream:
             followed = b"".join(stream.iter_bytes()).decode()
         assert server.wait(job["id"])["state"] == "SUCCEEDED"
         lines = followed.splitlines()

@@ -8,7 +8,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,11 +19,18 @@ from tests.standalone import standalone_cluster
 pytestmark = pytest.mark.spark
 
 
-def cli(server: ChidoriServer, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def cli(
+    server: ChidoriServer, *args: str, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, CHIDORI_URL=server.url, CHIDORI_TOKEN=server.token)
     return subprocess.run(
         [sys.executable, "-m", "chidori", *args],
-        env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout, check=False,
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )
 
 
@@ -32,12 +38,16 @@ def cli(server: ChidoriServer, *args: str, timeout: float = 300) -> subprocess.C
 def spark_jobs(server: ChidoriServer) -> dict[str, dict[str, Any]]:
     """Submit the REST-API jobs up front so they run while the CLI tests run."""
     return {
-        "pi": server.submit(application="examples/pi.py", name="pi-rest", schema="demo", table="pi"),
+        "pi": server.submit(
+            application="examples/pi.py", name="pi-rest", schema="demo", table="pi"
+        ),
         "fail": server.submit(application="examples/fail.py", name="fail"),
     }
 
 
-def test_pi_through_the_rest_api_succeeds(server: ChidoriServer, spark_jobs: dict[str, Any]) -> None:
+def test_pi_through_the_rest_api_succeeds(
+    server: ChidoriServer, spark_jobs: dict[str, Any]
+) -> None:
     done = server.wait(spark_jobs["pi"]["id"])
     assert done["state"] == "SUCCEEDED", done
     assert str(done["spark_app_id"]).startswith("local-")
@@ -69,8 +79,13 @@ def test_pi_through_chidori_submit_wait(server: ChidoriServer, spark_jobs: dict[
 
 def test_wordcount_with_a_shipped_file_through_chidori_submit_follow(server: ChidoriServer) -> None:
     result = cli(
-        server, "submit", "--files", "examples/data/words.txt", "--follow",
-        "examples/wordcount.py", "words.txt",
+        server,
+        "submit",
+        "--files",
+        "examples/data/words.txt",
+        "--follow",
+        "examples/wordcount.py",
+        "words.txt",
     )
     assert result.returncode == 0, result.stderr
     assert "total words:" in result.stdout  # the driver log, streamed
@@ -104,10 +119,7 @@ def standalone_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chid
     with standalone_cluster(work / "cluster") as cluster:
         config = work / "chidori.yaml"
         config.write_text(
-            "clusters:\n"
-            "  lab:\n"
-            "    type: standalone\n"
-            f"    master: {cluster.master_url}\n"
+            f"clusters:\n  lab:\n    type: standalone\n    master: {cluster.master_url}\n"
         )
         with ChidoriServer(work / "home", config=config) as server:
             yield server
@@ -125,8 +137,8 @@ def test_pi_on_a_real_standalone_master_succeeds(standalone_server: ChidoriServe
 
 def test_unknown_cluster_lists_the_configured_ones(standalone_server: ChidoriServer) -> None:
     with standalone_server.client() as client:
-        response = client.post("/api/v1/jobs", json={"application": "examples/pi.py", "cluster": "x"})
+        response = client.post(
+            "/api/v1/jobs", json={"application": "examples/pi.py", "cluster": "x"}
+        )
     assert response.status_code == 422
     assert "known: lab, local" in response.json()["error"]["fields"][0]["message"]
-
-

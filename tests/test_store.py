@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from chidori.errors import Conflict, NotFound
-from chidori.records import JobQuery, Outcome
+from chidori.records import Claim, JobQuery, Outcome
 from chidori.spec import JobSpec
 from chidori.states import AttemptState, JobState
 from chidori.store import Store
@@ -18,19 +18,32 @@ def spec(**fields: object) -> JobSpec:
     return JobSpec.model_validate(fields)
 
 
-def claim(store: Store, server: str = "s1", max_running: int | None = None, lease: float = 15):
-    return store.claim_next(server, "host", ["local"], max_running, lease)
+def claim(
+    store: Store, server: str = "s1", max_running: int | None = None, lease: float = 15
+) -> Claim:
+    claimed = store.claim_next(server, "host", ["local"], max_running, lease)
+    assert claimed is not None
+    return claimed
+
+
+def claim_none(store: Store, max_running: int | None = None) -> None:
+    assert store.claim_next("s1", "host", ["local"], max_running, 15) is None
 
 
 def test_created_job_is_queued_with_a_submitted_event(store: Store) -> None:
-    job, created = store.create_job(spec(name="n", labels={"team": "a"}), "alice", source="10.0.0.1")
+    job, created = store.create_job(
+        spec(name="n", labels={"team": "a"}), "alice", source="10.0.0.1"
+    )
     assert created
     assert job.state is JobState.QUEUED and job.owner == "alice" and job.attempts == 0
     again = store.get_job(job.id)
     assert again.spec.labels == {"team": "a"} and again.created_at.tzinfo is not None
     [event] = store.list_events(job.id)
     assert (event.state, event.actor, event.reason, event.source) == (
-        "QUEUED", "alice", "submitted", "10.0.0.1"
+        "QUEUED",
+        "alice",
+        "submitted",
+        "10.0.0.1",
     )
 
 
@@ -80,15 +93,15 @@ def test_claim_takes_highest_priority_then_oldest(store: Store) -> None:
     low2, _ = store.create_job(spec(priority=0), "a")
     order = [claim(store).job.id for _ in range(3)]
     assert order == [high.id, low.id, low2.id]
-    assert claim(store) is None
+    claim_none(store)
 
 
 def test_claim_respects_the_running_limit(store: Store) -> None:
     for _ in range(3):
         store.create_job(spec(), "a")
-    assert claim(store, max_running=2) is not None
-    assert claim(store, max_running=2) is not None
-    assert claim(store, max_running=2) is None
+    claim(store, max_running=2)
+    claim(store, max_running=2)
+    claim_none(store, max_running=2)
 
 
 def test_full_lifecycle_records_every_transition(store: Store) -> None:
@@ -120,7 +133,7 @@ def test_failed_job_is_retried_with_backoff_while_retries_remain(store: Store) -
     retried = store.finish_attempt(job.id, 1, Outcome(AttemptState.FAILED, "boom", 1), "s1")
     assert retried is not None and retried.state is JobState.QUEUED
     assert "retry 1 of 1" in (retried.reason or "")
-    assert claim(store) is None  # backing off
+    claim_none(store)  # backing off
     assert store.mark_running(job.id, 1, 1, "x", "s1") is False  # an old attempt is fenced
 
 
@@ -128,8 +141,11 @@ def test_lost_attempt_requeues_until_the_limit(store: Store) -> None:
     job, _ = store.create_job(spec(), "a")
     for number in (1, 2):
         assert claim(store).attempt == number
-        lost = store.finish_attempt(job.id, number, Outcome(AttemptState.LOST, "host died"), "s2", 1)
+        lost = store.finish_attempt(
+            job.id, number, Outcome(AttemptState.LOST, "host died"), "s2", 1
+        )
         assert lost is not None
+    assert lost is not None
     assert lost.state is JobState.FAILED and "lost 2 times" in (lost.reason or "")
 
 

@@ -84,7 +84,8 @@ class ArtifactStore:
             return reference
         if scheme:
             raise InvalidRequest.for_field(
-                field, f"scheme {scheme!r} is not supported; use a path, upload:// or one of "
+                field,
+                f"scheme {scheme!r} is not supported; use a path, upload:// or one of "
                 + ", ".join(sorted(REMOTE_SCHEMES)),
             )
         return str(self._local_path(ref, field)) + fragment

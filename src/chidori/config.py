@@ -126,7 +126,9 @@ def load_settings(
 ) -> Settings:
     """Build the settings from the environment and the config file (the file loses to env)."""
     cwd = cwd or Path.cwd()
-    file_name = config_file or (Path(environ["CHIDORI_CONFIG"]) if environ.get("CHIDORI_CONFIG") else None)
+    file_name = config_file or (
+        Path(environ["CHIDORI_CONFIG"]) if environ.get("CHIDORI_CONFIG") else None
+    )
     data = _read_file(file_name) if file_name else {}
     server = data.get("server") or {}
     home = Path(environ.get("CHIDORI_HOME") or data.get("home") or cwd / ".chidori").resolve()
@@ -168,6 +170,7 @@ def load_settings(
         cancel_grace_seconds=float(data.get("cancel_grace_seconds", 5.0)),
         lease_seconds=float(data.get("lease_seconds", 15.0)),
         event_log_dir=Path(event_log_dir).resolve() if event_log_dir else home / "spark-events",
-        history_server_url=data.get("history_server_url") or environ.get("CHIDORI_HISTORY_SERVER_URL"),
+        history_server_url=data.get("history_server_url")
+        or environ.get("CHIDORI_HISTORY_SERVER_URL"),
         environ=dict(environ),
     )

@@ -206,9 +206,7 @@ class DriverHost:
             for driver in drivers:
                 self._scan_app_id(driver)
                 if driver.deadline is not None and now > driver.deadline:
-                    self._stop(
-                        driver, AttemptState.FAILED, f"timed out after {driver.timeout:g} s"
-                    )
+                    self._stop(driver, AttemptState.FAILED, f"timed out after {driver.timeout:g} s")
 
 
 def _tail(path: Path, size: int) -> str:

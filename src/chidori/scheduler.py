@@ -118,7 +118,12 @@ class Scheduler:
         for attempt in self._store.expired_attempts():
             if (attempt.job_id, attempt.number) in self.drivers.running():
                 continue  # ours and alive: the lease renewal was merely late
-            self._mark_lost(attempt.job_id, attempt.number, attempt.pid, "driver host stopped renewing its lease")
+            self._mark_lost(
+                attempt.job_id,
+                attempt.number,
+                attempt.pid,
+                "driver host stopped renewing its lease",
+            )
 
     def recover_orphans(self, all_servers: bool) -> int:
         """At start: attempts left active by an earlier run of this server (or, on a store only
@@ -130,7 +135,9 @@ class Scheduler:
             if (a.job_id, a.number) not in self.drivers.running()
         ]
         for attempt in orphans:
-            self._mark_lost(attempt.job_id, attempt.number, attempt.pid, "server restarted while the driver ran")
+            self._mark_lost(
+                attempt.job_id, attempt.number, attempt.pid, "server restarted while the driver ran"
+            )
         return len(orphans)
 
     def _mark_lost(self, job_id: int, attempt: int, pid: int | None, reason: str) -> None:
@@ -153,10 +160,17 @@ class Scheduler:
 
     def apply_cancels(self) -> None:
         for attempt in self._store.cancel_requested_attempts(self._options.server_id):
-            if not self.drivers.stop(
-                attempt.job_id, attempt.number, AttemptState.CANCELLED, "cancelled on request"
-            ) and attempt.state is AttemptState.STARTING:
-                self._finish(attempt.job_id, attempt.number, Outcome(AttemptState.CANCELLED, "cancelled on request"))
+            if (
+                not self.drivers.stop(
+                    attempt.job_id, attempt.number, AttemptState.CANCELLED, "cancelled on request"
+                )
+                and attempt.state is AttemptState.STARTING
+            ):
+                self._finish(
+                    attempt.job_id,
+                    attempt.number,
+                    Outcome(AttemptState.CANCELLED, "cancelled on request"),
+                )
 
     def admit_one(self) -> bool:
         """Claim and launch the next job. Returns False when nothing more can start."""
@@ -183,10 +197,16 @@ class Scheduler:
             )
             pid, log_path = self.drivers.start(job.id, attempt, command, job.spec.timeout)
         except ChidoriError as exc:
-            self._finish(job.id, attempt, Outcome(AttemptState.FAILED, f"could not start the driver: {exc.message}"))
+            self._finish(
+                job.id,
+                attempt,
+                Outcome(AttemptState.FAILED, f"could not start the driver: {exc.message}"),
+            )
             return
         except OSError as exc:
-            self._finish(job.id, attempt, Outcome(AttemptState.FAILED, f"could not start the driver: {exc}"))
+            self._finish(
+                job.id, attempt, Outcome(AttemptState.FAILED, f"could not start the driver: {exc}")
+            )
             return
         self._store.mark_running(job.id, attempt, pid, str(log_path), self._options.server_id)
 

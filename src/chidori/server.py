@@ -28,7 +28,12 @@ from chidori.store import Store, open_store
 log = logging.getLogger("chidori")
 
 # Never handed to driver processes: jobs run user code.
-_PRIVATE_VARIABLES = ("CHIDORI_ADMIN_TOKEN", "CHIDORI_TOKEN", "CHIDORI_SECRET_KEY", "CHIDORI_DATABASE_URL")
+_PRIVATE_VARIABLES = (
+    "CHIDORI_ADMIN_TOKEN",
+    "CHIDORI_TOKEN",
+    "CHIDORI_SECRET_KEY",
+    "CHIDORI_DATABASE_URL",
+)
 
 
 @dataclass
@@ -98,19 +103,28 @@ def build_server(settings: Settings) -> Server:
 def run_server(config_file: Path | None, host: str | None = None, port: int | None = None) -> None:
     import uvicorn
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     settings = load_settings(os.environ, config_file)
     if host:
         settings = _replace(settings, host=host)
     if port:
         settings = _replace(settings, port=port)
     server = build_server(settings)
-    where = f"in {server.admin_token_file}" if server.admin_token_file else "from CHIDORI_ADMIN_TOKEN"
+    where = (
+        f"in {server.admin_token_file}" if server.admin_token_file else "from CHIDORI_ADMIN_TOKEN"
+    )
     log.info(
         "Chidori on http://%s:%d (data in %s; admin token %s)",
-        settings.host, settings.port, settings.home, where,
+        settings.host,
+        settings.port,
+        settings.home,
+        where,
     )
-    uvicorn.run(server.app, host=settings.host, port=settings.port, access_log=False, log_level="info")
+    uvicorn.run(
+        server.app, host=settings.host, port=settings.port, access_log=False, log_level="info"
+    )
 
 
 def _replace(settings: Settings, **changes: object) -> Settings:

@@ -39,7 +39,9 @@ def _conf_value(value: object) -> str:
 
 Memory = Annotated[str, BeforeValidator(_memory)]
 Identifier = Annotated[str, Field(pattern=_NAME_RE.pattern)]
-PathList = Annotated[list[Annotated[str, Field(min_length=1, max_length=4096)]], Field(max_length=256)]
+PathList = Annotated[
+    list[Annotated[str, Field(min_length=1, max_length=4096)]], Field(max_length=256)
+]
 
 
 class JobSpec(BaseModel):
@@ -51,7 +53,9 @@ class JobSpec(BaseModel):
     kind: Literal["spark", "python"] = "spark"
     application: str = Field(min_length=1, max_length=4096)
     main_class: str | None = Field(None, min_length=1, max_length=512)
-    args: list[Annotated[str, Field(max_length=65536)]] = Field(default_factory=list, max_length=4096)
+    args: list[Annotated[str, Field(max_length=65536)]] = Field(
+        default_factory=list, max_length=4096
+    )
     conf: dict[str, Annotated[str, BeforeValidator(_conf_value)]] = Field(default_factory=dict)
     driver_memory: Memory = "1g"
     driver_cores: int = Field(1, ge=1, le=256)

@@ -41,7 +41,7 @@ def format_memory(mib: int) -> str:
 
 
 def parse_duration_seconds(value: str | int | float) -> float:
-    """Parse `90`, `90s`, `30m`, `2h`, `1h30m`, `1d` into seconds. Raises ValueError; must be > 0."""
+    """Parse `90`, `90s`, `30m`, `2h`, `1h30m`, `1d` into seconds (> 0), else ValueError."""
     if isinstance(value, bool):
         raise ValueError("must be a duration such as 90s, 30m or 2h")
     if isinstance(value, int | float):

@@ -78,10 +78,12 @@ def build_router(jobs: JobService, artifacts: ArtifactStore) -> APIRouter:
             if not sep or not key:
                 raise InvalidRequest.for_field("label", f"{item!r} is not KEY:VALUE")
             labels.append((key, value))
-        for name, value in (("created_after", created_after), ("created_before", created_before)):
-            if value is not None and value.tzinfo is None:
-                raise InvalidRequest.for_field(name, "give a time zone (e.g. 2026-01-31T00:00:00Z)")
-        page = jobs.list(
+        for field, moment in (("created_after", created_after), ("created_before", created_before)):
+            if moment is not None and moment.tzinfo is None:
+                raise InvalidRequest.for_field(
+                    field, "give a time zone (e.g. 2026-01-31T00:00:00Z)"
+                )
+        page = jobs.search(
             JobQuery(
                 states=tuple(state or ()),
                 schema_name=schema,

@@ -58,7 +58,9 @@ class SparkBackend(HostedBackend):
             return self._python_command(request)
         try:
             spark_home = find_spark_home(
-                {"SPARK_HOME": self.cluster.spark_home} if self.cluster.spark_home else self._base_env
+                {"SPARK_HOME": self.cluster.spark_home}
+                if self.cluster.spark_home
+                else self._base_env
             )
         except SparkNotFound as exc:
             raise BackendError(str(exc)) from exc
@@ -78,10 +80,14 @@ class SparkBackend(HostedBackend):
         conf.update(self._resource_conf(spec))
         conf.update(spec.conf)
         args = [
-            "--master", self.cluster.master,
-            "--deploy-mode", "client",
-            "--name", request.job.name,
-            "--driver-memory", spec.driver_memory,
+            "--master",
+            self.cluster.master,
+            "--deploy-mode",
+            "client",
+            "--name",
+            request.job.name,
+            "--driver-memory",
+            spec.driver_memory,
         ]
         if spec.main_class:
             args += ["--class", spec.main_class]

@@ -87,7 +87,7 @@ class JobService:
     def get(self, job_id: int) -> Job:
         return self._store.get_job(job_id)
 
-    def list(self, query: JobQuery) -> Page:
+    def search(self, query: JobQuery) -> Page:
         return self._store.list_jobs(query)
 
     def events(self, job_id: int) -> list[Event]:
@@ -199,4 +199,3 @@ def _tail_start(handle: BinaryIO, size: int, lines: int) -> int:
                 if found == lines:
                     return position + index + 1
     return 0
-

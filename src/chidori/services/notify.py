@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 
 class ChangeNotifier:
@@ -33,7 +34,5 @@ class ChangeNotifier:
         if event is None:
             await asyncio.sleep(timeout)
             return
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(event.wait(), timeout)
-        except TimeoutError:
-            pass

@@ -30,6 +30,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.exc import InterfaceError as SAInterfaceError
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
 
 from chidori.errors import Conflict, NotFound, StoreUnavailable
 from chidori.records import Attempt, Claim, Event, Job, JobQuery, Outcome, Page
@@ -288,11 +289,16 @@ class Store:
                 for key, value in spec.labels.items():
                     session.add(JobLabelRow(job_id=row.id, key=key, value=value))
                 self._add_event(
-                    session, row.id, "state", owner, state="QUEUED", reason="submitted",
+                    session,
+                    row.id,
+                    "state",
+                    owner,
+                    state="QUEUED",
+                    reason="submitted",
                     source=source,
                 )
                 job = _job(row)
-        except IntegrityError as exc:
+        except IntegrityError:
             if idempotency_key is None:
                 raise
             existing = self._find_by_idempotency_key(idempotency_key, fingerprint)
@@ -350,7 +356,7 @@ class Store:
             conditions.append(JobRow.created_at < query.created_before)
         if query.text:
             pattern = f"%{query.text.lower()}%"
-            text_match = [func.lower(JobRow.name).like(pattern)]
+            text_match: list[ColumnElement[bool]] = [func.lower(JobRow.name).like(pattern)]
             if query.text.isdigit():
                 text_match.append(JobRow.id == int(query.text))
             conditions.append(or_(*text_match))
@@ -454,8 +460,13 @@ class Store:
                 )
             )
             self._add_event(
-                session, candidate.id, "state", server_id, state="ADMITTED",
-                reason=f"attempt {number} on {host}", attempt=number,
+                session,
+                candidate.id,
+                "state",
+                server_id,
+                state="ADMITTED",
+                reason=f"attempt {number} on {host}",
+                attempt=number,
             )
             session.flush()
             session.refresh(candidate)
@@ -490,8 +501,13 @@ class Store:
                 .execution_options(synchronize_session=False)
             )
             self._add_event(
-                session, job_id, "state", actor, state="RUNNING",
-                reason=f"driver process {pid} started", attempt=attempt,
+                session,
+                job_id,
+                "state",
+                actor,
+                state="RUNNING",
+                reason=f"driver process {pid} started",
+                attempt=attempt,
             )
         self._changed([job_id])
         return True
@@ -511,7 +527,11 @@ class Store:
                 .execution_options(synchronize_session=False)
             )
             self._add_event(
-                session, job_id, "spark_app", actor, reason=f"Spark application {app_id}",
+                session,
+                job_id,
+                "spark_app",
+                actor,
+                reason=f"Spark application {app_id}",
                 attempt=attempt,
             )
         self._changed([job_id])
@@ -544,8 +564,13 @@ class Store:
             if row is None or row.attempts != attempt or row.state not in _ACTIVE_JOB:
                 return None
             self._add_event(
-                session, job_id, "attempt", actor, state=outcome.state.value,
-                reason=outcome.reason, attempt=attempt,
+                session,
+                job_id,
+                "attempt",
+                actor,
+                state=outcome.state.value,
+                reason=outcome.reason,
+                attempt=attempt,
             )
             spec = JobSpec.model_validate(row.spec)
             row.updated_at = now
@@ -559,7 +584,12 @@ class Store:
             else:
                 row.finished_at = now
             self._add_event(
-                session, job_id, "state", actor, state=new_state.value, reason=reason,
+                session,
+                job_id,
+                "state",
+                actor,
+                state=new_state.value,
+                reason=reason,
                 attempt=attempt,
             )
             session.flush()
@@ -603,15 +633,25 @@ class Store:
                 row.updated_at = now
                 row.cancel_requested = True
                 self._add_event(
-                    session, job_id, "state", actor, state="CANCELLED",
-                    reason=row.reason, source=source,
+                    session,
+                    job_id,
+                    "state",
+                    actor,
+                    state="CANCELLED",
+                    reason=row.reason,
+                    source=source,
                 )
             elif row.state in _ACTIVE_JOB and not row.cancel_requested:
                 row.cancel_requested = True
                 row.updated_at = now
                 self._add_event(
-                    session, job_id, "cancel_requested", actor,
-                    reason=f"cancel requested by {actor}", attempt=row.attempts, source=source,
+                    session,
+                    job_id,
+                    "cancel_requested",
+                    actor,
+                    reason=f"cancel requested by {actor}",
+                    attempt=row.attempts,
+                    source=source,
                 )
             session.flush()
             job = _job(row)
