@@ -51,6 +51,13 @@ class Settings:
     max_upload_bytes: int = 512 * 1024 * 1024
     event_log_dir: Path | None = None
     history_server_url: str | None = None
+    secret_key: str | None = None
+    submit_rate_per_second: float = 50.0
+    submit_burst: int = 200
+    max_request_bytes: int = 1024 * 1024
+    proxy_user_header: str | None = None
+    trusted_proxies: tuple[str, ...] = ("127.0.0.1/32", "::1/128")
+    policy: Mapping[str, Any] = field(default_factory=dict)
     environ: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -149,6 +156,7 @@ def load_settings(
     else:
         roots = tuple(Path(p).resolve() for p in data.get("app_roots", [])) or (cwd.resolve(),)
     limits = data.get("limits") or {}
+    security = data.get("security") or {}
     port_text = environ.get("CHIDORI_PORT") or server.get("port") or 8080
     try:
         port = int(port_text)
@@ -172,5 +180,12 @@ def load_settings(
         event_log_dir=Path(event_log_dir).resolve() if event_log_dir else home / "spark-events",
         history_server_url=data.get("history_server_url")
         or environ.get("CHIDORI_HISTORY_SERVER_URL"),
+        secret_key=environ.get("CHIDORI_SECRET_KEY") or None,
+        submit_rate_per_second=float(security.get("submit_rate_per_second", 50.0)),
+        submit_burst=int(security.get("submit_burst", 200)),
+        max_request_bytes=int(security.get("max_request_bytes", 1024 * 1024)),
+        proxy_user_header=security.get("proxy_user_header"),
+        trusted_proxies=tuple(security.get("trusted_proxies", ("127.0.0.1/32", "::1/128"))),
+        policy=dict(data.get("policy") or {}),
         environ=dict(environ),
     )

@@ -4,6 +4,7 @@ HTTP in exactly one place (`chidori.api.errors`)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Self
 
 
 @dataclass(frozen=True)
@@ -19,23 +20,20 @@ class ChidoriError(Exception):
 
     code = "error"
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, fields: list[FieldError] | None = None) -> None:
         super().__init__(message)
         self.message = message
+        self.fields = list(fields or [])
+
+    @classmethod
+    def for_field(cls, name: str, message: str) -> Self:
+        return cls(f"{name}: {message}", [FieldError(name, message)])
 
 
 class InvalidRequest(ChidoriError):
     """The request names something invalid; `fields` says which fields and why."""
 
     code = "invalid_request"
-
-    def __init__(self, message: str, fields: list[FieldError] | None = None) -> None:
-        super().__init__(message)
-        self.fields = list(fields or [])
-
-    @classmethod
-    def for_field(cls, name: str, message: str) -> InvalidRequest:
-        return cls(f"{name}: {message}", [FieldError(name, message)])
 
 
 class NotFound(ChidoriError):
@@ -56,6 +54,14 @@ class Forbidden(ChidoriError):
 
 class PayloadTooLarge(ChidoriError):
     code = "payload_too_large"
+
+
+class RateLimited(ChidoriError):
+    code = "rate_limited"
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class StoreUnavailable(ChidoriError):

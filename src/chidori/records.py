@@ -16,6 +16,7 @@ class Job:
     state: JobState
     spec: JobSpec
     owner: str
+    team: str | None
     created_at: datetime
     updated_at: datetime
     admitted_at: datetime | None
@@ -87,6 +88,7 @@ class JobQuery:
     created_after: datetime | None = None
     created_before: datetime | None = None
     text: str | None = None
+    visible_to: tuple[str, str | None] | None = None  # (user, team): only what they may see
     limit: int = 50
     before_id: int | None = None
 

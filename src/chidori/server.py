@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import os
 import secrets
@@ -14,16 +15,21 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from chidori.api.app import create_app
+from chidori.api.app import HttpLimits, create_app
+from chidori.api.deps import ProxyAuth
 from chidori.artifacts import ArtifactStore
-from chidori.auth import Authenticator, ensure_admin_token
+from chidori.auth import ensure_admin_token
 from chidori.backends.base import HostedBackend
 from chidori.backends.spark import SparkBackend
-from chidori.config import Settings, load_settings
+from chidori.config import ConfigError, Settings, load_settings
+from chidori.policy import PolicyDoc
 from chidori.scheduler import Scheduler, SchedulerOptions
+from chidori.services.identity import IdentityService
 from chidori.services.jobs import JobService
 from chidori.services.notify import ChangeNotifier
+from chidori.services.ratelimit import RateLimiter
 from chidori.store import Store, open_store
+from chidori.store.identity import IdentityStore
 
 log = logging.getLogger("chidori")
 
@@ -80,7 +86,27 @@ def build_server(settings: Settings) -> Server:
     notifier = ChangeNotifier()
     store.subscribe(notifier.notify)
     store.subscribe(scheduler.wake)
-    jobs = JobService(store, artifacts, settings.clusters, notifier)
+    try:
+        default_policy = PolicyDoc.model_validate(dict(settings.policy))
+    except ValueError as exc:
+        raise ConfigError(f"policy in the config file is not valid: {exc}") from exc
+    identity = IdentityService(IdentityStore(store), admin_token, default_policy)
+    identity.bootstrap()
+    jobs = JobService(
+        store,
+        artifacts,
+        settings.clusters,
+        notifier,
+        identity,
+        RateLimiter(settings.submit_rate_per_second, settings.submit_burst),
+    )
+    try:
+        proxy_auth = ProxyAuth(
+            settings.proxy_user_header,
+            tuple(ipaddress.ip_network(net) for net in settings.trusted_proxies),
+        )
+    except ValueError as exc:
+        raise ConfigError(f"security.trusted_proxies: {exc}") from exc
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -96,7 +122,14 @@ def build_server(settings: Settings) -> Server:
             await asyncio.to_thread(scheduler.stop)
             store.dispose()
 
-    app = create_app(jobs, artifacts, Authenticator(admin_token), store.ping, lifespan)
+    app = create_app(
+        jobs,
+        identity,
+        store.ping,
+        lifespan,
+        proxy_auth,
+        HttpLimits(settings.max_request_bytes, settings.max_upload_bytes),
+    )
     return Server(settings, store, scheduler, app, token_file)
 
 

@@ -4,30 +4,41 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
 from chidori import __version__
+from chidori.api.admin_routes import build_admin_router
+from chidori.api.deps import ProxyAuth
 from chidori.api.errors import error_body, install_error_handlers
+from chidori.api.middleware import RequestSizeLimit, SecurityHeaders
 from chidori.api.routes import build_router
 from chidori.api.schemas import Status
-from chidori.artifacts import ArtifactStore
-from chidori.auth import Authenticator
 from chidori.errors import StoreUnavailable
+from chidori.services.identity import IdentityService
 from chidori.services.jobs import JobService
 
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 
 
+@dataclass(frozen=True)
+class HttpLimits:
+    max_request_bytes: int = 1024 * 1024
+    max_upload_bytes: int = 512 * 1024 * 1024
+
+
 def create_app(
     jobs: JobService,
-    artifacts: ArtifactStore,
-    authenticator: Authenticator,
+    identity: IdentityService,
     readiness: Callable[[], None],
     lifespan: Lifespan | None = None,
+    proxy_auth: ProxyAuth | None = None,
+    limits: HttpLimits | None = None,
 ) -> FastAPI:
-    """`readiness` raises StoreUnavailable (or another ChidoriError) while not ready."""
+    """`readiness` raises StoreUnavailable while the server cannot serve."""
+    limits = limits or HttpLimits()
 
     @asynccontextmanager
     async def no_lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -40,8 +51,17 @@ def create_app(
         lifespan=lifespan or no_lifespan,
     )
     install_error_handlers(app)
-    app.state.authenticator = authenticator
-    app.include_router(build_router(jobs, artifacts))
+    app.state.identity = identity
+    app.state.proxy_auth = proxy_auth or ProxyAuth()
+    app.include_router(build_router(jobs))
+    app.include_router(build_admin_router(identity))
+    app.add_middleware(
+        RequestSizeLimit,
+        limit=limits.max_request_bytes,
+        upload_limit=limits.max_upload_bytes,
+        upload_prefix="/api/v1/uploads",
+    )
+    app.add_middleware(SecurityHeaders, exempt_prefixes=("/docs", "/redoc"))
 
     @app.get("/healthz", response_model=Status, tags=["health"])
     def healthz() -> Status:

@@ -19,6 +19,7 @@ from chidori.errors import (
     InvalidRequest,
     NotFound,
     PayloadTooLarge,
+    RateLimited,
     StoreUnavailable,
     Unauthenticated,
 )
@@ -32,6 +33,7 @@ STATUS_BY_ERROR: list[tuple[type[ChidoriError], int]] = [
     (Unauthenticated, 401),
     (Forbidden, 403),
     (PayloadTooLarge, 413),
+    (RateLimited, 429),
     (StoreUnavailable, 503),
     (BackendError, 502),
 ]
@@ -85,10 +87,15 @@ def _validation_fields(exc: RequestValidationError) -> tuple[str, list[FieldErro
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ChidoriError)
     async def _domain(_request: Request, exc: ChidoriError) -> JSONResponse:
-        fields = exc.fields if isinstance(exc, InvalidRequest) else None
-        headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthenticated) else None
+        headers = None
+        if isinstance(exc, Unauthenticated):
+            headers = {"WWW-Authenticate": "Bearer"}
+        elif isinstance(exc, RateLimited):
+            headers = {"Retry-After": str(max(1, round(exc.retry_after)))}
         return JSONResponse(
-            error_body(exc.code, exc.message, fields), status_code=_status_for(exc), headers=headers
+            error_body(exc.code, exc.message, exc.fields),
+            status_code=_status_for(exc),
+            headers=headers,
         )
 
     @app.exception_handler(RequestValidationError)

@@ -6,9 +6,10 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, File, Header, Query, Request, Response, UploadFile
+from fastapi import APIRouter, File, Header, Query, Response, UploadFile
 from fastapi.responses import FileResponse, PlainTextResponse, StreamingResponse
 
+from chidori.api.deps import CurrentActor
 from chidori.api.schemas import (
     AttemptList,
     AttemptOut,
@@ -20,26 +21,14 @@ from chidori.api.schemas import (
     decode_cursor,
     encode_cursor,
 )
-from chidori.artifacts import ArtifactStore
-from chidori.auth import Authenticator
 from chidori.errors import InvalidRequest, NotFound
 from chidori.records import JobQuery
-from chidori.services.jobs import Actor, JobService
+from chidori.services.jobs import JobService
 from chidori.spec import JobSpec
 from chidori.states import JobState
 
 
-def current_actor(request: Request, authorization: Annotated[str | None, Header()] = None) -> Actor:
-    """The authenticated caller (401 otherwise), with the client address for the audit trail."""
-    authenticator: Authenticator = request.app.state.authenticator
-    name = authenticator.authenticate(authorization)
-    return Actor(name, request.client.host if request.client else None)
-
-
-CurrentActor = Annotated[Actor, Depends(current_actor)]
-
-
-def build_router(jobs: JobService, artifacts: ArtifactStore) -> APIRouter:
+def build_router(jobs: JobService) -> APIRouter:
     router = APIRouter(prefix="/api/v1")
 
     @router.post("/jobs", status_code=201, response_model=JobOut, tags=["jobs"])
@@ -51,14 +40,14 @@ def build_router(jobs: JobService, artifacts: ArtifactStore) -> APIRouter:
     ) -> JobOut:
         """Submit a job. With `Idempotency-Key`, a retry with the same spec returns the first
         job (header `Idempotent-Replayed: true`); a different spec gets 409."""
-        job, created = jobs.submit(spec, who, idempotency_key)
+        job, created = jobs.submit(who, spec, idempotency_key)
         if not created:
             response.headers["Idempotent-Replayed"] = "true"
         return JobOut.of(job)
 
     @router.get("/jobs", response_model=JobPage, tags=["jobs"])
     def list_jobs(
-        _who: CurrentActor,
+        who: CurrentActor,
         state: Annotated[list[JobState] | None, Query()] = None,
         schema: Annotated[str | None, Query(max_length=256)] = None,
         table: Annotated[str | None, Query(max_length=256)] = None,
@@ -84,6 +73,7 @@ def build_router(jobs: JobService, artifacts: ArtifactStore) -> APIRouter:
                     field, "give a time zone (e.g. 2026-01-31T00:00:00Z)"
                 )
         page = jobs.search(
+            who,
             JobQuery(
                 states=tuple(state or ()),
                 schema_name=schema,
@@ -97,7 +87,7 @@ def build_router(jobs: JobService, artifacts: ArtifactStore) -> APIRouter:
                 text=q,
                 limit=limit,
                 before_id=decode_cursor(cursor),
-            )
+            ),
         )
         return JobPage(
             items=[JobOut.of(job) for job in page.items],
@@ -105,31 +95,31 @@ def build_router(jobs: JobService, artifacts: ArtifactStore) -> APIRouter:
         )
 
     @router.get("/jobs/{job_id}", response_model=JobOut, tags=["jobs"])
-    def get_job(job_id: int, _who: CurrentActor) -> JobOut:
-        return JobOut.of(jobs.get(job_id))
+    def get_job(job_id: int, who: CurrentActor) -> JobOut:
+        return JobOut.of(jobs.get(who, job_id))
 
     @router.get("/jobs/{job_id}/wait", response_model=JobOut, tags=["jobs"])
     async def wait_for_job(
         job_id: int,
-        _who: CurrentActor,
+        who: CurrentActor,
         state: JobState | None = None,
         timeout: Annotated[float, Query(ge=0, le=60)] = 30,
     ) -> JobOut:
         """Long poll: answers as soon as the job's state differs from `state`."""
-        return JobOut.of(await jobs.wait_for_change(job_id, state, timeout))
+        return JobOut.of(await jobs.wait_for_change(who, job_id, state, timeout))
 
     @router.delete("/jobs/{job_id}", response_model=JobOut, tags=["jobs"])
     def cancel_job(job_id: int, who: CurrentActor) -> JobOut:
         """Cancel: a queued job is CANCELLED at once; a running one is stopped, then CANCELLED."""
-        return JobOut.of(jobs.cancel(job_id, who))
+        return JobOut.of(jobs.cancel(who, job_id))
 
     @router.get("/jobs/{job_id}/events", response_model=EventList, tags=["jobs"])
-    def job_events(job_id: int, _who: CurrentActor) -> EventList:
-        return EventList(items=[EventOut.of(e) for e in jobs.events(job_id)])
+    def job_events(job_id: int, who: CurrentActor) -> EventList:
+        return EventList(items=[EventOut.of(e) for e in jobs.events(who, job_id)])
 
     @router.get("/jobs/{job_id}/attempts", response_model=AttemptList, tags=["jobs"])
-    def job_attempts(job_id: int, _who: CurrentActor) -> AttemptList:
-        return AttemptList(items=[AttemptOut.of(a) for a in jobs.attempts(job_id)])
+    def job_attempts(job_id: int, who: CurrentActor) -> AttemptList:
+        return AttemptList(items=[AttemptOut.of(a) for a in jobs.attempts(who, job_id)])
 
     @router.get(
         "/jobs/{job_id}/logs",
@@ -139,7 +129,7 @@ def build_router(jobs: JobService, artifacts: ArtifactStore) -> APIRouter:
     )
     def job_logs(
         job_id: int,
-        _who: CurrentActor,
+        who: CurrentActor,
         attempt: Annotated[int | None, Query(ge=1)] = None,
         tail: Annotated[int | None, Query(ge=0, le=1_000_000)] = None,
         offset: Annotated[int | None, Query(ge=0)] = None,
@@ -149,11 +139,10 @@ def build_router(jobs: JobService, artifacts: ArtifactStore) -> APIRouter:
         `X-Log-Offset` header of a previous answer); `follow` streams until the job ends."""
         if tail is not None and offset is not None:
             raise InvalidRequest.for_field("tail", "give tail or offset, not both")
-        jobs.get(job_id)  # 404 before streaming starts
         if follow:
-            stream: AsyncIterator[bytes] = jobs.follow_log(job_id, attempt, offset, tail)
+            stream: AsyncIterator[bytes] = jobs.follow_log(who, job_id, attempt, offset, tail)
             return StreamingResponse(stream, media_type="text/plain; charset=utf-8")
-        chunk = jobs.read_log(job_id, attempt, offset, tail)
+        chunk = jobs.read_log(who, job_id, attempt, offset, tail)
         return Response(
             chunk.data,
             media_type="text/plain; charset=utf-8",
@@ -162,9 +151,9 @@ def build_router(jobs: JobService, artifacts: ArtifactStore) -> APIRouter:
 
     @router.get("/jobs/{job_id}/logs/download", tags=["logs"], response_class=FileResponse)
     def download_logs(
-        job_id: int, _who: CurrentActor, attempt: Annotated[int | None, Query(ge=1)] = None
+        job_id: int, who: CurrentActor, attempt: Annotated[int | None, Query(ge=1)] = None
     ) -> FileResponse:
-        path = jobs.log_path(job_id, attempt)
+        path = jobs.log_path(who, job_id, attempt)
         if path is None or not path.exists():
             raise NotFound(f"job {job_id} has no driver log yet")
         return FileResponse(
@@ -174,9 +163,9 @@ def build_router(jobs: JobService, artifacts: ArtifactStore) -> APIRouter:
         )
 
     @router.post("/uploads", status_code=201, response_model=UploadOut, tags=["uploads"])
-    def upload(file: Annotated[UploadFile, File()], _who: CurrentActor) -> UploadOut:
+    def upload(file: Annotated[UploadFile, File()], who: CurrentActor) -> UploadOut:
         """Store an application or a file it needs; refer to it in a job as the `uri`."""
-        stored = artifacts.save(file.file, file.filename or "upload")
+        stored = jobs.upload(who, file.file, file.filename or "upload")
         return UploadOut(uri=stored.uri, sha256=stored.sha256, size=stored.size)
 
     return router

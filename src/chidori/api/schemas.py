@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from chidori.errors import InvalidRequest
 from chidori.records import Attempt, Event, Job
+from chidori.redact import redact_conf
 
 
 class JobOut(BaseModel):
@@ -64,8 +65,15 @@ class JobOut(BaseModel):
             spark_app_id=job.spark_app_id,
             exit_code=job.exit_code,
             cancel_requested=job.cancel_requested,
-            spec=spec.public_dict(),
+            spec=public_spec(job),
         )
+
+
+def public_spec(job: Job) -> dict[str, Any]:
+    """The spec as shown to anyone: secret-looking conf values redacted."""
+    shown = job.spec.public_dict()
+    shown["conf"] = redact_conf(job.spec.conf)
+    return shown
 
 
 class JobPage(BaseModel):

@@ -25,6 +25,39 @@ DEFAULT_CONF = {
 }
 
 
+def _escape(text: str, is_key: bool) -> str:
+    out = []
+    for index, char in enumerate(text):
+        if char == "\\":
+            out.append("\\\\")
+        elif char == "\n":
+            out.append("\\n")
+        elif char == "\r":
+            out.append("\\r")
+        elif char == "\t":
+            out.append("\\t")
+        elif char in "=:#!" or (char == " " and (is_key or index == 0)):
+            out.append("\\" + char)
+        elif ord(char) > 0x7E or ord(char) < 0x20:
+            encoded = char.encode("utf-16-be")  # surrogate pairs for characters past U+FFFF
+            out += [f"\\u{encoded[i] << 8 | encoded[i + 1]:04x}" for i in range(0, len(encoded), 2)]
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+def java_properties(conf: dict[str, str]) -> str:
+    """`conf` in java.util.Properties format (what spark-submit's --properties-file reads)."""
+    return "".join(f"{_escape(k, True)}={_escape(v, False)}\n" for k, v in conf.items())
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write a file only its owner can read."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w", encoding="ascii") as handle:
+        handle.write(text)
+
+
 class SparkBackend(HostedBackend):
     """Runs drivers in client mode against the cluster's master URL."""
 
@@ -101,8 +134,10 @@ class SparkBackend(HostedBackend):
             if refs:
                 resolved = [resolve(ref, f"{field}[{i}]") for i, ref in enumerate(refs)]
                 args += [flag, ",".join(resolved)]
-        for key, value in conf.items():
-            args += ["--conf", f"{key}={value}"]
+        # Conf goes in a private file, not on the command line, where `ps` would show secrets.
+        properties = request.work_dir / "spark.properties"
+        write_private(properties, java_properties(conf))
+        args += ["--properties-file", str(properties)]
         args.append(resolve(spec.application, "application"))
         args += spec.args
         return args

@@ -5,29 +5,25 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import BinaryIO
 
-from chidori.artifacts import ArtifactStore
+from chidori.artifacts import ArtifactStore, Upload
 from chidori.config import ClusterConfig
 from chidori.errors import FieldError, InvalidRequest, NotFound
+from chidori.identity import Role
+from chidori.policy import check_job
 from chidori.records import Attempt, Event, Job, JobQuery, Page
+from chidori.services.identity import Actor, IdentityService
 from chidori.services.notify import ChangeNotifier
+from chidori.services.ratelimit import RateLimiter
 from chidori.spec import JobSpec
 from chidori.states import JobState
 from chidori.store import Store
 
 _POLL_SECONDS = 1.0
 _FOLLOW_CHUNK = 64 * 1024
-
-
-@dataclass(frozen=True)
-class Actor:
-    """Who makes a request, and from where (for events and audit)."""
-
-    name: str
-    source: str | None = None
 
 
 @dataclass(frozen=True)
@@ -44,22 +40,41 @@ class JobService:
         artifacts: ArtifactStore,
         clusters: Mapping[str, ClusterConfig],
         notifier: ChangeNotifier,
+        identity: IdentityService,
+        submit_limiter: RateLimiter,
     ) -> None:
         self._store = store
         self._artifacts = artifacts
         self._clusters = clusters
         self._notifier = notifier
+        self._identity = identity
+        self._submit_limiter = submit_limiter
+
+    def upload(self, actor: Actor, stream: BinaryIO, filename: str) -> Upload:
+        """Store a file a job will use (users and admins only)."""
+        actor.principal.require(Role.ADMIN, Role.USER)
+        stored = self._artifacts.save(stream, filename)
+        self._identity.record(actor, "upload", stored.uri, {"size": stored.size})
+        return stored
 
     # ---- submission -------------------------------------------------------------------------
 
     def submit(
-        self, spec: JobSpec, actor: Actor, idempotency_key: str | None = None
+        self, actor: Actor, spec: JobSpec, idempotency_key: str | None = None
     ) -> tuple[Job, bool]:
-        """Validate what the spec points at, then store the job QUEUED. Returns (job, created);
-        created is False when an idempotent retry returned the first job."""
+        """Check the caller may submit this, validate what the spec points at, then store the
+        job QUEUED. Returns (job, created); created is False when an idempotent retry returned
+        the first job."""
+        actor.principal.require(Role.ADMIN, Role.USER)
+        self._submit_limiter.take(actor.name)
+        check_job(self._identity.policy(), spec, actor.principal)
         self.check_references(spec)
         return self._store.create_job(
-            spec, actor.name, idempotency_key=idempotency_key, source=actor.source
+            spec,
+            actor.name,
+            team=actor.principal.team,
+            idempotency_key=idempotency_key,
+            source=actor.source,
         )
 
     def check_references(self, spec: JobSpec) -> None:
@@ -84,23 +99,36 @@ class JobService:
 
     # ---- reads ------------------------------------------------------------------------------
 
-    def get(self, job_id: int) -> Job:
-        return self._store.get_job(job_id)
+    def get(self, actor: Actor, job_id: int) -> Job:
+        """The job, if `actor` may see it; NotFound otherwise (existence is not revealed)."""
+        job = self._store.get_job(job_id)
+        if not actor.principal.can_see(job.owner, job.team):
+            raise NotFound(f"job {job_id} not found")
+        return job
 
-    def search(self, query: JobQuery) -> Page:
+    def search(self, actor: Actor, query: JobQuery) -> Page:
+        if not actor.principal.is_admin:
+            query = replace(query, visible_to=(actor.name, actor.principal.team))
         return self._store.list_jobs(query)
 
-    def events(self, job_id: int) -> list[Event]:
+    def events(self, actor: Actor, job_id: int) -> list[Event]:
+        self.get(actor, job_id)
         return self._store.list_events(job_id)
 
-    def attempts(self, job_id: int) -> list[Attempt]:
+    def attempts(self, actor: Actor, job_id: int) -> list[Attempt]:
+        self.get(actor, job_id)
         return self._store.list_attempts(job_id)
 
-    def cancel(self, job_id: int, actor: Actor) -> Job:
+    def cancel(self, actor: Actor, job_id: int) -> Job:
+        self.get(actor, job_id)
+        actor.principal.require(Role.ADMIN, Role.USER)
         return self._store.request_cancel(job_id, actor.name, actor.source)
 
-    async def wait_for_change(self, job_id: int, state: JobState | None, timeout: float) -> Job:
+    async def wait_for_change(
+        self, actor: Actor, job_id: int, state: JobState | None, timeout: float
+    ) -> Job:
         """The job as soon as its state differs from `state` (or when `timeout` runs out)."""
+        await asyncio.to_thread(self.get, actor, job_id)
         deadline = time.monotonic() + timeout
         while True:
             job = await asyncio.to_thread(self._store.get_job, job_id)
@@ -111,9 +139,13 @@ class JobService:
 
     # ---- logs -------------------------------------------------------------------------------
 
-    def log_path(self, job_id: int, attempt: int | None = None) -> Path | None:
+    def log_path(self, actor: Actor, job_id: int, attempt: int | None = None) -> Path | None:
         """The driver log of one attempt (default: the newest that has a log). None when the
         job has not started a driver yet."""
+        self.get(actor, job_id)
+        return self._log_path(job_id, attempt)
+
+    def _log_path(self, job_id: int, attempt: int | None) -> Path | None:
         attempts = self._store.list_attempts(job_id)
         if attempt is not None:
             chosen = [a for a in attempts if a.number == attempt]
@@ -124,10 +156,15 @@ class JobService:
         return Path(with_logs[-1].log_path) if with_logs and with_logs[-1].log_path else None
 
     def read_log(
-        self, job_id: int, attempt: int | None, offset: int | None, tail_lines: int | None
+        self,
+        actor: Actor,
+        job_id: int,
+        attempt: int | None,
+        offset: int | None,
+        tail_lines: int | None,
     ) -> LogChunk:
         """Bytes of the log from `offset`, or its last `tail_lines` lines, or all of it."""
-        path = self.log_path(job_id, attempt)
+        path = self.log_path(actor, job_id, attempt)
         if path is None or not path.exists():
             return LogChunk(b"", 0, 0)
         size = path.stat().st_size
@@ -140,19 +177,30 @@ class JobService:
             data = handle.read(size - start)
         return LogChunk(data, start + len(data), size)
 
-    async def follow_log(
-        self, job_id: int, attempt: int | None, offset: int | None, tail_lines: int | None
+    def follow_log(
+        self,
+        actor: Actor,
+        job_id: int,
+        attempt: int | None,
+        offset: int | None,
+        tail_lines: int | None,
     ) -> AsyncIterator[bytes]:
         """Stream the log as it grows, until the job ends and everything has been sent.
-        Without `attempt`, moves on to the next attempt when the job is retried."""
-        first = await asyncio.to_thread(self.read_log, job_id, attempt, offset, tail_lines)
+        Without `attempt`, moves on to the next attempt when the job is retried. Access is
+        checked now, before streaming starts."""
+        first = self.read_log(actor, job_id, attempt, offset, tail_lines)
+        return self._follow(job_id, attempt, first)
+
+    async def _follow(
+        self, job_id: int, attempt: int | None, first: LogChunk
+    ) -> AsyncIterator[bytes]:
         if first.data:
             yield first.data
         position = first.next_offset
-        path = await asyncio.to_thread(self.log_path, job_id, attempt)
+        path = await asyncio.to_thread(self._log_path, job_id, attempt)
         while True:
             job = await asyncio.to_thread(self._store.get_job, job_id)
-            current = await asyncio.to_thread(self.log_path, job_id, attempt)
+            current = await asyncio.to_thread(self._log_path, job_id, attempt)
             if current != path and current is not None:
                 path, position = current, 0
             data = b""

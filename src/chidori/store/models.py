@@ -60,6 +60,7 @@ class JobRow(Base):
     schema_name: Mapped[str | None] = mapped_column(String(256))
     table_name: Mapped[str | None] = mapped_column(String(256))
     owner: Mapped[str] = mapped_column(String(128))
+    team: Mapped[str | None] = mapped_column(String(128))
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
     spec_hash: Mapped[str] = mapped_column(String(64))
     idempotency_key: Mapped[str | None] = mapped_column(String(256), unique=True)
@@ -83,6 +84,7 @@ class JobRow(Base):
         Index("ix_jobs_created_at", "created_at"),
         Index("ix_jobs_dataset", "schema_name", "table_name", "id"),
         Index("ix_jobs_owner", "owner", "id"),
+        Index("ix_jobs_team", "team", "id"),
     )
 
 
@@ -133,3 +135,54 @@ class EventRow(Base):
     actor: Mapped[str] = mapped_column(String(128))
     reason: Mapped[str | None] = mapped_column(Text)
     source: Mapped[str | None] = mapped_column(String(256))
+
+
+class UserRow(Base):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    role: Mapped[str] = mapped_column(String(16))
+    team: Mapped[str | None] = mapped_column(String(128))
+    clusters: Mapped[list[str] | None] = mapped_column(JSON)
+    queues: Mapped[list[str] | None] = mapped_column(JSON)
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class TokenRow(Base):
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(128))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class AuditRow(Base):
+    """State-changing calls that are not about one job (those are job events)."""
+
+    __tablename__ = "audit"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    time: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    actor: Mapped[str] = mapped_column(String(128))
+    action: Mapped[str] = mapped_column(String(64))
+    target: Mapped[str | None] = mapped_column(String(256))
+    source: Mapped[str | None] = mapped_column(String(256))
+    detail: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class SettingRow(Base):
+    """Settings an admin changes at run time (policy, later limits), as JSON documents."""
+
+    __tablename__ = "settings"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[dict[str, Any]] = mapped_column(JSON)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_by: Mapped[str] = mapped_column(String(128))

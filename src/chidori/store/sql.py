@@ -102,6 +102,7 @@ def _job(row: JobRow) -> Job:
         state=JobState(row.state),
         spec=JobSpec.model_validate(row.spec),
         owner=row.owner,
+        team=row.team,
         created_at=row.created_at,
         updated_at=row.updated_at,
         admitted_at=row.admitted_at,
@@ -164,6 +165,9 @@ class Store:
 
     # ---- plumbing -------------------------------------------------------------------------
 
+    def now(self) -> datetime:
+        return self._clock()
+
     @property
     def dialect(self) -> str:
         return self._write_engine.dialect.name
@@ -179,7 +183,7 @@ class Store:
                 listener(job_id)
 
     @contextmanager
-    def _read(self) -> Iterator[Session]:
+    def reading(self) -> Iterator[Session]:
         try:
             with Session(self._read_engine, expire_on_commit=False) as session, session.begin():
                 yield session
@@ -187,7 +191,7 @@ class Store:
             raise StoreUnavailable(f"database unavailable: {exc.orig}") from exc
 
     @contextmanager
-    def _write(self) -> Iterator[Session]:
+    def writing(self) -> Iterator[Session]:
         try:
             with Session(self._write_engine, expire_on_commit=False) as session, session.begin():
                 yield session
@@ -208,7 +212,7 @@ class Store:
 
     def ping(self) -> None:
         """Raise StoreUnavailable unless the database answers."""
-        with self._read() as session:
+        with self.reading() as session:
             session.execute(text("SELECT 1"))
 
     def dispose(self) -> None:
@@ -247,6 +251,7 @@ class Store:
         spec: JobSpec,
         owner: str,
         *,
+        team: str | None = None,
         idempotency_key: str | None = None,
         source: str | None = None,
     ) -> tuple[Job, bool]:
@@ -262,7 +267,7 @@ class Store:
                 return existing, False
         now = self._clock()
         try:
-            with self._write() as session:
+            with self.writing() as session:
                 row = JobRow(
                     name=spec.display_name[:200],
                     state=JobState.QUEUED.value,
@@ -273,6 +278,7 @@ class Store:
                     schema_name=spec.schema_name,
                     table_name=spec.table_name,
                     owner=owner,
+                    team=team,
                     spec=spec.public_dict(),
                     spec_hash=fingerprint,
                     idempotency_key=idempotency_key,
@@ -309,7 +315,7 @@ class Store:
         return job, True
 
     def _find_by_idempotency_key(self, key: str, fingerprint: str) -> Job | None:
-        with self._read() as session:
+        with self.reading() as session:
             row = session.scalars(select(JobRow).where(JobRow.idempotency_key == key)).first()
             if row is None:
                 return None
@@ -320,7 +326,7 @@ class Store:
             return _job(row)
 
     def get_job(self, job_id: int) -> Job:
-        with self._read() as session:
+        with self.reading() as session:
             row = session.get(JobRow, job_id)
             if row is None:
                 raise NotFound(f"job {job_id} not found")
@@ -342,6 +348,11 @@ class Store:
             conditions.append(JobRow.cluster == query.cluster)
         if query.owner is not None:
             conditions.append(JobRow.owner == query.owner)
+        if query.visible_to is not None:
+            viewer, team = query.visible_to
+            conditions.append(
+                or_(JobRow.owner == viewer, JobRow.team == team) if team else JobRow.owner == viewer
+            )
         for key, value in query.labels:
             conditions.append(
                 exists().where(
@@ -363,14 +374,14 @@ class Store:
         if query.before_id is not None:
             conditions.append(JobRow.id < query.before_id)
         stmt = stmt.where(*conditions).order_by(JobRow.id.desc()).limit(query.limit + 1)
-        with self._read() as session:
+        with self.reading() as session:
             rows = list(session.scalars(stmt))
         items = [_job(row) for row in rows[: query.limit]]
         next_id = items[-1].id if len(rows) > query.limit else None
         return Page(items=items, next_before_id=next_id)
 
     def list_events(self, job_id: int) -> list[Event]:
-        with self._read() as session:
+        with self.reading() as session:
             if session.get(JobRow, job_id) is None:
                 raise NotFound(f"job {job_id} not found")
             rows = session.scalars(
@@ -379,7 +390,7 @@ class Store:
             return [_event(row) for row in rows]
 
     def list_attempts(self, job_id: int) -> list[Attempt]:
-        with self._read() as session:
+        with self.reading() as session:
             if session.get(JobRow, job_id) is None:
                 raise NotFound(f"job {job_id} not found")
             rows = session.scalars(
@@ -388,7 +399,7 @@ class Store:
             return [_attempt(row) for row in rows]
 
     def count_active(self) -> int:
-        with self._read() as session:
+        with self.reading() as session:
             return int(
                 session.scalar(
                     select(func.count()).select_from(JobRow).where(JobRow.state.in_(_ACTIVE_JOB))
@@ -412,7 +423,7 @@ class Store:
         when nothing is waiting or no slot is free.
         """
         now = self._clock()
-        with self._write() as session:
+        with self.writing() as session:
             if max_running is not None:
                 active = session.scalar(
                     select(func.count()).select_from(JobRow).where(JobRow.state.in_(_ACTIVE_JOB))
@@ -477,7 +488,7 @@ class Store:
     def mark_running(self, job_id: int, attempt: int, pid: int, log_path: str, actor: str) -> bool:
         """The driver process started. False if this attempt is no longer current (fenced)."""
         now = self._clock()
-        with self._write() as session:
+        with self.writing() as session:
             moved = session.execute(
                 update(AttemptRow)
                 .where(
@@ -513,7 +524,7 @@ class Store:
         return True
 
     def set_app_id(self, job_id: int, attempt: int, app_id: str, actor: str) -> None:
-        with self._write() as session:
+        with self.writing() as session:
             session.execute(
                 update(AttemptRow)
                 .where(AttemptRow.job_id == job_id, AttemptRow.number == attempt)
@@ -542,7 +553,7 @@ class Store:
         """Record how an attempt ended and move the job on: terminal, or back to QUEUED for a
         retry. Returns the job, or None if the attempt was already finished (fenced)."""
         now = self._clock()
-        with self._write() as session:
+        with self.writing() as session:
             moved = session.execute(
                 update(AttemptRow)
                 .where(
@@ -622,7 +633,7 @@ class Store:
         """Cancel a job: a QUEUED job is CANCELLED at once; an admitted or running one is
         flagged, and the replica hosting its driver stops it. Finished jobs are left alone."""
         now = self._clock()
-        with self._write() as session:
+        with self.writing() as session:
             row = session.get(JobRow, job_id, with_for_update=True)
             if row is None:
                 raise NotFound(f"job {job_id} not found")
@@ -660,7 +671,7 @@ class Store:
 
     def cancel_requested_attempts(self, server_id: str) -> list[Attempt]:
         """Active attempts hosted by `server_id` whose job was asked to cancel."""
-        with self._read() as session:
+        with self.reading() as session:
             rows = session.scalars(
                 select(AttemptRow)
                 .join(JobRow, JobRow.id == AttemptRow.job_id)
@@ -676,7 +687,7 @@ class Store:
     def renew_leases(self, server_id: str, lease_seconds: float) -> int:
         """Extend the lease of every active attempt this server hosts. Returns how many."""
         until = self._clock() + timedelta(seconds=lease_seconds)
-        with self._write() as session:
+        with self.writing() as session:
             result = session.execute(
                 update(AttemptRow)
                 .where(AttemptRow.server_id == server_id, AttemptRow.state.in_(_ACTIVE_ATTEMPT))
@@ -690,13 +701,13 @@ class Store:
         stmt = select(AttemptRow).where(AttemptRow.state.in_(_ACTIVE_ATTEMPT))
         if server_id is not None:
             stmt = stmt.where(AttemptRow.server_id == server_id)
-        with self._read() as session:
+        with self.reading() as session:
             return [_attempt(row) for row in session.scalars(stmt)]
 
     def expired_attempts(self) -> list[Attempt]:
         """Active attempts whose lease ran out: their host stopped renewing."""
         now = self._clock()
-        with self._read() as session:
+        with self.reading() as session:
             rows = session.scalars(
                 select(AttemptRow).where(
                     AttemptRow.state.in_(_ACTIVE_ATTEMPT), AttemptRow.lease_expires_at < now
@@ -705,7 +716,7 @@ class Store:
             return [_attempt(row) for row in rows]
 
     def get_attempt(self, job_id: int, number: int) -> Attempt:
-        with self._read() as session:
+        with self.reading() as session:
             row = session.scalars(
                 select(AttemptRow).where(AttemptRow.job_id == job_id, AttemptRow.number == number)
             ).first()

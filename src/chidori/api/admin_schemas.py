@@ -1,0 +1,152 @@
+"""Request and response shapes of the identity and admin endpoints."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from chidori.identity import AuditEntry, Role, TokenInfo, User
+from chidori.units import parse_duration_seconds
+
+UserName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.@\-]{1,128}$")]
+NameList = Annotated[
+    list[Annotated[str, Field(min_length=1, max_length=128)]], Field(max_length=100)
+]
+DEFAULT_TOKEN_LIFETIME = 90 * 86400.0
+MAX_TOKEN_LIFETIME = 366 * 86400.0
+
+
+class UserIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: UserName
+    role: Role = Role.USER
+    team: str | None = Field(None, min_length=1, max_length=128)
+    clusters: NameList | None = Field(None, description="Clusters this user may use; null = all")
+    queues: NameList | None = Field(None, description="Queues this user may use; null = all")
+
+
+class UserPatch(BaseModel):
+    """Only the fields given are changed."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    role: Role | None = None
+    team: str | None = Field(None, min_length=1, max_length=128)
+    clusters: NameList | None = None
+    queues: NameList | None = None
+    disabled: bool | None = None
+
+
+class UserOut(BaseModel):
+    name: str
+    role: Role
+    team: str | None
+    clusters: list[str] | None
+    queues: list[str] | None
+    disabled: bool
+    created_at: datetime
+
+    @classmethod
+    def of(cls, user: User) -> UserOut:
+        return cls(
+            name=user.name,
+            role=user.role,
+            team=user.team,
+            clusters=list(user.clusters) if user.clusters is not None else None,
+            queues=list(user.queues) if user.queues is not None else None,
+            disabled=user.disabled,
+            created_at=user.created_at,
+        )
+
+
+class UserList(BaseModel):
+    items: list[UserOut]
+
+
+class TokenIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field("token", min_length=1, max_length=128)
+    user: UserName | None = Field(None, description="Whose token (admins only); default: yours")
+    expires_in: float | None = Field(
+        DEFAULT_TOKEN_LIFETIME,
+        description="Lifetime, e.g. 30d or 12h (default 90 days, at most 366 days)",
+    )
+
+    @field_validator("expires_in", mode="before")
+    @classmethod
+    def _lifetime(cls, value: object) -> float:
+        if value is None:
+            raise ValueError("tokens must expire: give a lifetime of at most 366d")
+        if not isinstance(value, str | int | float) or isinstance(value, bool):
+            raise ValueError("must be a duration such as 30d or 12h")
+        seconds = parse_duration_seconds(value)
+        if seconds > MAX_TOKEN_LIFETIME:
+            raise ValueError("at most 366d")
+        return seconds
+
+
+class TokenOut(BaseModel):
+    id: int
+    user: str
+    name: str
+    prefix: str = Field(description="The first characters of the token, to recognise it")
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+
+    @classmethod
+    def of(cls, info: TokenInfo) -> TokenOut:
+        return cls(
+            id=info.id,
+            user=info.user,
+            name=info.name,
+            prefix=info.prefix,
+            created_at=info.created_at,
+            expires_at=info.expires_at,
+            revoked_at=info.revoked_at,
+        )
+
+
+class TokenCreated(TokenOut):
+    token: str = Field(description="The secret. Shown this once; only its hash is kept.")
+
+
+class TokenList(BaseModel):
+    items: list[TokenOut]
+
+
+class AuditOut(BaseModel):
+    id: int
+    time: datetime
+    actor: str
+    action: str
+    target: str | None
+    source: str | None
+    detail: dict[str, object] | None
+
+    @classmethod
+    def of(cls, entry: AuditEntry) -> AuditOut:
+        return cls(
+            id=entry.id,
+            time=entry.time,
+            actor=entry.actor,
+            action=entry.action,
+            target=entry.target,
+            source=entry.source,
+            detail=entry.detail,
+        )
+
+
+class AuditList(BaseModel):
+    items: list[AuditOut]
+    next_cursor: str | None
+
+
+class WhoAmI(BaseModel):
+    name: str
+    role: Role
+    team: str | None

@@ -1,0 +1,56 @@
+"""Request-level dependencies: who is calling."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+
+from chidori.errors import Unauthenticated
+from chidori.services.identity import Actor, IdentityService
+
+
+@dataclass(frozen=True)
+class ProxyAuth:
+    """Identity set by a trusted reverse proxy (e.g. OIDC in front): the user name is read
+    from `header`, only on requests coming from `trusted` networks."""
+
+    header: str | None = None
+    trusted: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = field(default=())
+
+    def user(self, request: Request) -> str | None:
+        if not self.header or request.client is None:
+            return None
+        value = request.headers.get(self.header)
+        if not value:
+            return None
+        try:
+            address = ipaddress.ip_address(request.client.host)
+        except ValueError:
+            return None
+        return value.strip() if any(address in net for net in self.trusted) else None
+
+
+def client_address(request: Request) -> str | None:
+    return request.client.host if request.client else None
+
+
+def current_actor(request: Request, authorization: Annotated[str | None, Header()] = None) -> Actor:
+    """The authenticated caller (401 otherwise), with the client address for the audit trail."""
+    identity: IdentityService = request.app.state.identity
+    source = client_address(request)
+    if authorization:
+        return Actor(identity.authenticate(authorization), source)
+    proxy: ProxyAuth = request.app.state.proxy_auth
+    proxied = proxy.user(request)
+    if proxied is not None:
+        return Actor(identity.proxy_principal(proxied), source)
+    session_actor = getattr(request.state, "session_actor", None)
+    if isinstance(session_actor, Actor):
+        return session_actor
+    raise Unauthenticated("authentication required: send Authorization: Bearer TOKEN")
+
+
+CurrentActor = Annotated[Actor, Depends(current_actor)]

@@ -1,0 +1,212 @@
+"""Authentication, users, tokens, policy and the audit trail."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from chidori.errors import Forbidden, InvalidRequest, NotFound, Unauthenticated
+from chidori.identity import AuditEntry, Principal, Role, TokenInfo, User
+from chidori.policy import PolicyDoc
+from chidori.store.identity import IdentityStore
+
+BOOTSTRAP_ADMIN = "admin"
+TOKEN_PREFIX = "chd_"  # noqa: S105 - a prefix, not a secret
+POLICY_KEY = "policy"
+
+
+@dataclass(frozen=True)
+class Actor:
+    """An authenticated caller, and the address the call came from (for the audit trail)."""
+
+    principal: Principal
+    source: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.principal.name
+
+
+def hash_token(token: str) -> str:
+    # Tokens are 256-bit random strings: a fast hash is enough, a salt adds nothing.
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def token_from_header(authorization: str | None) -> str | None:
+    """The token in `Bearer TOKEN`, or the password of HTTP basic auth."""
+    if not authorization:
+        return None
+    scheme, _, value = authorization.strip().partition(" ")
+    value = value.strip()
+    if scheme.lower() == "bearer" and value:
+        return value
+    if scheme.lower() == "basic" and value:
+        try:
+            decoded = base64.b64decode(value, validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+        _, sep, password = decoded.partition(":")
+        return password if sep and password else None
+    return None
+
+
+class IdentityService:
+    def __init__(
+        self, store: IdentityStore, bootstrap_token: str, default_policy: PolicyDoc
+    ) -> None:
+        self._store = store
+        self._bootstrap_digest = hash_token(bootstrap_token)
+        self._default_policy = default_policy
+
+    def bootstrap(self) -> None:
+        """Make sure the first admin exists (its token is the bootstrap token)."""
+        self._store.ensure_user(BOOTSTRAP_ADMIN, Role.ADMIN)
+
+    # ---- authentication ---------------------------------------------------------------------
+
+    def authenticate(self, authorization: str | None) -> Principal:
+        token = token_from_header(authorization)
+        if token is None:
+            raise Unauthenticated("authentication required: send Authorization: Bearer TOKEN")
+        return self.authenticate_token(token)
+
+    def authenticate_token(self, token: str) -> Principal:
+        digest = hash_token(token)
+        if hmac.compare_digest(digest, self._bootstrap_digest):
+            return Principal(BOOTSTRAP_ADMIN, Role.ADMIN)
+        found = self._store.find_token(digest)
+        if found is None:
+            raise Unauthenticated("invalid token")
+        user, info = found
+        if info.revoked_at is not None:
+            raise Unauthenticated("token revoked")
+        if info.expires_at is not None and info.expires_at <= self._store.now():
+            raise Unauthenticated("token expired")
+        if user.disabled:
+            raise Unauthenticated("user disabled")
+        return user.principal(info.id)
+
+    def principal_for(self, name: str, token_id: int | None = None) -> Principal:
+        """A known, enabled user (for sessions and proxy identities)."""
+        user = self._store.get_user(name)
+        if user.disabled:
+            raise Unauthenticated("user disabled")
+        return user.principal(token_id)
+
+    def proxy_principal(self, name: str) -> Principal:
+        """A user named by a trusted reverse proxy; created as a plain user on first sight."""
+        if not name or len(name) > 128:
+            raise Unauthenticated("invalid proxy identity")
+        try:
+            return self.principal_for(name)
+        except NotFound:
+            self._store.create_user(name, Role.USER)
+            return self.principal_for(name)
+
+    # ---- users ------------------------------------------------------------------------------
+
+    def create_user(
+        self,
+        actor: Actor,
+        name: str,
+        role: Role,
+        team: str | None,
+        clusters: list[str] | None,
+        queues: list[str] | None,
+    ) -> User:
+        actor.principal.require(Role.ADMIN)
+        user = self._store.create_user(name, role, team, clusters, queues)
+        self._store.audit(
+            actor.name,
+            "user.create",
+            name,
+            actor.source,
+            {"role": role.value, "team": team, "clusters": clusters, "queues": queues},
+        )
+        return user
+
+    def list_users(self, actor: Actor) -> list[User]:
+        actor.principal.require(Role.ADMIN)
+        return self._store.list_users()
+
+    def update_user(self, actor: Actor, name: str, changes: dict[str, Any]) -> User:
+        actor.principal.require(Role.ADMIN)
+        if name == BOOTSTRAP_ADMIN and (
+            changes.get("disabled") or changes.get("role") not in (None, Role.ADMIN)
+        ):
+            raise InvalidRequest.for_field("role", "the bootstrap admin stays an enabled admin")
+        user = self._store.update_user(name, changes)
+        self._store.audit(
+            actor.name,
+            "user.update",
+            name,
+            actor.source,
+            {k: (v.value if isinstance(v, Role) else v) for k, v in changes.items()},
+        )
+        return user
+
+    # ---- tokens -----------------------------------------------------------------------------
+
+    def create_token(
+        self, actor: Actor, user: str | None, name: str, expires_in: float | None
+    ) -> tuple[TokenInfo, str]:
+        """A new token; the secret is returned here and never again."""
+        owner = user or actor.name
+        if owner != actor.name:
+            actor.principal.require(Role.ADMIN)
+        secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        expires_at = (
+            self._store.now() + timedelta(seconds=expires_in) if expires_in is not None else None
+        )
+        info = self._store.add_token(owner, name, hash_token(secret), secret[:10], expires_at)
+        self._store.audit(
+            actor.name,
+            "token.create",
+            f"{owner}/{info.id}",
+            actor.source,
+            {"name": name, "expires_at": expires_at.isoformat() if expires_at else None},
+        )
+        return info, secret
+
+    def list_tokens(self, actor: Actor, user: str | None = None) -> list[TokenInfo]:
+        if actor.principal.is_admin:
+            return self._store.list_tokens(user)
+        if user not in (None, actor.name):
+            raise Forbidden("only admins may list other users' tokens")
+        return self._store.list_tokens(actor.name)
+
+    def revoke_token(self, actor: Actor, token_id: int) -> TokenInfo:
+        info = self._store.get_token(token_id)
+        if info.user != actor.name and not actor.principal.is_admin:
+            raise NotFound(f"token {token_id} not found")
+        revoked = self._store.revoke_token(token_id)
+        self._store.audit(actor.name, "token.revoke", f"{info.user}/{token_id}", actor.source)
+        return revoked
+
+    # ---- policy and audit -------------------------------------------------------------------
+
+    def policy(self) -> PolicyDoc:
+        stored = self._store.get_setting(POLICY_KEY)
+        return PolicyDoc.model_validate(stored) if stored is not None else self._default_policy
+
+    def set_policy(self, actor: Actor, policy: PolicyDoc) -> PolicyDoc:
+        actor.principal.require(Role.ADMIN)
+        value = policy.model_dump(mode="json")
+        self._store.put_setting(POLICY_KEY, value, actor.name)
+        self._store.audit(actor.name, "policy.update", POLICY_KEY, actor.source, value)
+        return policy
+
+    def audit_trail(self, actor: Actor, limit: int, before_id: int | None) -> list[AuditEntry]:
+        actor.principal.require(Role.ADMIN)
+        return self._store.list_audit(limit, before_id)
+
+    def record(
+        self, actor: Actor, action: str, target: str | None, detail: dict[str, Any] | None = None
+    ) -> None:
+        self._store.audit(actor.name, action, target, actor.source, detail)
