@@ -18,7 +18,7 @@ from fastapi import FastAPI
 from chidori.api.app import HttpLimits, create_app
 from chidori.api.deps import ProxyAuth
 from chidori.artifacts import ArtifactStore
-from chidori.auth import ensure_admin_token
+from chidori.auth import ensure_admin_token, ensure_secret_key
 from chidori.backends.base import HostedBackend
 from chidori.backends.spark import SparkBackend
 from chidori.config import ConfigError, Settings, load_settings
@@ -28,8 +28,10 @@ from chidori.services.identity import IdentityService
 from chidori.services.jobs import JobService
 from chidori.services.notify import ChangeNotifier
 from chidori.services.ratelimit import RateLimiter
+from chidori.signing import Signer
 from chidori.store import Store, open_store
 from chidori.store.identity import IdentityStore
+from chidori.ui.session import SessionManager
 
 log = logging.getLogger("chidori")
 
@@ -129,6 +131,7 @@ def build_server(settings: Settings) -> Server:
         lifespan,
         proxy_auth,
         HttpLimits(settings.max_request_bytes, settings.max_upload_bytes),
+        SessionManager(Signer(ensure_secret_key(settings.secret_key, settings.home)), identity),
     )
     return Server(settings, store, scheduler, app, token_file)
 

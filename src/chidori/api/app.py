@@ -19,6 +19,8 @@ from chidori.api.schemas import Status
 from chidori.errors import StoreUnavailable
 from chidori.services.identity import IdentityService
 from chidori.services.jobs import JobService
+from chidori.ui.routes import build_ui_router, static_files
+from chidori.ui.session import SessionManager
 
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 
@@ -36,6 +38,7 @@ def create_app(
     lifespan: Lifespan | None = None,
     proxy_auth: ProxyAuth | None = None,
     limits: HttpLimits | None = None,
+    sessions: SessionManager | None = None,
 ) -> FastAPI:
     """`readiness` raises StoreUnavailable while the server cannot serve."""
     limits = limits or HttpLimits()
@@ -55,6 +58,10 @@ def create_app(
     app.state.proxy_auth = proxy_auth or ProxyAuth()
     app.include_router(build_router(jobs))
     app.include_router(build_admin_router(identity))
+    if sessions is not None:
+        app.state.sessions = sessions
+        app.include_router(build_ui_router(jobs, sessions))
+        app.mount("/ui/static", static_files, name="ui-static")
     app.add_middleware(
         RequestSizeLimit,
         limit=limits.max_request_bytes,

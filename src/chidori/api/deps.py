@@ -10,6 +10,7 @@ from fastapi import Depends, Header, Request
 
 from chidori.errors import Unauthenticated
 from chidori.services.identity import Actor, IdentityService
+from chidori.ui.session import SAFE_METHODS, SessionManager
 
 
 @dataclass(frozen=True)
@@ -47,9 +48,12 @@ def current_actor(request: Request, authorization: Annotated[str | None, Header(
     proxied = proxy.user(request)
     if proxied is not None:
         return Actor(identity.proxy_principal(proxied), source)
-    session_actor = getattr(request.state, "session_actor", None)
-    if isinstance(session_actor, Actor):
-        return session_actor
+    sessions: SessionManager | None = getattr(request.app.state, "sessions", None)
+    session = sessions.read(request) if sessions is not None else None
+    if session is not None:
+        if request.method not in SAFE_METHODS:
+            SessionManager.check_csrf(session, request.headers.get("x-csrf-token"))
+        return session.actor
     raise Unauthenticated("authentication required: send Authorization: Bearer TOKEN")
 
 

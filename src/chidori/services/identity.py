@@ -92,6 +92,17 @@ class IdentityService:
             raise Unauthenticated("user disabled")
         return user.principal(info.id)
 
+    def session_principal(self, name: str, token_id: int | None) -> Principal:
+        """The principal behind a UI session, if the token it was opened with still holds
+        (revoking or expiring that token ends the session too)."""
+        if token_id is not None:
+            info = self._store.get_token(token_id)
+            if info.revoked_at is not None or (
+                info.expires_at is not None and info.expires_at <= self._store.now()
+            ):
+                raise Unauthenticated("session ended: its token is no longer valid")
+        return self.principal_for(name, token_id)
+
     def principal_for(self, name: str, token_id: int | None = None) -> Principal:
         """A known, enabled user (for sessions and proxy identities)."""
         user = self._store.get_user(name)

@@ -1,0 +1,95 @@
+"""UI sessions: a signed, HttpOnly cookie opened by signing in with a token, plus CSRF tokens.
+
+The session cookie carries the user name, the id of the token used to sign in (so revoking
+that token ends the session) and a CSRF secret; unsafe requests authenticated by the cookie
+must echo that secret (form field `csrf` or header `X-CSRF-Token`).
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+from dataclasses import dataclass
+
+from fastapi import Request, Response
+
+from chidori.errors import Forbidden, NotFound, Unauthenticated
+from chidori.services.identity import Actor, IdentityService
+from chidori.signing import BadSignature, Signer
+
+SESSION_COOKIE = "chidori_session"
+LOGIN_CSRF_COOKIE = "chidori_login_csrf"
+SESSION_PURPOSE = "ui-session"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+@dataclass(frozen=True)
+class Session:
+    actor: Actor
+    csrf: str
+
+
+class SessionManager:
+    def __init__(
+        self, signer: Signer, identity: IdentityService, ttl_seconds: float = 12 * 3600
+    ) -> None:
+        self._signer = signer
+        self._identity = identity
+        self._ttl = ttl_seconds
+
+    def open(self, response: Response, request: Request, token: str) -> Actor:
+        """Sign in with an API token: set the session cookie. Unauthenticated if the token is
+        not valid."""
+        principal = self._identity.authenticate_token(token)
+        payload = {"u": principal.name, "t": principal.token_id, "c": secrets.token_urlsafe(24)}
+        response.set_cookie(
+            SESSION_COOKIE,
+            self._signer.sign(SESSION_PURPOSE, payload, self._ttl),
+            max_age=int(self._ttl),
+            httponly=True,
+            samesite="lax",
+            secure=request.url.scheme == "https",
+            path="/",
+        )
+        return Actor(principal, request.client.host if request.client else None)
+
+    @staticmethod
+    def close(response: Response) -> None:
+        response.delete_cookie(SESSION_COOKIE, path="/")
+
+    def read(self, request: Request) -> Session | None:
+        """The session of this request, or None without a cookie. Unauthenticated for a
+        tampered or expired cookie, or one whose user or token is no longer valid."""
+        cookie = request.cookies.get(SESSION_COOKIE)
+        if not cookie:
+            return None
+        try:
+            payload = self._signer.verify(SESSION_PURPOSE, cookie)
+            name, token_id, csrf = payload["u"], payload["t"], payload["c"]
+        except (BadSignature, KeyError) as exc:
+            raise Unauthenticated("session invalid or expired: sign in again") from exc
+        if not isinstance(name, str) or not isinstance(csrf, str):
+            raise Unauthenticated("session invalid: sign in again")
+        try:
+            principal = self._identity.session_principal(
+                name, token_id if isinstance(token_id, int) else None
+            )
+        except NotFound as exc:
+            raise Unauthenticated("session invalid: sign in again") from exc
+        return Session(Actor(principal, request.client.host if request.client else None), csrf)
+
+    @staticmethod
+    def check_csrf(session: Session, presented: str | None) -> None:
+        if not presented or not hmac.compare_digest(presented, session.csrf):
+            raise Forbidden("missing or wrong CSRF token")
+
+
+def login_csrf_token(request: Request) -> str:
+    """The double-submit CSRF token of the sign-in form: the cookie's, or a new one."""
+    return request.cookies.get(LOGIN_CSRF_COOKIE) or secrets.token_urlsafe(24)
+
+
+def set_login_csrf(response: Response, token: str) -> None:
+    response.set_cookie(
+        LOGIN_CSRF_COOKIE, token, max_age=3600, httponly=True, samesite="strict", path="/ui"
+    )
