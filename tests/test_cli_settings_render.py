@@ -125,3 +125,13 @@ def test_align_pads_all_but_last_column() -> None:
 )
 def test_format_duration(seconds: float | None, text: str) -> None:
     assert format_duration(seconds) == text
+
+
+def test_api_error_does_not_repeat_a_field_error_that_is_the_message() -> None:
+    out, _, stderr = make_output()
+    out.api_error(
+        ApiError(
+            422, "invalid", "expires_in: at most 366d", [FieldError("expires_in", "at most 366d")]
+        )
+    )
+    assert stderr.getvalue() == "error: expires_in: at most 366d\n"

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -281,6 +282,87 @@ class ChidoriClient:
         except httpx.TransportError as exc:
             error = StreamInterrupted if started else ServerUnreachable
             raise error(self.base_url, _describe(exc)) from exc
+
+    # -- identity and admin ----------------------------------------------------------------
+
+    def whoami(self) -> JsonObject:
+        """``GET /whoami``: ``{"name", "role", "team"}`` of the token's user."""
+        return self._json(self._request("GET", "/whoami"))
+
+    def list_users(self) -> list[JsonObject]:
+        """``GET /admin/users``: every user (admins only)."""
+        return _items(self._json(self._request("GET", "/admin/users")))
+
+    def create_user(
+        self,
+        name: str,
+        *,
+        role: str | None = None,
+        team: str | None = None,
+        clusters: Sequence[str] | None = None,
+        queues: Sequence[str] | None = None,
+    ) -> JsonObject:
+        """``POST /admin/users``: the new user. ``None`` leaves a field to the server's
+        default (role ``user``, no team, all clusters and queues)."""
+        body: JsonObject = {"name": name}
+        for key, value in (("role", role), ("team", team)):
+            if value is not None:
+                body[key] = value
+        for key, names in (("clusters", clusters), ("queues", queues)):
+            if names is not None:
+                body[key] = list(names)
+        return self._json(self._request("POST", "/admin/users", json_body=body))
+
+    def update_user(self, name: str, changes: Mapping[str, Any]) -> JsonObject:
+        """``PATCH /admin/users/{name}``: only the keys in ``changes`` change (a ``None``
+        ``clusters``/``queues`` means all); returns the user."""
+        path = f"/admin/users/{quote(name, safe='')}"
+        return self._json(self._request("PATCH", path, json_body=dict(changes)))
+
+    def list_tokens(self, user: str | None = None) -> list[JsonObject]:
+        """``GET /tokens``: your tokens (admins: everyone's, or ``user``'s). No secrets."""
+        params = [("user", user)] if user is not None else None
+        return _items(self._json(self._request("GET", "/tokens", params=params)))
+
+    def create_token(
+        self,
+        *,
+        name: str | None = None,
+        user: str | None = None,
+        expires_in: str | None = None,
+    ) -> JsonObject:
+        """``POST /tokens``: the token's record plus ``"token"``, the secret (shown once)."""
+        body: JsonObject = {}
+        for key, value in (("name", name), ("user", user), ("expires_in", expires_in)):
+            if value is not None:
+                body[key] = value
+        return self._json(self._request("POST", "/tokens", json_body=body))
+
+    def revoke_token(self, token_id: int) -> JsonObject:
+        """``DELETE /tokens/{id}``: the revoked token."""
+        return self._json(self._request("DELETE", f"/tokens/{token_id}"))
+
+    def get_policy(self) -> JsonObject:
+        """``GET /admin/policy``: the whole policy document."""
+        return self._json(self._request("GET", "/admin/policy"))
+
+    def put_policy(self, policy: Mapping[str, Any]) -> JsonObject:
+        """``PUT /admin/policy``: replaces the whole policy; returns it as stored."""
+        return self._json(self._request("PUT", "/admin/policy", json_body=dict(policy)))
+
+    def audit(self, limit: int | None = None, cursor: str | None = None) -> JsonObject:
+        """``GET /admin/audit``: ``{"items": [...], "next_cursor": ...}``, newest first."""
+        params: list[tuple[str, str]] = []
+        if limit is not None:
+            params.append(("limit", str(limit)))
+        if cursor is not None:
+            params.append(("cursor", cursor))
+        return self._json(self._request("GET", "/admin/audit", params=params))
+
+
+def _items(page: JsonObject) -> list[JsonObject]:
+    items = page.get("items") or []
+    return [item for item in items if isinstance(item, dict)] if isinstance(items, list) else []
 
 
 def _log_params(

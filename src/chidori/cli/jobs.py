@@ -7,7 +7,13 @@ import codecs
 import time
 from collections.abc import Callable
 
-from chidori.cli.args import ArgumentParser, add_connection_flags, job_id, positive_int
+from chidori.cli.args import (
+    ArgumentParser,
+    add_connection_flags,
+    connect,
+    job_id,
+    positive_int,
+)
 from chidori.cli.client import (
     TERMINAL_STATES,
     ApiError,
@@ -18,7 +24,6 @@ from chidori.cli.client import (
 )
 from chidori.cli.errors import UsageError
 from chidori.cli.render import Output
-from chidori.cli.settings import resolve
 
 WAIT_SECONDS = 30
 STATES = ("QUEUED", "ADMITTED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED")
@@ -199,8 +204,7 @@ def add_parsers(subparsers: argparse._SubParsersAction[ArgumentParser]) -> None:
 
 
 def _client(ns: argparse.Namespace) -> ChidoriClient:
-    settings = resolve(ns.server, ns.token)
-    return ChidoriClient(settings.url, settings.token)
+    return connect(ns)
 
 
 def label_filter(value: str) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
@@ -86,7 +86,9 @@ class Output:
     def api_error(self, exc: ApiError) -> None:
         self.error(exc.message)
         for item in exc.fields:
-            self.err(f"  {item.field or '(request)'}: {item.message}")
+            line = f"{item.field or '(request)'}: {item.message}"
+            if line != exc.message:  # the message is already this field's error
+                self.err(f"  {line}")
 
     def unreachable(self, exc: ServerUnreachable) -> None:
         self.error(
@@ -158,6 +160,61 @@ class Output:
             self.out("events:")
             for line in align([list(EVENT_COLUMNS), *event_rows]):
                 self.out("  " + line)
+
+    # -- generic views (identity and admin) ------------------------------------------------
+
+    def table(
+        self,
+        columns: Sequence[str],
+        rows: Sequence[Sequence[str]],
+        *,
+        right: Iterable[str] = (),
+        styles: Mapping[str, Mapping[str, str]] | None = None,
+    ) -> None:
+        """Rows under a header: a rich table at a terminal, aligned plain text otherwise.
+
+        ``right`` names right-justified columns; ``styles[column][value]`` colours a cell.
+        """
+        if not self.human:
+            for line in align([list(columns), *rows]):
+                self.out(line)
+            return
+        right_set = set(right)
+        styles = styles or {}
+        table = Table(box=None, header_style="bold", pad_edge=False)
+        for column in columns:
+            table.add_column(column, justify="right" if column in right_set else "left")
+        for row in rows:
+            table.add_row(
+                *(
+                    Text(cell, style=styles.get(column, {}).get(cell, ""))
+                    for column, cell in zip(columns, row, strict=True)
+                )
+            )
+        self._console(self.stdout).print(table)
+
+    def pairs(self, pairs: Sequence[tuple[str, str]]) -> None:
+        """``key: value`` lines (a bold-keyed grid at a terminal)."""
+        if not pairs:
+            return
+        if self.human:
+            grid = Table.grid(padding=(0, 2))
+            grid.add_column(style="bold")
+            grid.add_column()
+            for key, value in pairs:
+                grid.add_row(Text(key), Text(value))  # Text: no markup in values
+            self._console(self.stdout).print(grid)
+            return
+        width = max(len(key) for key, _ in pairs)
+        for key, value in pairs:
+            self.out(f"{key + ':':<{width + 1}}  {value}")
+
+    def warn(self, message: str) -> None:
+        """A warning on stderr (yellow at a terminal)."""
+        if self._err_colour:
+            self._console(self.stderr).print(Text(f"warning: {message}", style="bold yellow"))
+        else:
+            self.err(f"warning: {message}")
 
 
 EVENT_COLUMNS = ("TIME", "TYPE", "STATE", "ATTEMPT", "ACTOR", "REASON")
@@ -295,3 +352,115 @@ def event_row(event: JsonObject) -> list[str]:
         text(event.get("actor")),
         text(event.get("reason")),
     ]
+
+
+# -- identity and admin --------------------------------------------------------------------
+
+USER_COLUMNS = ("NAME", "ROLE", "TEAM", "CLUSTERS", "QUEUES", "STATUS", "CREATED")
+TOKEN_COLUMNS = ("ID", "USER", "NAME", "PREFIX", "CREATED", "EXPIRES", "STATUS")
+AUDIT_COLUMNS = ("ID", "TIME", "ACTOR", "ACTION", "TARGET", "SOURCE", "DETAIL")
+STATUS_STYLES = {
+    "STATUS": {"active": "green", "disabled": "red", "revoked": "red", "expired": "yellow"},
+    "ROLE": {"admin": "bold"},
+}
+
+
+def name_list(value: Any) -> str:
+    """Allowed clusters/queues: ``null`` means all of them, ``[]`` none."""
+    if value is None:
+        return "(all)"
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value) if value else "(none)"
+    return text(value)
+
+
+def user_row(user: JsonObject) -> list[str]:
+    return [
+        text(user.get("name")),
+        text(user.get("role")),
+        text(user.get("team")),
+        name_list(user.get("clusters")),
+        name_list(user.get("queues")),
+        "disabled" if user.get("disabled") else "active",
+        format_time(user.get("created_at")),
+    ]
+
+
+def user_pairs(user: JsonObject) -> list[tuple[str, str]]:
+    row = user_row(user)
+    return [(column.lower(), cell) for column, cell in zip(USER_COLUMNS, row, strict=True)]
+
+
+def whoami_pairs(who: JsonObject) -> list[tuple[str, str]]:
+    return [(key, text(who.get(key))) for key in ("name", "role", "team")]
+
+
+def token_status(token: JsonObject, now: datetime | None = None) -> str:
+    if token.get("revoked_at"):
+        return "revoked"
+    expires = parse_time(token.get("expires_at"))
+    if expires is not None and expires <= (now or datetime.now(UTC)):
+        return "expired"
+    return "active"
+
+
+def token_row(token: JsonObject, now: datetime | None = None) -> list[str]:
+    return [
+        text(token.get("id")),
+        text(token.get("user")),
+        text(token.get("name")),
+        text(token.get("prefix")),
+        format_time(token.get("created_at")),
+        format_time(token.get("expires_at")),
+        token_status(token, now),
+    ]
+
+
+def compact(value: Any) -> str:
+    """A short one-line form of an audit ``detail``: ``k=v k2=v2``."""
+    if value is None or value == {}:
+        return "-"
+    if isinstance(value, dict):
+        return " ".join(
+            f"{k}={v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)}"
+            for k, v in value.items()
+        )
+    return json.dumps(value, ensure_ascii=False)
+
+
+def audit_row(entry: JsonObject) -> list[str]:
+    return [
+        text(entry.get("id")),
+        format_time(entry.get("time")),
+        text(entry.get("actor")),
+        text(entry.get("action")),
+        text(entry.get("target")),
+        text(entry.get("source")),
+        compact(entry.get("detail")),
+    ]
+
+
+POLICY_LIMITS = (
+    ("max_driver_memory", "max driver memory"),
+    ("max_driver_cores", "max driver cores"),
+    ("max_executor_memory", "max executor memory"),
+    ("max_executor_cores", "max executor cores"),
+    ("max_executor_instances", "max executor instances"),
+)
+
+
+def policy_pairs(policy: JsonObject) -> list[tuple[str, str]]:
+    pairs = [
+        (label, "none" if policy.get(key) is None else str(policy.get(key)))
+        for key, label in POLICY_LIMITS
+    ]
+    for key, label in (("forbidden_conf", "forbidden conf"), ("allowed_schemes", "schemes")):
+        value = policy.get(key)
+        pairs.append((label, ", ".join(str(v) for v in value) if value else "(none)"))
+    exempt = policy.get("admins_exempt")
+    pairs.append(("admins exempt", yes_no(exempt) if isinstance(exempt, bool) else text(exempt)))
+    return pairs
+
+
+def yes_no(value: bool) -> str:
+    return "yes" if value else "no"
