@@ -78,6 +78,9 @@ class JobRow(Base):
     exit_code: Mapped[int | None] = mapped_column(Integer)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     timeout_seconds: Mapped[float | None] = mapped_column(Float)
+    demand_memory_mb: Mapped[int] = mapped_column(Integer, default=0)
+    demand_cores: Mapped[int] = mapped_column(Integer, default=0)
+    wait_reason: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (
         Index("ix_jobs_dispatch", "state", "priority", "id"),
@@ -85,6 +88,7 @@ class JobRow(Base):
         Index("ix_jobs_dataset", "schema_name", "table_name", "id"),
         Index("ix_jobs_owner", "owner", "id"),
         Index("ix_jobs_team", "team", "id"),
+        Index("ix_jobs_queue_state", "queue", "state", "priority", "id"),
     )
 
 
@@ -186,3 +190,44 @@ class SettingRow(Base):
     value: Mapped[dict[str, Any]] = mapped_column(JSON)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_by: Mapped[str] = mapped_column(String(128))
+
+
+class QueueRow(Base):
+    """A named queue: its rank against other queues, its fair-share weight, its quotas."""
+
+    __tablename__ = "queues"
+
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    weight: Mapped[float] = mapped_column(Float, default=1.0)
+    max_running_jobs: Mapped[int | None] = mapped_column(Integer)
+    max_memory_mb: Mapped[int | None] = mapped_column(Integer)
+    max_cores: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class QueueMessageRow(Base):
+    """The in-database dispatch queue (`CHIDORI_QUEUE_URL=db`)."""
+
+    __tablename__ = "queue_messages"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[int] = mapped_column(Integer)
+    queue: Mapped[str] = mapped_column(String(128))
+    available_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    deliveries: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (Index("ix_queue_messages_available", "available_at", "id"),)
+
+
+class OutboxRow(Base):
+    """Dispatch messages written with their job, published to an external broker afterwards."""
+
+    __tablename__ = "outbox"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[int] = mapped_column(Integer)
+    queue: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -1,0 +1,185 @@
+"""Admission: which waiting jobs may start now. A pure function, no I/O.
+
+A job's demand is its whole gang: the driver plus every executor it asks for; it is admitted
+only if all of it fits under the global limits, its cluster's limits and its queue's quota, or
+it waits (no partial start). Queues are served by rank (queue priority), then by weighted fair
+share (fewest running jobs per unit of weight first); within a queue by job priority, then
+first in, first out. A job that does not fit does not block smaller ones behind it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from chidori.units import format_memory
+
+
+@dataclass(frozen=True)
+class Resources:
+    jobs: int = 0
+    memory_mb: int = 0
+    cores: int = 0
+
+    def __add__(self, other: Resources) -> Resources:
+        return Resources(
+            self.jobs + other.jobs, self.memory_mb + other.memory_mb, self.cores + other.cores
+        )
+
+    def __sub__(self, other: Resources) -> Resources:
+        return Resources(
+            self.jobs - other.jobs, self.memory_mb - other.memory_mb, self.cores - other.cores
+        )
+
+
+@dataclass(frozen=True)
+class Limit:
+    """Caps on what may be reserved at once; None = no cap."""
+
+    max_running_jobs: int | None = None
+    max_memory_mb: int | None = None
+    max_cores: int | None = None
+
+    def refusal(self, reserved: Resources, demand: Resources, scope: str) -> str | None:
+        """Why `demand` does not fit on top of `reserved`, or None if it fits."""
+        if (
+            self.max_running_jobs is not None
+            and reserved.jobs + demand.jobs > self.max_running_jobs
+        ):
+            return (
+                f"{scope} running-jobs limit {self.max_running_jobs} reached "
+                f"({reserved.jobs} running)"
+            )
+        if (
+            self.max_memory_mb is not None
+            and reserved.memory_mb + demand.memory_mb > self.max_memory_mb
+        ):
+            free = max(0, self.max_memory_mb - reserved.memory_mb)
+            return (
+                f"{scope} memory limit {format_memory(self.max_memory_mb)}: needs "
+                f"{format_memory(demand.memory_mb)}, {format_memory(free) if free else '0'} free"
+            )
+        if self.max_cores is not None and reserved.cores + demand.cores > self.max_cores:
+            free = max(0, self.max_cores - reserved.cores)
+            return f"{scope} cores limit {self.max_cores}: needs {demand.cores}, {free} free"
+        return None
+
+    def too_small_for(self, demand: Resources, scope: str) -> str | None:
+        """Why `demand` could never fit, even with nothing else running."""
+        return self.refusal(Resources(), demand, scope)
+
+
+@dataclass(frozen=True)
+class QueueConfig:
+    name: str
+    priority: int = 0
+    weight: float = 1.0
+    quota: Limit = field(default_factory=Limit)
+
+
+@dataclass(frozen=True)
+class Limits:
+    total: Limit = field(default_factory=Limit)
+    clusters: Mapping[str, Limit] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    job_id: int
+    queue: str
+    cluster: str
+    priority: int
+    demand: Resources
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What admitted and running jobs hold now."""
+
+    total: Resources = field(default_factory=Resources)
+    by_cluster: Mapping[str, Resources] = field(default_factory=dict)
+    by_queue: Mapping[str, Resources] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Decision:
+    admitted: list[int]
+    waiting: dict[int, str]
+
+
+def job_demand(
+    driver_memory_mb: int,
+    driver_cores: int,
+    executor_instances: int,
+    executor_memory_mb: int,
+    executor_cores: int,
+) -> Resources:
+    return Resources(
+        jobs=1,
+        memory_mb=driver_memory_mb + executor_instances * executor_memory_mb,
+        cores=driver_cores + executor_instances * executor_cores,
+    )
+
+
+def never_fits(demand: Resources, cluster: str, queue: QueueConfig, limits: Limits) -> str | None:
+    """Why a job could never be admitted (its demand exceeds a whole limit), or None."""
+    cluster_limit = limits.clusters.get(cluster, Limit())
+    return (
+        limits.total.too_small_for(demand, "global")
+        or cluster_limit.too_small_for(demand, f"cluster {cluster!r}")
+        or queue.quota.too_small_for(demand, f"queue {queue.name!r}")
+    )
+
+
+def admit(
+    candidates: Iterable[Candidate],
+    usage: Usage,
+    limits: Limits,
+    queues: Mapping[str, QueueConfig],
+) -> Decision:
+    """Choose which candidates start now; give every other one the reason it waits."""
+    per_queue: dict[str, list[Candidate]] = {}
+    for candidate in candidates:
+        per_queue.setdefault(candidate.queue, []).append(candidate)
+    for queued in per_queue.values():
+        queued.sort(key=lambda c: (-c.priority, c.job_id))
+    total = usage.total
+    by_cluster = dict(usage.by_cluster)
+    by_queue = dict(usage.by_queue)
+    admitted: list[int] = []
+    reasons: dict[int, str] = {}
+    positions = dict.fromkeys(per_queue, 0)
+
+    def config(name: str) -> QueueConfig:
+        return queues.get(name) or QueueConfig(name)
+
+    def rank(name: str) -> tuple[int, float, str]:
+        queue = config(name)
+        running = by_queue.get(name, Resources()).jobs
+        return (-queue.priority, running / queue.weight if queue.weight > 0 else float("inf"), name)
+
+    while positions:
+        name = min(positions, key=rank)
+        waiting: Sequence[Candidate] = per_queue[name]
+        candidate = waiting[positions[name]]
+        positions[name] += 1
+        if positions[name] >= len(waiting):
+            del positions[name]
+        queue = config(name)
+        cluster_usage = by_cluster.get(candidate.cluster, Resources())
+        queue_usage = by_queue.get(name, Resources())
+        refusal = (
+            limits.total.refusal(total, candidate.demand, "global")
+            or limits.clusters.get(candidate.cluster, Limit()).refusal(
+                cluster_usage, candidate.demand, f"cluster {candidate.cluster!r}"
+            )
+            or queue.quota.refusal(queue_usage, candidate.demand, f"queue {name!r}")
+        )
+        if refusal is not None:
+            reasons[candidate.job_id] = refusal
+            continue
+        admitted.append(candidate.job_id)
+        total = total + candidate.demand
+        by_cluster[candidate.cluster] = cluster_usage + candidate.demand
+        by_queue[name] = queue_usage + candidate.demand
+    return Decision(admitted, reasons)
