@@ -65,8 +65,9 @@ class Limit:
         return None
 
     def too_small_for(self, demand: Resources, scope: str) -> str | None:
-        """Why `demand` could never fit, even with nothing else running."""
-        return self.refusal(Resources(), demand, scope)
+        """Why `demand` could never fit, even with nothing else running. The running-jobs cap
+        is left out: 0 pauses admission, it does not make a job impossible."""
+        return Limit(None, self.max_memory_mb, self.max_cores).refusal(Resources(), demand, scope)
 
 
 @dataclass(frozen=True)

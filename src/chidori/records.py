@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from chidori.admission import Resources
 from chidori.spec import JobSpec
 from chidori.states import AttemptState, JobState
 
@@ -27,6 +28,8 @@ class Job:
     spark_app_id: str | None
     exit_code: int | None
     cancel_requested: bool
+    demand: Resources = field(default_factory=Resources)
+    waiting_reason: str | None = None
 
     @property
     def duration_seconds(self) -> float | None:

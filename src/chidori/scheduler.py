@@ -22,6 +22,7 @@ from chidori.processes import stop_attempt_processes
 from chidori.records import Claim, Outcome
 from chidori.states import AttemptState
 from chidori.store import Store
+from chidori.store.admission import AdmissionStore
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,6 @@ class SchedulerOptions:
     server_id: str
     host: str
     work_dir: Path
-    max_running_jobs: int | None
     lease_seconds: float = 15.0
     lost_retry_limit: int = 3
     tick_seconds: float = 1.0
@@ -41,6 +41,7 @@ class Scheduler:
     def __init__(
         self,
         store: Store,
+        admission: AdmissionStore,
         backends: Mapping[str, HostedBackend],
         artifacts: ArtifactStore,
         options: SchedulerOptions,
@@ -48,6 +49,7 @@ class Scheduler:
         grace_seconds: float,
     ) -> None:
         self._store = store
+        self._admission = admission
         self._backends = backends
         self._artifacts = artifacts
         self._options = options
@@ -104,8 +106,8 @@ class Scheduler:
         self.renew_leases()
         self.reap_expired()
         self.apply_cancels()
-        while self._admitting and self.admit_one():
-            pass
+        if self._admitting:
+            self.admit()
 
     def renew_leases(self) -> None:
         now = time.monotonic()
@@ -172,19 +174,17 @@ class Scheduler:
                     Outcome(AttemptState.CANCELLED, "cancelled on request"),
                 )
 
-    def admit_one(self) -> bool:
-        """Claim and launch the next job. Returns False when nothing more can start."""
-        claim = self._store.claim_next(
+    def admit(self) -> int:
+        """Admit every waiting job that fits now and launch its driver. Returns how many."""
+        claims = self._admission.admit(
             self._options.server_id,
             self._options.host,
             list(self._backends),
-            self._options.max_running_jobs,
             self._options.lease_seconds,
         )
-        if claim is None:
-            return False
-        self.launch(claim)
-        return True
+        for claim in claims:
+            self.launch(claim)
+        return len(claims)
 
     def launch(self, claim: Claim) -> None:
         job, attempt = claim.job, claim.attempt

@@ -22,14 +22,17 @@ from chidori.auth import ensure_admin_token, ensure_secret_key
 from chidori.backends.base import HostedBackend
 from chidori.backends.spark import SparkBackend
 from chidori.config import ConfigError, Settings, load_settings
+from chidori.limits import LimitsDoc
 from chidori.policy import PolicyDoc
 from chidori.scheduler import Scheduler, SchedulerOptions
+from chidori.services.admission import AdmissionService
 from chidori.services.identity import IdentityService
 from chidori.services.jobs import JobService
 from chidori.services.notify import ChangeNotifier
 from chidori.services.ratelimit import RateLimiter
 from chidori.signing import Signer
 from chidori.store import Store, open_store
+from chidori.store.admission import AdmissionStore
 from chidori.store.identity import IdentityStore
 from chidori.ui.session import SessionManager
 
@@ -70,15 +73,17 @@ def build_server(settings: Settings) -> Server:
     }
     host = socket.gethostname()
     server_id = f"{host}-{os.getpid()}-{secrets.token_hex(3)}"
+    default_limits = LimitsDoc(max_running_jobs=settings.max_running_jobs)
+    admission = AdmissionStore(store, default_limits)
     scheduler = Scheduler(
         store,
+        admission,
         backends,
         artifacts,
         SchedulerOptions(
             server_id=server_id,
             host=host,
             work_dir=settings.work_dir,
-            max_running_jobs=settings.max_running_jobs,
             lease_seconds=settings.lease_seconds,
             lost_retry_limit=settings.lost_retry_limit,
         ),
@@ -94,12 +99,14 @@ def build_server(settings: Settings) -> Server:
         raise ConfigError(f"policy in the config file is not valid: {exc}") from exc
     identity = IdentityService(IdentityStore(store), admin_token, default_policy)
     identity.bootstrap()
+    admission_service = AdmissionService(admission, identity)
     jobs = JobService(
         store,
         artifacts,
         settings.clusters,
         notifier,
         identity,
+        admission_service,
         RateLimiter(settings.submit_rate_per_second, settings.submit_burst),
     )
     try:
@@ -127,6 +134,7 @@ def build_server(settings: Settings) -> Server:
     app = create_app(
         jobs,
         identity,
+        admission_service,
         store.ping,
         lifespan,
         proxy_auth,

@@ -11,12 +11,14 @@ from fastapi.responses import JSONResponse
 
 from chidori import __version__
 from chidori.api.admin_routes import build_admin_router
+from chidori.api.admission_routes import build_admission_router
 from chidori.api.deps import ProxyAuth
 from chidori.api.errors import error_body, install_error_handlers
 from chidori.api.middleware import RequestSizeLimit, SecurityHeaders
 from chidori.api.routes import build_router
 from chidori.api.schemas import Status
 from chidori.errors import StoreUnavailable
+from chidori.services.admission import AdmissionService
 from chidori.services.identity import IdentityService
 from chidori.services.jobs import JobService
 from chidori.ui.routes import build_ui_router, static_files
@@ -34,6 +36,7 @@ class HttpLimits:
 def create_app(
     jobs: JobService,
     identity: IdentityService,
+    admission: AdmissionService,
     readiness: Callable[[], None],
     lifespan: Lifespan | None = None,
     proxy_auth: ProxyAuth | None = None,
@@ -58,6 +61,7 @@ def create_app(
     app.state.proxy_auth = proxy_auth or ProxyAuth()
     app.include_router(build_router(jobs))
     app.include_router(build_admin_router(identity))
+    app.include_router(build_admission_router(admission))
     if sessions is not None:
         app.state.sessions = sessions
         app.include_router(build_ui_router(jobs, sessions))

@@ -12,6 +12,48 @@ from pydantic import BaseModel, ConfigDict, Field
 from chidori.errors import InvalidRequest
 from chidori.records import Attempt, Event, Job
 from chidori.redact import redact_conf
+from chidori.units import format_memory
+
+MAX_ID = 2**63 - 1
+"""The largest id a database row can have (a signed 64-bit integer)."""
+
+
+class FieldErrorOut(BaseModel):
+    field: str = Field(description="Dotted path of the bad field, e.g. `conf.spark.x`")
+    message: str
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="Stable machine-readable code, e.g. `not_found`")
+    message: str
+    fields: list[FieldErrorOut]
+
+
+class ErrorResponse(BaseModel):
+    """Every error answer of the API: `{"error": {"code", "message", "fields"}}`."""
+
+    error: ErrorDetail
+
+
+ERROR_DESCRIPTIONS: dict[int, str] = {
+    400: "Malformed request body (e.g. invalid JSON or multipart)",
+    401: "Not authenticated: missing, invalid, expired or revoked token",
+    403: "Authenticated, but not allowed",
+    404: "Not found",
+    409: "Conflict with the current state",
+    413: "Request body too large",
+    422: "Invalid request: `fields` says which fields and why",
+    429: "Too many requests: retry after `Retry-After` seconds",
+    503: "The database is unavailable",
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses=` entries for these error statuses, all with `ErrorResponse`."""
+    return {
+        status: {"model": ErrorResponse, "description": ERROR_DESCRIPTIONS[status]}
+        for status in statuses
+    }
 
 
 class JobOut(BaseModel):
@@ -38,6 +80,8 @@ class JobOut(BaseModel):
     spark_app_id: str | None
     exit_code: int | None
     cancel_requested: bool
+    waiting_reason: str | None = Field(description="Why a queued job waits (which limit)")
+    demand: dict[str, Any] = Field(description="Memory and cores of the driver and executors")
     spec: dict[str, Any]
 
     @classmethod
@@ -65,6 +109,8 @@ class JobOut(BaseModel):
             spark_app_id=job.spark_app_id,
             exit_code=job.exit_code,
             cancel_requested=job.cancel_requested,
+            waiting_reason=job.waiting_reason,
+            demand={"memory": format_memory(job.demand.memory_mb), "cores": job.demand.cores},
             spec=public_spec(job),
         )
 
@@ -164,8 +210,11 @@ def decode_cursor(cursor: str | None) -> int | None:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         prefix, value = raw.split(":", 1)
-        if prefix != "b":
+        if prefix != "b" or not (value.isascii() and value.isdigit()):
             raise ValueError(prefix)
-        return int(value)
+        before_id = int(value)
+        if not 1 <= before_id <= MAX_ID:
+            raise ValueError(value)
+        return before_id
     except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
         raise InvalidRequest.for_field("cursor", "not a cursor returned by this API") from exc

@@ -15,6 +15,7 @@ from chidori.errors import FieldError, InvalidRequest, NotFound
 from chidori.identity import Role
 from chidori.policy import check_job
 from chidori.records import Attempt, Event, Job, JobQuery, Page
+from chidori.services.admission import AdmissionService
 from chidori.services.identity import Actor, IdentityService
 from chidori.services.notify import ChangeNotifier
 from chidori.services.ratelimit import RateLimiter
@@ -41,6 +42,7 @@ class JobService:
         clusters: Mapping[str, ClusterConfig],
         notifier: ChangeNotifier,
         identity: IdentityService,
+        admission: AdmissionService,
         submit_limiter: RateLimiter,
     ) -> None:
         self._store = store
@@ -48,6 +50,7 @@ class JobService:
         self._clusters = clusters
         self._notifier = notifier
         self._identity = identity
+        self._admission = admission
         self._submit_limiter = submit_limiter
 
     def upload(self, actor: Actor, stream: BinaryIO, filename: str) -> Upload:
@@ -69,6 +72,7 @@ class JobService:
         self._submit_limiter.take(actor.name)
         check_job(self._identity.policy(), spec, actor.principal)
         self.check_references(spec)
+        self._admission.check_submission(spec)
         return self._store.create_job(
             spec,
             actor.name,

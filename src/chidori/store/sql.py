@@ -32,6 +32,7 @@ from sqlalchemy.exc import InterfaceError as SAInterfaceError
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
+from chidori.admission import Resources, job_demand
 from chidori.errors import Conflict, NotFound, StoreUnavailable
 from chidori.records import Attempt, Claim, Event, Job, JobQuery, Outcome, Page
 from chidori.spec import JobSpec
@@ -42,6 +43,7 @@ from chidori.states import (
     JobState,
 )
 from chidori.store.models import AttemptRow, EventRow, JobLabelRow, JobRow
+from chidori.units import parse_memory_mib
 
 Clock = Callable[[], datetime]
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -95,7 +97,7 @@ def open_store(url: str, clock: Clock = utcnow) -> Store:
     return Store(engine, engine, clock)
 
 
-def _job(row: JobRow) -> Job:
+def job_record(row: JobRow) -> Job:
     return Job(
         id=row.id,
         name=row.name,
@@ -113,6 +115,8 @@ def _job(row: JobRow) -> Job:
         spark_app_id=row.spark_app_id,
         exit_code=row.exit_code,
         cancel_requested=row.cancel_requested,
+        demand=Resources(1, row.demand_memory_mb, row.demand_cores),
+        waiting_reason=row.wait_reason if row.state == JobState.QUEUED.value else None,
     )
 
 
@@ -148,9 +152,72 @@ def _event(row: EventRow) -> Event:
     )
 
 
+def spec_demand(spec: JobSpec) -> Resources:
+    """The whole gang a job needs: its driver and all its executors."""
+    return job_demand(
+        parse_memory_mib(spec.driver_memory),
+        spec.driver_cores,
+        spec.executor_instances,
+        parse_memory_mib(spec.executor_memory),
+        spec.executor_cores,
+    )
+
+
 def retry_backoff(failed_attempts: int) -> timedelta:
     """Wait before re-running a failed job: 2 s, 4 s, 8 s ... capped at 5 minutes."""
     return timedelta(seconds=min(2**failed_attempts, 300))
+
+
+def claim_in_session(
+    session: Session, job_id: int, server_id: str, host: str, lease_seconds: float, now: datetime
+) -> Claim | None:
+    """Move one QUEUED job to ADMITTED with a new attempt owned by `server_id`, inside the
+    caller's transaction. None if the job is no longer QUEUED (another replica took it)."""
+    row = session.get(JobRow, job_id)
+    if row is None:
+        return None
+    number = row.attempts + 1
+    result = session.execute(
+        update(JobRow)
+        .where(JobRow.id == job_id, JobRow.state == JobState.QUEUED.value)
+        .values(
+            state=JobState.ADMITTED.value,
+            attempts=number,
+            admitted_at=now,
+            updated_at=now,
+            reason=None,
+            not_before=None,
+            wait_reason=None,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        return None
+    session.add(
+        AttemptRow(
+            job_id=job_id,
+            number=number,
+            state=AttemptState.STARTING.value,
+            server_id=server_id,
+            host=host,
+            started_at=now,
+            lease_expires_at=now + timedelta(seconds=lease_seconds),
+        )
+    )
+    session.add(
+        EventRow(
+            job_id=job_id,
+            attempt=number,
+            time=now,
+            type="state",
+            state="ADMITTED",
+            actor=server_id,
+            reason=f"attempt {number} on {host}",
+        )
+    )
+    session.flush()
+    session.refresh(row)
+    return Claim(job=job_record(row), attempt=number)
 
 
 class Store:
@@ -160,7 +227,7 @@ class Store:
         self._read_engine = read_engine
         self._write_engine = write_engine
         self._clock = clock
-        self._listeners: list[Callable[[int], None]] = []
+        self._listeners: list[Callable[[int | None], None]] = []
         self._listeners_lock = threading.Lock()
 
     # ---- plumbing -------------------------------------------------------------------------
@@ -172,7 +239,7 @@ class Store:
     def dialect(self) -> str:
         return self._write_engine.dialect.name
 
-    def subscribe(self, listener: Callable[[int], None]) -> None:
+    def subscribe(self, listener: Callable[[int | None], None]) -> None:
         """Call `listener(job_id)` after every committed change to a job, in this process."""
         with self._listeners_lock:
             self._listeners.append(listener)
@@ -181,6 +248,14 @@ class Store:
         for job_id in job_ids:
             for listener in list(self._listeners):
                 listener(job_id)
+
+    def notify_change(self, job_ids: Sequence[int] = ()) -> None:
+        """Tell listeners that jobs (or, with no ids, admission settings) changed."""
+        if job_ids:
+            self._changed(job_ids)
+        else:
+            for listener in list(self._listeners):
+                listener(None)
 
     @contextmanager
     def reading(self) -> Iterator[Session]:
@@ -261,6 +336,7 @@ class Store:
         False; for a different spec raises Conflict.
         """
         fingerprint = spec.fingerprint()
+        demand = spec_demand(spec)
         if idempotency_key is not None:
             existing = self._find_by_idempotency_key(idempotency_key, fingerprint)
             if existing is not None:
@@ -289,6 +365,8 @@ class Store:
                     lost_attempts=0,
                     cancel_requested=False,
                     timeout_seconds=spec.timeout,
+                    demand_memory_mb=demand.memory_mb,
+                    demand_cores=demand.cores,
                 )
                 session.add(row)
                 session.flush()
@@ -303,7 +381,7 @@ class Store:
                     reason="submitted",
                     source=source,
                 )
-                job = _job(row)
+                job = job_record(row)
         except IntegrityError:
             if idempotency_key is None:
                 raise
@@ -323,14 +401,14 @@ class Store:
                 raise Conflict(
                     f"Idempotency-Key {key!r} was already used for a different job (id {row.id})"
                 )
-            return _job(row)
+            return job_record(row)
 
     def get_job(self, job_id: int) -> Job:
         with self.reading() as session:
             row = session.get(JobRow, job_id)
             if row is None:
                 raise NotFound(f"job {job_id} not found")
-            return _job(row)
+            return job_record(row)
 
     def list_jobs(self, query: JobQuery) -> Page:
         """Newest first; `before_id` continues a previous page."""
@@ -376,7 +454,7 @@ class Store:
         stmt = stmt.where(*conditions).order_by(JobRow.id.desc()).limit(query.limit + 1)
         with self.reading() as session:
             rows = list(session.scalars(stmt))
-        items = [_job(row) for row in rows[: query.limit]]
+        items = [job_record(row) for row in rows[: query.limit]]
         next_id = items[-1].id if len(rows) > query.limit else None
         return Page(items=items, next_before_id=next_id)
 
@@ -443,45 +521,10 @@ class Store:
             ).first()
             if candidate is None:
                 return None
-            number = candidate.attempts + 1
-            result = session.execute(
-                update(JobRow)
-                .where(JobRow.id == candidate.id, JobRow.state == JobState.QUEUED.value)
-                .values(
-                    state=JobState.ADMITTED.value,
-                    attempts=number,
-                    admitted_at=now,
-                    updated_at=now,
-                    reason=None,
-                    not_before=None,
-                )
-                .execution_options(synchronize_session=False)
-            )
-            if result.rowcount != 1:  # type: ignore[attr-defined]
+            claim = claim_in_session(session, candidate.id, server_id, host, lease_seconds, now)
+            if claim is None:
                 return None
-            session.add(
-                AttemptRow(
-                    job_id=candidate.id,
-                    number=number,
-                    state=AttemptState.STARTING.value,
-                    server_id=server_id,
-                    host=host,
-                    started_at=now,
-                    lease_expires_at=now + timedelta(seconds=lease_seconds),
-                )
-            )
-            self._add_event(
-                session,
-                candidate.id,
-                "state",
-                server_id,
-                state="ADMITTED",
-                reason=f"attempt {number} on {host}",
-                attempt=number,
-            )
-            session.flush()
-            session.refresh(candidate)
-            claim = Claim(job=_job(candidate), attempt=number)
+
         self._changed([claim.job.id])
         return claim
 
@@ -604,7 +647,7 @@ class Store:
                 attempt=attempt,
             )
             session.flush()
-            job = _job(row)
+            job = job_record(row)
         self._changed([job_id])
         return job
 
@@ -665,7 +708,7 @@ class Store:
                     source=source,
                 )
             session.flush()
-            job = _job(row)
+            job = job_record(row)
         self._changed([job_id])
         return job
 

@@ -17,7 +17,9 @@ depends_on = None
 
 def upgrade() -> None:
     with op.batch_alter_table("jobs") as batch:
-        batch.add_column(sa.Column("demand_memory_mb", sa.Integer, nullable=False, server_default="0"))
+        batch.add_column(
+            sa.Column("demand_memory_mb", sa.Integer, nullable=False, server_default="0")
+        )
         batch.add_column(sa.Column("demand_cores", sa.Integer, nullable=False, server_default="0"))
         batch.add_column(sa.Column("wait_reason", sa.Text))
         batch.create_index("ix_jobs_queue_state", ["queue", "state", "priority", "id"])

@@ -1,0 +1,121 @@
+"""Queues, limits and capacity: what admins set and what everyone may look at."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+from chidori.admission import Limit, Resources, never_fits
+from chidori.errors import FieldError, InvalidRequest
+from chidori.identity import Role
+from chidori.limits import LimitsDoc, QueueDoc
+from chidori.services.identity import Actor, IdentityService
+from chidori.spec import JobSpec
+from chidori.store.admission import AdmissionStore, QueueStats
+from chidori.store.sql import spec_demand
+
+_CACHE_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class ScopeCapacity:
+    limit: Limit
+    reserved: Resources
+
+    @property
+    def free(self) -> tuple[int | None, int | None, int | None]:
+        limit, held = self.limit, self.reserved
+        return (
+            None if limit.max_running_jobs is None else max(0, limit.max_running_jobs - held.jobs),
+            None if limit.max_memory_mb is None else max(0, limit.max_memory_mb - held.memory_mb),
+            None if limit.max_cores is None else max(0, limit.max_cores - held.cores),
+        )
+
+
+@dataclass(frozen=True)
+class Capacity:
+    total: ScopeCapacity
+    clusters: dict[str, ScopeCapacity]
+    waiting: int
+
+
+class AdmissionService:
+    def __init__(self, store: AdmissionStore, identity: IdentityService) -> None:
+        self._store = store
+        self._identity = identity
+        self._cache: tuple[float, LimitsDoc, dict[str, QueueDoc]] | None = None
+        self._lock = threading.Lock()
+
+    def _settings(self) -> tuple[LimitsDoc, dict[str, QueueDoc]]:
+        # Submissions read these on every request; a second of staleness on other replicas
+        # only delays a refusal, admission itself always reads the store.
+        with self._lock:
+            if self._cache is not None and time.monotonic() - self._cache[0] < _CACHE_SECONDS:
+                return self._cache[1], self._cache[2]
+        limits, queues = self._store.get_limits(), self._store.queues()
+        with self._lock:
+            self._cache = (time.monotonic(), limits, queues)
+        return limits, queues
+
+    def _forget(self) -> None:
+        with self._lock:
+            self._cache = None
+
+    def check_submission(self, spec: JobSpec) -> None:
+        """Refuse a job for an unknown queue, or one bigger than a whole limit (it would wait
+        forever)."""
+        limits, queues = self._settings()
+        queue = queues.get(spec.queue)
+        if queue is None:
+            known = ", ".join(sorted(queues))
+            raise InvalidRequest.for_field("queue", f"unknown queue {spec.queue!r}; known: {known}")
+        reason = never_fits(
+            spec_demand(spec), spec.cluster, queue.config(spec.queue), limits.limits()
+        )
+        if reason is not None:
+            demand = spec_demand(spec)
+            message = (
+                f"the job needs {demand.memory_mb}m and {demand.cores} cores in all (driver + "
+                f"{spec.executor_instances} executors), more than can ever be admitted: {reason}"
+            )
+            raise InvalidRequest(message, [FieldError("demand", message)])
+
+    def capacity(self, actor: Actor) -> Capacity:
+        del actor  # every signed-in caller may see capacity
+        usage, waiting = self._store.usage()
+        limits = self._store.get_limits()
+        names = set(limits.clusters) | set(usage.by_cluster)
+        return Capacity(
+            ScopeCapacity(limits.limit(), usage.total),
+            {
+                name: ScopeCapacity(
+                    limits.clusters[name].limit() if name in limits.clusters else Limit(),
+                    usage.by_cluster.get(name, Resources()),
+                )
+                for name in sorted(names)
+            },
+            waiting,
+        )
+
+    def queues(self, actor: Actor) -> list[QueueStats]:
+        del actor
+        return self._store.queue_stats()
+
+    def limits(self, actor: Actor) -> LimitsDoc:
+        del actor
+        return self._store.get_limits()
+
+    def set_limits(self, actor: Actor, limits: LimitsDoc) -> LimitsDoc:
+        actor.principal.require(Role.ADMIN)
+        saved = self._store.put_limits(limits, actor.name)
+        self._forget()
+        self._identity.record(actor, "limits.update", "limits", limits.model_dump(mode="json"))
+        return saved
+
+    def put_queue(self, actor: Actor, name: str, doc: QueueDoc) -> QueueDoc:
+        actor.principal.require(Role.ADMIN)
+        saved = self._store.put_queue(name, doc)
+        self._forget()
+        self._identity.record(actor, "queue.update", name, doc.model_dump(mode="json"))
+        return saved
