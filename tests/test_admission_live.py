@@ -14,7 +14,7 @@ from chidori.processes import tagged_processes
 from tests.server import ChidoriServer
 
 SLEEPER = "tests/jobs/sleeper.py"
-UNLIMITED = {"max_running_jobs": None, "max_memory": None, "max_cores": None, "clusters": {}}
+UNLIMITED: dict[str, Any] = {"max_running_jobs": None, "max_memory": None, "max_cores": None, "clusters": {}}
 
 
 @pytest.fixture(scope="module")

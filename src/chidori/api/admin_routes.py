@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query
 
 from chidori.api.admin_schemas import (
     AuditList,
@@ -20,13 +20,13 @@ from chidori.api.admin_schemas import (
     WhoAmI,
 )
 from chidori.api.deps import CurrentActor
-from chidori.api.schemas import decode_cursor, encode_cursor
+from chidori.api.schemas import MAX_ID, decode_cursor, encode_cursor, error_responses
 from chidori.policy import PolicyDoc
 from chidori.services.identity import IdentityService
 
 
 def build_admin_router(identity: IdentityService) -> APIRouter:
-    router = APIRouter(prefix="/api/v1")
+    router = APIRouter(prefix="/api/v1", responses=error_responses(401, 403, 503))
 
     @router.get("/whoami", response_model=WhoAmI, tags=["identity"])
     def whoami(who: CurrentActor) -> WhoAmI:
@@ -36,32 +36,58 @@ def build_admin_router(identity: IdentityService) -> APIRouter:
     def list_users(who: CurrentActor) -> UserList:
         return UserList(items=[UserOut.of(u) for u in identity.list_users(who)])
 
-    @router.post("/admin/users", status_code=201, response_model=UserOut, tags=["admin"])
+    @router.post(
+        "/admin/users",
+        status_code=201,
+        response_model=UserOut,
+        tags=["admin"],
+        responses=error_responses(400, 409, 413, 422),
+    )
     def create_user(body: UserIn, who: CurrentActor) -> UserOut:
         return UserOut.of(
             identity.create_user(who, body.name, body.role, body.team, body.clusters, body.queues)
         )
 
-    @router.patch("/admin/users/{name}", response_model=UserOut, tags=["admin"])
+    @router.patch(
+        "/admin/users/{name}",
+        response_model=UserOut,
+        tags=["admin"],
+        responses=error_responses(400, 404, 413, 422),
+    )
     def update_user(name: str, body: UserPatch, who: CurrentActor) -> UserOut:
         changes: dict[str, Any] = {k: getattr(body, k) for k in body.model_fields_set}
         return UserOut.of(identity.update_user(who, name, changes))
 
-    @router.get("/tokens", response_model=TokenList, tags=["identity"])
+    @router.get(
+        "/tokens", response_model=TokenList, tags=["identity"], responses=error_responses(422)
+    )
     def list_tokens(
         who: CurrentActor, user: Annotated[str | None, Query(max_length=128)] = None
     ) -> TokenList:
         """Your tokens (admins: everyone's, or one user's). Never the secrets."""
         return TokenList(items=[TokenOut.of(t) for t in identity.list_tokens(who, user)])
 
-    @router.post("/tokens", status_code=201, response_model=TokenCreated, tags=["identity"])
+    @router.post(
+        "/tokens",
+        status_code=201,
+        response_model=TokenCreated,
+        tags=["identity"],
+        responses=error_responses(400, 404, 413, 422),
+    )
     def create_token(body: TokenIn, who: CurrentActor) -> TokenCreated:
         """A new API token. The secret is in this answer only."""
         info, secret = identity.create_token(who, body.user, body.name, body.expires_in)
         return TokenCreated(**TokenOut.of(info).model_dump(), token=secret)
 
-    @router.delete("/tokens/{token_id}", response_model=TokenOut, tags=["identity"])
-    def revoke_token(token_id: int, who: CurrentActor) -> TokenOut:
+    @router.delete(
+        "/tokens/{token_id}",
+        response_model=TokenOut,
+        tags=["identity"],
+        responses=error_responses(404, 422),
+    )
+    def revoke_token(
+        token_id: Annotated[int, Path(ge=1, le=MAX_ID)], who: CurrentActor
+    ) -> TokenOut:
         return TokenOut.of(identity.revoke_token(who, token_id))
 
     @router.get("/admin/policy", response_model=PolicyDoc, tags=["admin"])
@@ -70,11 +96,18 @@ def build_admin_router(identity: IdentityService) -> APIRouter:
         del who
         return identity.policy()
 
-    @router.put("/admin/policy", response_model=PolicyDoc, tags=["admin"])
+    @router.put(
+        "/admin/policy",
+        response_model=PolicyDoc,
+        tags=["admin"],
+        responses=error_responses(400, 413, 422),
+    )
     def put_policy(body: PolicyDoc, who: CurrentActor) -> PolicyDoc:
         return identity.set_policy(who, body)
 
-    @router.get("/admin/audit", response_model=AuditList, tags=["admin"])
+    @router.get(
+        "/admin/audit", response_model=AuditList, tags=["admin"], responses=error_responses(422)
+    )
     def audit(
         who: CurrentActor,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -28,16 +28,22 @@ class UserIn(BaseModel):
     queues: NameList | None = Field(None, description="Queues this user may use; null = all")
 
 
+def _absent_means_unchanged(schema: dict[str, Any]) -> None:
+    """A field that may be left out but not set to null: no `default: null` in its schema."""
+    schema.pop("default", None)
+
+
 class UserPatch(BaseModel):
     """Only the fields given are changed."""
 
     model_config = ConfigDict(extra="forbid")
 
-    role: Role | None = None
+    # Absent = unchanged; null is refused (a user always has a role and an enabled flag).
+    role: Role = Field(None, json_schema_extra=_absent_means_unchanged)  # type: ignore[assignment]
     team: str | None = Field(None, min_length=1, max_length=128)
     clusters: NameList | None = None
     queues: NameList | None = None
-    disabled: bool | None = None
+    disabled: bool = Field(None, json_schema_extra=_absent_means_unchanged)  # type: ignore[assignment]
 
 
 class UserOut(BaseModel):

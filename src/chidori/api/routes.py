@@ -6,11 +6,12 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, File, Header, Query, Response, UploadFile
+from fastapi import APIRouter, File, Header, Path, Query, Response, UploadFile
 from fastapi.responses import FileResponse, PlainTextResponse, StreamingResponse
 
 from chidori.api.deps import CurrentActor
 from chidori.api.schemas import (
+    MAX_ID,
     AttemptList,
     AttemptOut,
     EventList,
@@ -20,6 +21,7 @@ from chidori.api.schemas import (
     UploadOut,
     decode_cursor,
     encode_cursor,
+    error_responses,
 )
 from chidori.errors import InvalidRequest, NotFound
 from chidori.records import JobQuery
@@ -27,11 +29,30 @@ from chidori.services.jobs import JobService
 from chidori.spec import JobSpec
 from chidori.states import JobState
 
+JobId = Annotated[int, Path(ge=1, le=MAX_ID)]
+AttemptNumber = Annotated[int | None, Query(ge=1, le=MAX_ID)]
+LOG_HEADERS = {
+    "X-Log-Offset": {
+        "description": "Byte offset to continue from (give it as `offset` next time)",
+        "schema": {"type": "integer"},
+    },
+    "X-Log-Size": {
+        "description": "Size of the whole log in bytes",
+        "schema": {"type": "integer"},
+    },
+}
+
 
 def build_router(jobs: JobService) -> APIRouter:
-    router = APIRouter(prefix="/api/v1")
+    router = APIRouter(prefix="/api/v1", responses=error_responses(401, 403, 503))
 
-    @router.post("/jobs", status_code=201, response_model=JobOut, tags=["jobs"])
+    @router.post(
+        "/jobs",
+        status_code=201,
+        response_model=JobOut,
+        tags=["jobs"],
+        responses=error_responses(400, 409, 413, 422, 429),
+    )
     def submit_job(
         spec: JobSpec,
         who: CurrentActor,
@@ -45,7 +66,7 @@ def build_router(jobs: JobService) -> APIRouter:
             response.headers["Idempotent-Replayed"] = "true"
         return JobOut.of(job)
 
-    @router.get("/jobs", response_model=JobPage, tags=["jobs"])
+    @router.get("/jobs", response_model=JobPage, tags=["jobs"], responses=error_responses(422))
     def list_jobs(
         who: CurrentActor,
         state: Annotated[list[JobState] | None, Query()] = None,
@@ -94,13 +115,20 @@ def build_router(jobs: JobService) -> APIRouter:
             next_cursor=encode_cursor(page.next_before_id),
         )
 
-    @router.get("/jobs/{job_id}", response_model=JobOut, tags=["jobs"])
-    def get_job(job_id: int, who: CurrentActor) -> JobOut:
+    @router.get(
+        "/jobs/{job_id}", response_model=JobOut, tags=["jobs"], responses=error_responses(404, 422)
+    )
+    def get_job(job_id: JobId, who: CurrentActor) -> JobOut:
         return JobOut.of(jobs.get(who, job_id))
 
-    @router.get("/jobs/{job_id}/wait", response_model=JobOut, tags=["jobs"])
+    @router.get(
+        "/jobs/{job_id}/wait",
+        response_model=JobOut,
+        tags=["jobs"],
+        responses=error_responses(404, 422),
+    )
     async def wait_for_job(
-        job_id: int,
+        job_id: JobId,
         who: CurrentActor,
         state: JobState | None = None,
         timeout: Annotated[float, Query(ge=0, le=60)] = 30,
@@ -108,31 +136,50 @@ def build_router(jobs: JobService) -> APIRouter:
         """Long poll: answers as soon as the job's state differs from `state`."""
         return JobOut.of(await jobs.wait_for_change(who, job_id, state, timeout))
 
-    @router.delete("/jobs/{job_id}", response_model=JobOut, tags=["jobs"])
-    def cancel_job(job_id: int, who: CurrentActor) -> JobOut:
+    @router.delete(
+        "/jobs/{job_id}", response_model=JobOut, tags=["jobs"], responses=error_responses(404, 422)
+    )
+    def cancel_job(job_id: JobId, who: CurrentActor) -> JobOut:
         """Cancel: a queued job is CANCELLED at once; a running one is stopped, then CANCELLED."""
         return JobOut.of(jobs.cancel(who, job_id))
 
-    @router.get("/jobs/{job_id}/events", response_model=EventList, tags=["jobs"])
-    def job_events(job_id: int, who: CurrentActor) -> EventList:
+    @router.get(
+        "/jobs/{job_id}/events",
+        response_model=EventList,
+        tags=["jobs"],
+        responses=error_responses(404, 422),
+    )
+    def job_events(job_id: JobId, who: CurrentActor) -> EventList:
         return EventList(items=[EventOut.of(e) for e in jobs.events(who, job_id)])
 
-    @router.get("/jobs/{job_id}/attempts", response_model=AttemptList, tags=["jobs"])
-    def job_attempts(job_id: int, who: CurrentActor) -> AttemptList:
+    @router.get(
+        "/jobs/{job_id}/attempts",
+        response_model=AttemptList,
+        tags=["jobs"],
+        responses=error_responses(404, 422),
+    )
+    def job_attempts(job_id: JobId, who: CurrentActor) -> AttemptList:
         return AttemptList(items=[AttemptOut.of(a) for a in jobs.attempts(who, job_id)])
 
     @router.get(
         "/jobs/{job_id}/logs",
         response_class=PlainTextResponse,
         tags=["logs"],
-        responses={200: {"content": {"text/plain": {}}}},
+        responses={
+            200: {
+                "description": "The log text (streamed with `follow`)",
+                "content": {"text/plain": {"schema": {"type": "string"}}},
+                "headers": LOG_HEADERS,
+            },
+            **error_responses(404, 422),
+        },
     )
     def job_logs(
-        job_id: int,
+        job_id: JobId,
         who: CurrentActor,
-        attempt: Annotated[int | None, Query(ge=1)] = None,
+        attempt: AttemptNumber = None,
         tail: Annotated[int | None, Query(ge=0, le=1_000_000)] = None,
-        offset: Annotated[int | None, Query(ge=0)] = None,
+        offset: Annotated[int | None, Query(ge=0, le=MAX_ID)] = None,
         follow: bool = False,
     ) -> Response:
         """The driver log as text. `tail` = last lines, `offset` = from a byte offset (the
@@ -149,9 +196,20 @@ def build_router(jobs: JobService) -> APIRouter:
             headers={"X-Log-Offset": str(chunk.next_offset), "X-Log-Size": str(chunk.size)},
         )
 
-    @router.get("/jobs/{job_id}/logs/download", tags=["logs"], response_class=FileResponse)
+    @router.get(
+        "/jobs/{job_id}/logs/download",
+        tags=["logs"],
+        response_class=FileResponse,
+        responses={
+            200: {
+                "description": "The whole driver log, as an attachment",
+                "content": {"text/plain": {"schema": {"type": "string"}}},
+            },
+            **error_responses(404, 422),
+        },
+    )
     def download_logs(
-        job_id: int, who: CurrentActor, attempt: Annotated[int | None, Query(ge=1)] = None
+        job_id: JobId, who: CurrentActor, attempt: AttemptNumber = None
     ) -> FileResponse:
         path = jobs.log_path(who, job_id, attempt)
         if path is None or not path.exists():
@@ -162,7 +220,13 @@ def build_router(jobs: JobService) -> APIRouter:
             filename=f"job-{job_id}-{path.stem}.log",
         )
 
-    @router.post("/uploads", status_code=201, response_model=UploadOut, tags=["uploads"])
+    @router.post(
+        "/uploads",
+        status_code=201,
+        response_model=UploadOut,
+        tags=["uploads"],
+        responses=error_responses(400, 413, 422),
+    )
     def upload(file: Annotated[UploadFile, File()], who: CurrentActor) -> UploadOut:
         """Store an application or a file it needs; refer to it in a job as the `uri`."""
         stored = jobs.upload(who, file.file, file.filename or "upload")
