@@ -112,13 +112,24 @@ class ArtifactStore:
         path = Path(path_text)
         if not path.is_absolute():
             path = self._app_roots[0] / path
-        real = Path(os.path.realpath(path))
+        try:
+            real = Path(os.path.realpath(path))
+        except (OSError, ValueError) as exc:
+            raise InvalidRequest.for_field(
+                field, f"{path_text[:200]!r} is not a usable path"
+            ) from exc
         if not any(real == root or root in real.parents for root in self._app_roots):
             raise InvalidRequest.for_field(
                 field,
                 f"{path_text!r} is outside the allowed application roots; upload it with "
                 "chidori submit or ask an admin to add its folder to CHIDORI_APP_ROOTS",
             )
-        if not real.is_file():
-            raise InvalidRequest.for_field(field, f"{path_text!r} does not exist or is not a file")
+        try:
+            is_file = real.is_file()
+        except OSError:  # e.g. a name too long for the file system
+            is_file = False
+        if not is_file:
+            raise InvalidRequest.for_field(
+                field, f"{path_text[:200]!r} does not exist or is not a file"
+            )
         return real

@@ -16,9 +16,9 @@ class LimitDoc(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    max_running_jobs: int | None = Field(None, ge=0)
+    max_running_jobs: int | None = Field(None, ge=0, le=1_000_000)
     max_memory: Memory | None = None
-    max_cores: int | None = Field(None, ge=0)
+    max_cores: int | None = Field(None, ge=0, le=10_000_000)
 
     def limit(self) -> Limit:
         return Limit(

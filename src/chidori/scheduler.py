@@ -35,6 +35,7 @@ class SchedulerOptions:
     lease_seconds: float = 15.0
     lost_retry_limit: int = 3
     tick_seconds: float = 1.0
+    min_step_interval: float = 0.003
 
 
 class Scheduler:
@@ -58,6 +59,7 @@ class Scheduler:
         self._admitting = True
         self._thread: threading.Thread | None = None
         self._last_lease_renewal = 0.0
+        self._last_reap = 0.0
         self.drivers = DriverHost(
             driver_log_dir,
             on_exit=self._driver_exited,
@@ -87,11 +89,18 @@ class Scheduler:
     # ---- the loop ---------------------------------------------------------------------------
 
     def _run(self) -> None:
+        last_step = 0.0
         while not self._stopped.is_set():
             self._wakeup.wait(self._options.tick_seconds)
+            # A burst of submissions wakes us once per job: let a few milliseconds of them
+            # gather, so one step admits them together.
+            pause = self._options.min_step_interval - (time.monotonic() - last_step)
+            if pause > 0:
+                time.sleep(pause)
             self._wakeup.clear()
             if self._stopped.is_set():
                 break
+            last_step = time.monotonic()
             try:
                 self.step()
             except StoreUnavailable as exc:
@@ -104,7 +113,10 @@ class Scheduler:
     def step(self) -> None:
         """One pass: renew leases, reap lost attempts, apply cancels, admit what fits."""
         self.renew_leases()
-        self.reap_expired()
+        now = time.monotonic()
+        if now - self._last_reap >= 1.0:
+            self._last_reap = now
+            self.reap_expired()
         self.apply_cancels()
         if self._admitting:
             self.admit()

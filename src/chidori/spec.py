@@ -26,7 +26,10 @@ _CONF_KEY_RE = re.compile(r"^[A-Za-z0-9_.\-\[\]]{1,256}$")
 def _memory(value: object) -> str:
     if not isinstance(value, str | int) or isinstance(value, bool):
         raise ValueError("must be a size such as 512m or 2g")
-    return format_memory(parse_memory_mib(value))
+    mib = parse_memory_mib(value)
+    if mib > MAX_MEMORY_MIB:
+        raise ValueError("at most 1t (1024g) per process")
+    return format_memory(mib)
 
 
 def _conf_value(value: object) -> str:
@@ -37,6 +40,7 @@ def _conf_value(value: object) -> str:
     raise ValueError("conf values must be strings, numbers or booleans")
 
 
+MAX_MEMORY_MIB = 1024 * 1024  # 1 TiB: with at most 2,000 executors, totals fit in 32 bits
 Memory = Annotated[str, BeforeValidator(_memory)]
 Identifier = Annotated[str, Field(pattern=_NAME_RE.pattern)]
 PathList = Annotated[
@@ -59,7 +63,7 @@ class JobSpec(BaseModel):
     conf: dict[str, Annotated[str, BeforeValidator(_conf_value)]] = Field(default_factory=dict)
     driver_memory: Memory = "1g"
     driver_cores: int = Field(1, ge=1, le=256)
-    executor_instances: int = Field(0, ge=0, le=10000)
+    executor_instances: int = Field(0, ge=0, le=2000)
     executor_memory: Memory = "1g"
     executor_cores: int = Field(1, ge=1, le=256)
     py_files: PathList = Field(default_factory=list)

@@ -26,7 +26,7 @@ from chidori.services.identity import IdentityService
 
 
 def build_admin_router(identity: IdentityService) -> APIRouter:
-    router = APIRouter(prefix="/api/v1", responses=error_responses(401, 403, 503))
+    router = APIRouter(prefix="/api/v1", responses=error_responses(401, 403, 422, 503))
 
     @router.get("/whoami", response_model=WhoAmI, tags=["identity"])
     def whoami(who: CurrentActor) -> WhoAmI:
@@ -41,7 +41,7 @@ def build_admin_router(identity: IdentityService) -> APIRouter:
         status_code=201,
         response_model=UserOut,
         tags=["admin"],
-        responses=error_responses(400, 409, 413, 422),
+        responses=error_responses(400, 409, 413),
     )
     def create_user(body: UserIn, who: CurrentActor) -> UserOut:
         return UserOut.of(
@@ -52,15 +52,13 @@ def build_admin_router(identity: IdentityService) -> APIRouter:
         "/admin/users/{name}",
         response_model=UserOut,
         tags=["admin"],
-        responses=error_responses(400, 404, 413, 422),
+        responses=error_responses(400, 404, 413),
     )
     def update_user(name: str, body: UserPatch, who: CurrentActor) -> UserOut:
         changes: dict[str, Any] = {k: getattr(body, k) for k in body.model_fields_set}
         return UserOut.of(identity.update_user(who, name, changes))
 
-    @router.get(
-        "/tokens", response_model=TokenList, tags=["identity"], responses=error_responses(422)
-    )
+    @router.get("/tokens", response_model=TokenList, tags=["identity"])
     def list_tokens(
         who: CurrentActor, user: Annotated[str | None, Query(max_length=128)] = None
     ) -> TokenList:
@@ -72,7 +70,7 @@ def build_admin_router(identity: IdentityService) -> APIRouter:
         status_code=201,
         response_model=TokenCreated,
         tags=["identity"],
-        responses=error_responses(400, 404, 413, 422),
+        responses=error_responses(400, 404, 413),
     )
     def create_token(body: TokenIn, who: CurrentActor) -> TokenCreated:
         """A new API token. The secret is in this answer only."""
@@ -83,7 +81,7 @@ def build_admin_router(identity: IdentityService) -> APIRouter:
         "/tokens/{token_id}",
         response_model=TokenOut,
         tags=["identity"],
-        responses=error_responses(404, 422),
+        responses=error_responses(404),
     )
     def revoke_token(
         token_id: Annotated[int, Path(ge=1, le=MAX_ID)], who: CurrentActor
@@ -100,14 +98,12 @@ def build_admin_router(identity: IdentityService) -> APIRouter:
         "/admin/policy",
         response_model=PolicyDoc,
         tags=["admin"],
-        responses=error_responses(400, 413, 422),
+        responses=error_responses(400, 413),
     )
     def put_policy(body: PolicyDoc, who: CurrentActor) -> PolicyDoc:
         return identity.set_policy(who, body)
 
-    @router.get(
-        "/admin/audit", response_model=AuditList, tags=["admin"], responses=error_responses(422)
-    )
+    @router.get("/admin/audit", response_model=AuditList, tags=["admin"])
     def audit(
         who: CurrentActor,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,

@@ -9,6 +9,7 @@ from pydantic import BaseModel
 
 from chidori.admission import Resources
 from chidori.api.deps import CurrentActor
+from chidori.api.schemas import error_responses
 from chidori.limits import LimitDoc, LimitsDoc, QueueDoc
 from chidori.services.admission import AdmissionService, ScopeCapacity
 from chidori.store.admission import QueueStats
@@ -86,7 +87,7 @@ QueueName = Path(pattern=r"^[A-Za-z0-9_.\-]{1,128}$")
 
 
 def build_admission_router(admission: AdmissionService) -> APIRouter:
-    router = APIRouter(prefix="/api/v1")
+    router = APIRouter(prefix="/api/v1", responses=error_responses(401, 403, 422, 503))
 
     @router.get("/capacity", response_model=CapacityOut, tags=["admission"])
     def capacity(who: CurrentActor) -> CapacityOut:
@@ -105,7 +106,12 @@ def build_admission_router(admission: AdmissionService) -> APIRouter:
         now = datetime.now(UTC)
         return QueueList(items=[_queue(q, now) for q in admission.queues(who)])
 
-    @router.put("/admin/queues/{name}", response_model=QueueDoc, tags=["admin"])
+    @router.put(
+        "/admin/queues/{name}",
+        response_model=QueueDoc,
+        tags=["admin"],
+        responses=error_responses(400, 413),
+    )
     def put_queue(body: QueueDoc, who: CurrentActor, name: str = QueueName) -> QueueDoc:
         """Create or replace a queue (admins)."""
         return admission.put_queue(who, name, body)
@@ -114,7 +120,12 @@ def build_admission_router(admission: AdmissionService) -> APIRouter:
     def get_limits(who: CurrentActor) -> LimitsDoc:
         return admission.limits(who)
 
-    @router.put("/admin/limits", response_model=LimitsDoc, tags=["admin"])
+    @router.put(
+        "/admin/limits",
+        response_model=LimitsDoc,
+        tags=["admin"],
+        responses=error_responses(400, 413),
+    )
     def put_limits(body: LimitsDoc, who: CurrentActor) -> LimitsDoc:
         """Replace the admission limits (admins). They apply at once, on every replica."""
         return admission.set_limits(who, body)

@@ -16,7 +16,7 @@ from chidori.api.deps import ProxyAuth
 from chidori.api.errors import error_body, install_error_handlers
 from chidori.api.middleware import RequestSizeLimit, SecurityHeaders
 from chidori.api.routes import build_router
-from chidori.api.schemas import Status
+from chidori.api.schemas import Status, error_responses
 from chidori.errors import StoreUnavailable
 from chidori.services.admission import AdmissionService
 from chidori.services.identity import IdentityService
@@ -79,7 +79,7 @@ def create_app(
         """The process is up."""
         return Status(status="ok")
 
-    @app.get("/readyz", response_model=Status, tags=["health"], responses={503: {}})
+    @app.get("/readyz", response_model=Status, tags=["health"], responses=error_responses(503))
     def readyz() -> Status | JSONResponse:
         """Ready to serve: the database answers."""
         try:

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, File, Header, Path, Query, Response, UploadFile
-from fastapi.responses import FileResponse, PlainTextResponse, StreamingResponse
+from fastapi.responses import FileResponse, StreamingResponse
 
 from chidori.api.deps import CurrentActor
 from chidori.api.schemas import (
@@ -31,6 +31,24 @@ from chidori.states import JobState
 
 JobId = Annotated[int, Path(ge=1, le=MAX_ID)]
 AttemptNumber = Annotated[int | None, Query(ge=1, le=MAX_ID)]
+SUBMIT_EXAMPLES = {
+    "python": {
+        "summary": "A Python job",
+        "value": {"name": "pi", "kind": "python", "application": "examples/pi.py", "args": ["10"]},
+    },
+    "spark": {
+        "summary": "A PySpark job with a table and labels",
+        "value": {
+            "name": "wordcount",
+            "application": "examples/wordcount.py",
+            "args": ["examples/data/words.txt"],
+            "schema": "sales",
+            "table": "orders",
+            "labels": {"team": "data"},
+            "executor_instances": 2,
+        },
+    },
+}
 LOG_HEADERS = {
     "X-Log-Offset": {
         "description": "Byte offset to continue from (give it as `offset` next time)",
@@ -44,14 +62,17 @@ LOG_HEADERS = {
 
 
 def build_router(jobs: JobService) -> APIRouter:
-    router = APIRouter(prefix="/api/v1", responses=error_responses(401, 403, 503))
+    router = APIRouter(prefix="/api/v1", responses=error_responses(401, 403, 422, 503))
 
     @router.post(
         "/jobs",
         status_code=201,
         response_model=JobOut,
         tags=["jobs"],
-        responses=error_responses(400, 409, 413, 422, 429),
+        responses=error_responses(400, 409, 413, 429),
+        openapi_extra={
+            "requestBody": {"content": {"application/json": {"examples": SUBMIT_EXAMPLES}}}
+        },
     )
     def submit_job(
         spec: JobSpec,
@@ -66,7 +87,7 @@ def build_router(jobs: JobService) -> APIRouter:
             response.headers["Idempotent-Replayed"] = "true"
         return JobOut.of(job)
 
-    @router.get("/jobs", response_model=JobPage, tags=["jobs"], responses=error_responses(422))
+    @router.get("/jobs", response_model=JobPage, tags=["jobs"])
     def list_jobs(
         who: CurrentActor,
         state: Annotated[list[JobState] | None, Query()] = None,
@@ -116,7 +137,7 @@ def build_router(jobs: JobService) -> APIRouter:
         )
 
     @router.get(
-        "/jobs/{job_id}", response_model=JobOut, tags=["jobs"], responses=error_responses(404, 422)
+        "/jobs/{job_id}", response_model=JobOut, tags=["jobs"], responses=error_responses(404)
     )
     def get_job(job_id: JobId, who: CurrentActor) -> JobOut:
         return JobOut.of(jobs.get(who, job_id))
@@ -125,7 +146,7 @@ def build_router(jobs: JobService) -> APIRouter:
         "/jobs/{job_id}/wait",
         response_model=JobOut,
         tags=["jobs"],
-        responses=error_responses(404, 422),
+        responses=error_responses(404),
     )
     async def wait_for_job(
         job_id: JobId,
@@ -137,7 +158,7 @@ def build_router(jobs: JobService) -> APIRouter:
         return JobOut.of(await jobs.wait_for_change(who, job_id, state, timeout))
 
     @router.delete(
-        "/jobs/{job_id}", response_model=JobOut, tags=["jobs"], responses=error_responses(404, 422)
+        "/jobs/{job_id}", response_model=JobOut, tags=["jobs"], responses=error_responses(404)
     )
     def cancel_job(job_id: JobId, who: CurrentActor) -> JobOut:
         """Cancel: a queued job is CANCELLED at once; a running one is stopped, then CANCELLED."""
@@ -147,7 +168,7 @@ def build_router(jobs: JobService) -> APIRouter:
         "/jobs/{job_id}/events",
         response_model=EventList,
         tags=["jobs"],
-        responses=error_responses(404, 422),
+        responses=error_responses(404),
     )
     def job_events(job_id: JobId, who: CurrentActor) -> EventList:
         return EventList(items=[EventOut.of(e) for e in jobs.events(who, job_id)])
@@ -156,14 +177,15 @@ def build_router(jobs: JobService) -> APIRouter:
         "/jobs/{job_id}/attempts",
         response_model=AttemptList,
         tags=["jobs"],
-        responses=error_responses(404, 422),
+        responses=error_responses(404),
     )
     def job_attempts(job_id: JobId, who: CurrentActor) -> AttemptList:
         return AttemptList(items=[AttemptOut.of(a) for a in jobs.attempts(who, job_id)])
 
     @router.get(
         "/jobs/{job_id}/logs",
-        response_class=PlainTextResponse,
+        # Not PlainTextResponse: FastAPI would then document the JSON errors as text/plain.
+        response_class=Response,
         tags=["logs"],
         responses={
             200: {
@@ -171,7 +193,7 @@ def build_router(jobs: JobService) -> APIRouter:
                 "content": {"text/plain": {"schema": {"type": "string"}}},
                 "headers": LOG_HEADERS,
             },
-            **error_responses(404, 422),
+            **error_responses(404),
         },
     )
     def job_logs(
@@ -205,7 +227,7 @@ def build_router(jobs: JobService) -> APIRouter:
                 "description": "The whole driver log, as an attachment",
                 "content": {"text/plain": {"schema": {"type": "string"}}},
             },
-            **error_responses(404, 422),
+            **error_responses(404),
         },
     )
     def download_logs(
@@ -225,7 +247,7 @@ def build_router(jobs: JobService) -> APIRouter:
         status_code=201,
         response_model=UploadOut,
         tags=["uploads"],
-        responses=error_responses(400, 413, 422),
+        responses=error_responses(400, 413),
     )
     def upload(file: Annotated[UploadFile, File()], who: CurrentActor) -> UploadOut:
         """Store an application or a file it needs; refer to it in a job as the `uri`."""

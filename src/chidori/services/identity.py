@@ -7,6 +7,7 @@ import binascii
 import hashlib
 import hmac
 import secrets
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -19,6 +20,7 @@ from chidori.store.identity import IdentityStore
 BOOTSTRAP_ADMIN = "admin"
 TOKEN_PREFIX = "chd_"  # noqa: S105 - a prefix, not a secret
 POLICY_KEY = "policy"
+_POLICY_CACHE_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,7 @@ class IdentityService:
         self._store = store
         self._bootstrap_digest = hash_token(bootstrap_token)
         self._default_policy = default_policy
+        self._policy_cache: tuple[float, PolicyDoc] | None = None
 
     def bootstrap(self) -> None:
         """Make sure the first admin exists (its token is the bootstrap token)."""
@@ -203,13 +206,21 @@ class IdentityService:
     # ---- policy and audit -------------------------------------------------------------------
 
     def policy(self) -> PolicyDoc:
+        """The policy in force. Read on every submission, so kept for a second: another
+        replica's change applies here within that second; this replica's at once."""
+        cached = self._policy_cache
+        if cached is not None and time.monotonic() - cached[0] < _POLICY_CACHE_SECONDS:
+            return cached[1]
         stored = self._store.get_setting(POLICY_KEY)
-        return PolicyDoc.model_validate(stored) if stored is not None else self._default_policy
+        policy = PolicyDoc.model_validate(stored) if stored is not None else self._default_policy
+        self._policy_cache = (time.monotonic(), policy)
+        return policy
 
     def set_policy(self, actor: Actor, policy: PolicyDoc) -> PolicyDoc:
         actor.principal.require(Role.ADMIN)
         value = policy.model_dump(mode="json")
         self._store.put_setting(POLICY_KEY, value, actor.name)
+        self._policy_cache = None
         self._store.audit(actor.name, "policy.update", POLICY_KEY, actor.source, value)
         return policy
 

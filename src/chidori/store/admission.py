@@ -174,14 +174,25 @@ class AdmissionStore:
                 session.execute(
                     text("SELECT pg_advisory_xact_lock(:key)"), {"key": _ADMISSION_LOCK}
                 )
+            limits = self._limits(session)
+            usage = _usage(session)
+            cap = limits.max_running_jobs
+            if cap is not None and usage.total.jobs >= cap:
+                # Nothing can start: skip reading candidates; just explain the new arrivals.
+                session.execute(
+                    update(JobRow)
+                    .where(JobRow.state == JobState.QUEUED.value, JobRow.wait_reason.is_(None))
+                    .values(wait_reason=f"global running-jobs limit {cap} reached")
+                    .execution_options(synchronize_session=False)
+                )
+                return []
             queued = self._candidates(session, clusters, now, per_queue)
             if not queued:
                 return []
-            limits = self._limits(session)
             queues = self._queues(session)
             decision = admit(
                 [candidate for candidate, _ in queued],
-                _usage(session),
+                usage,
                 limits.limits(),
                 {name: doc.config(name) for name, doc in queues.items()},
             )

@@ -6,9 +6,11 @@ safe to re-run on any replica and a stale actor (an old attempt) cannot overwrit
 
 from __future__ import annotations
 
+import queue
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -46,6 +48,8 @@ from chidori.store.models import AttemptRow, EventRow, JobLabelRow, JobRow
 from chidori.units import parse_memory_mib
 
 Clock = Callable[[], datetime]
+DispatchWriter = Callable[[Session, int, str, datetime], None]
+"""(session, job id, queue name, now): adds a job's dispatch message inside its transaction."""
 MIGRATIONS = Path(__file__).parent / "migrations"
 _ACTIVE_JOB = [s.value for s in ACTIVE_JOB_STATES]
 _ACTIVE_ATTEMPT = [s.value for s in ACTIVE_ATTEMPT_STATES]
@@ -220,6 +224,84 @@ def claim_in_session(
     return Claim(job=job_record(row), attempt=number)
 
 
+@dataclass
+class _Submission:
+    spec: JobSpec
+    owner: str
+    team: str | None
+    idempotency_key: str | None
+    source: str | None
+    fingerprint: str
+    result: tuple[Job, bool] | None = None
+    error: BaseException | None = None
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+class GroupCommitter:
+    """Commits submissions in batches from one writer thread: whatever arrives while a commit
+    runs goes into the next one. Each caller waits for its own result, so nothing is answered
+    before it is durable, and the database sees one transaction per batch, not per request."""
+
+    def __init__(
+        self, write: Callable[[Sequence[_Submission]], None], max_batch: int = 256
+    ) -> None:
+        self._write = write
+        self._max_batch = max_batch
+        self._pending: queue.Queue[_Submission | None] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+
+    def submit(self, item: _Submission) -> tuple[Job, bool]:
+        with self._start_lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="group-commit", daemon=True)
+                self._thread.start()
+        self._pending.put(item)
+        item.done.wait()
+        if item.error is not None:
+            raise item.error
+        assert item.result is not None
+        return item.result
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self._pending.put(None)
+            self._thread.join(timeout=10)
+            self._thread = None
+
+    def _run(self) -> None:
+        while True:
+            first = self._pending.get()
+            if first is None:
+                return
+            batch = [first]
+            while len(batch) < self._max_batch:
+                try:
+                    item = self._pending.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    self._pending.put(None)
+                    break
+                batch.append(item)
+            self._commit(batch)
+
+    def _commit(self, batch: list[_Submission]) -> None:
+        try:
+            self._write(batch)
+        except Exception as exc:
+            if len(batch) == 1:
+                batch[0].error = exc
+            else:
+                # One bad submission must not sink the others: retry them one by one.
+                for item in batch:
+                    item.result = item.error = None
+                    self._commit([item])
+                return
+        for item in batch:
+            item.done.set()
+
+
 class Store:
     """Jobs, attempts and events in one SQL database."""
 
@@ -229,6 +311,11 @@ class Store:
         self._clock = clock
         self._listeners: list[Callable[[int | None], None]] = []
         self._listeners_lock = threading.Lock()
+        self._dispatch_writer: DispatchWriter | None = None
+        self._committer = GroupCommitter(self._write_submissions)
+        self._write_lock: AbstractContextManager[object] = (
+            threading.Lock() if write_engine.dialect.name == "sqlite" else nullcontext()
+        )
 
     # ---- plumbing -------------------------------------------------------------------------
 
@@ -267,11 +354,18 @@ class Store:
 
     @contextmanager
     def writing(self) -> Iterator[Session]:
-        try:
-            with Session(self._write_engine, expire_on_commit=False) as session, session.begin():
-                yield session
-        except (OperationalError, SAInterfaceError) as exc:
-            raise StoreUnavailable(f"database unavailable: {exc.orig}") from exc
+        # SQLite has one writer at a time; its busy handler makes waiting writers sleep and
+        # poll (up to 100 ms a nap). Queueing this process's writers on a lock instead hands
+        # the database over the moment it is free.
+        with self._write_lock:
+            try:
+                with (
+                    Session(self._write_engine, expire_on_commit=False) as session,
+                    session.begin(),
+                ):
+                    yield session
+            except (OperationalError, SAInterfaceError) as exc:
+                raise StoreUnavailable(f"database unavailable: {exc.orig}") from exc
 
     def migrate(self) -> None:
         """Bring the schema to the newest revision (Alembic). Safe with several replicas."""
@@ -291,6 +385,7 @@ class Store:
             session.execute(text("SELECT 1"))
 
     def dispose(self) -> None:
+        self._committer.close()
         self._read_engine.dispose()
         self._write_engine.dispose()
 
@@ -330,78 +425,112 @@ class Store:
         idempotency_key: str | None = None,
         source: str | None = None,
     ) -> tuple[Job, bool]:
-        """Store a new QUEUED job with its first event. Returns (job, created).
+        """Store a new QUEUED job with its first event (and its dispatch message, when a
+        dispatch writer is set) in one transaction. Returns (job, created).
 
         With an idempotency key already used for the same spec, returns the first job and
-        False; for a different spec raises Conflict.
+        False; for a different spec raises Conflict. Submissions arriving together are
+        committed together (group commit), each still answered only once it is durable.
         """
-        fingerprint = spec.fingerprint()
-        demand = spec_demand(spec)
-        if idempotency_key is not None:
-            existing = self._find_by_idempotency_key(idempotency_key, fingerprint)
-            if existing is not None:
-                return existing, False
-        now = self._clock()
+        item = _Submission(spec, owner, team, idempotency_key, source, spec.fingerprint())
         try:
-            with self.writing() as session:
-                row = JobRow(
-                    name=spec.display_name[:200],
-                    state=JobState.QUEUED.value,
-                    kind=spec.kind,
-                    cluster=spec.cluster,
-                    queue=spec.queue,
-                    priority=spec.priority,
-                    schema_name=spec.schema_name,
-                    table_name=spec.table_name,
-                    owner=owner,
-                    team=team,
-                    spec=spec.public_dict(),
-                    spec_hash=fingerprint,
-                    idempotency_key=idempotency_key,
-                    created_at=now,
-                    updated_at=now,
-                    attempts=0,
-                    failed_attempts=0,
-                    lost_attempts=0,
-                    cancel_requested=False,
-                    timeout_seconds=spec.timeout,
-                    demand_memory_mb=demand.memory_mb,
-                    demand_cores=demand.cores,
-                )
+            return self._committer.submit(item)
+        except IntegrityError:
+            if idempotency_key is None:
+                raise
+            # Another replica stored the same key between our check and our insert.
+            return self._replay(idempotency_key, item.fingerprint)
+
+    def _replay(self, key: str, fingerprint: str) -> tuple[Job, bool]:
+        with self.reading() as session:
+            row = session.scalars(select(JobRow).where(JobRow.idempotency_key == key)).first()
+            if row is None:
+                raise StoreUnavailable("could not store the job; retry")
+            if row.spec_hash != fingerprint:
+                raise Conflict(f"Idempotency-Key {key!r} was already used for a different job")
+            return job_record(row), False
+
+    def set_dispatch_writer(self, writer: DispatchWriter | None) -> None:
+        """Called inside each submission's transaction to add its dispatch message."""
+        self._dispatch_writer = writer
+
+    def _write_submissions(self, batch: Sequence[_Submission]) -> None:
+        """One transaction for a batch of submissions; sets each one's result or error."""
+        now = self._clock()
+        with self.writing() as session:
+            keys = [b.idempotency_key for b in batch if b.idempotency_key is not None]
+            by_key: dict[str, JobRow] = {}
+            if keys:
+                found = session.scalars(select(JobRow).where(JobRow.idempotency_key.in_(keys)))
+                by_key = {row.idempotency_key: row for row in found if row.idempotency_key}
+            created: list[tuple[_Submission, JobRow]] = []
+            replays: list[tuple[_Submission, JobRow]] = []
+            for item in batch:
+                twin = by_key.get(item.idempotency_key) if item.idempotency_key else None
+                if twin is not None:
+                    if twin.spec_hash != item.fingerprint:
+                        item.error = Conflict(
+                            f"Idempotency-Key {item.idempotency_key!r} was already used for a "
+                            "different job"
+                        )
+                    else:
+                        replays.append((item, twin))
+                    continue
+                row = self._new_row(item, now)
                 session.add(row)
-                session.flush()
-                for key, value in spec.labels.items():
+                created.append((item, row))
+                if item.idempotency_key is not None:
+                    by_key[item.idempotency_key] = row
+            session.flush()
+            for item, row in created:
+                for key, value in item.spec.labels.items():
                     session.add(JobLabelRow(job_id=row.id, key=key, value=value))
                 self._add_event(
                     session,
                     row.id,
                     "state",
-                    owner,
+                    item.owner,
                     state="QUEUED",
                     reason="submitted",
-                    source=source,
+                    source=item.source,
                 )
-                job = job_record(row)
-        except IntegrityError:
-            if idempotency_key is None:
-                raise
-            existing = self._find_by_idempotency_key(idempotency_key, fingerprint)
-            if existing is None:
-                raise
-            return existing, False
-        self._changed([job.id])
-        return job, True
+                if self._dispatch_writer is not None:
+                    self._dispatch_writer(session, row.id, row.queue, now)
+            session.flush()
+            for item, row in created:
+                item.result = (job_record(row), True)
+            for item, row in replays:
+                item.result = (job_record(row), False)
+        self._changed([row.id for _, row in created])
 
-    def _find_by_idempotency_key(self, key: str, fingerprint: str) -> Job | None:
-        with self.reading() as session:
-            row = session.scalars(select(JobRow).where(JobRow.idempotency_key == key)).first()
-            if row is None:
-                return None
-            if row.spec_hash != fingerprint:
-                raise Conflict(
-                    f"Idempotency-Key {key!r} was already used for a different job (id {row.id})"
-                )
-            return job_record(row)
+    @staticmethod
+    def _new_row(item: _Submission, now: datetime) -> JobRow:
+        spec = item.spec
+        demand = spec_demand(spec)
+        return JobRow(
+            name=spec.display_name[:200],
+            state=JobState.QUEUED.value,
+            kind=spec.kind,
+            cluster=spec.cluster,
+            queue=spec.queue,
+            priority=spec.priority,
+            schema_name=spec.schema_name,
+            table_name=spec.table_name,
+            owner=item.owner,
+            team=item.team,
+            spec=spec.public_dict(),
+            spec_hash=item.fingerprint,
+            idempotency_key=item.idempotency_key,
+            created_at=now,
+            updated_at=now,
+            attempts=0,
+            failed_attempts=0,
+            lost_attempts=0,
+            cancel_requested=False,
+            timeout_seconds=spec.timeout,
+            demand_memory_mb=demand.memory_mb,
+            demand_cores=demand.cores,
+        )
 
     def get_job(self, job_id: int) -> Job:
         with self.reading() as session:
@@ -446,7 +575,7 @@ class Store:
         if query.text:
             pattern = f"%{query.text.lower()}%"
             text_match: list[ColumnElement[bool]] = [func.lower(JobRow.name).like(pattern)]
-            if query.text.isdigit():
+            if query.text.isascii() and query.text.isdigit() and int(query.text) < 2**63:
                 text_match.append(JobRow.id == int(query.text))
             conditions.append(or_(*text_match))
         if query.before_id is not None:

@@ -1,0 +1,159 @@
+"""The in-database dispatch queue (`CHIDORI_QUEUE_URL=db`, the default): no extra service.
+
+Messages are rows of `queue_messages`. Claiming a row hides it for `visibility_timeout`
+seconds (`available_at` moves into the future) instead of deleting it, so a consumer that dies
+without acking lets the message come back on its own once the timeout passes. On PostgreSQL
+the claim locks the row with `FOR UPDATE SKIP LOCKED`, so consumers on several replicas never
+wait for each other nor take the same row; on SQLite the write transaction (`BEGIN IMMEDIATE`)
+already serializes them.
+
+Because the queue lives in the store, `enqueue_in_session` lets a job and its dispatch message
+commit in one transaction: no outbox is needed with this queue.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.orm import Session
+
+from chidori.errors import StoreUnavailable
+from chidori.queues.base import Delivery, DispatchQueue, Message, QueueUnavailable
+from chidori.store import Store
+from chidori.store.models import QueueMessageRow
+
+POLL_INTERVAL = 0.025  # seconds between looks at an empty queue while `claim` waits
+
+
+@dataclass(frozen=True)
+class _Receipt:
+    row_id: int
+    deliveries: int  # which delivery of the row this is: a stale one cannot requeue a newer
+
+
+def enqueue_in_session(session: Session, message: Message, now: datetime) -> None:
+    """Add `message` to the queue inside the caller's transaction (it is visible once that
+    transaction commits, and never if it rolls back)."""
+    session.add(
+        QueueMessageRow(
+            job_id=message.job_id,
+            queue=message.queue,
+            available_at=now,
+            deliveries=0,
+            created_at=now,
+        )
+    )
+
+
+@contextmanager
+def _translated() -> Iterator[None]:
+    try:
+        yield
+    except StoreUnavailable as exc:
+        raise QueueUnavailable(f"dispatch queue unavailable: {exc.message}") from exc
+
+
+class DatabaseQueue(DispatchQueue):
+    """A dispatch queue on the store's `queue_messages` table; safe to share between threads
+    and to use from several processes or replicas over the same database."""
+
+    def __init__(self, store: Store, visibility_timeout: float = 30.0) -> None:
+        if visibility_timeout <= 0:
+            raise ValueError("visibility_timeout must be positive")
+        self._store = store
+        self._visibility = timedelta(seconds=visibility_timeout)
+
+    def put(self, message: Message) -> None:
+        with _translated(), self._store.writing() as session:
+            enqueue_in_session(session, message, self._store.now())
+
+    def claim(self, timeout: float) -> Delivery | None:
+        deadline = time.monotonic() + max(timeout, 0.0)
+        while True:
+            # A plain read first: on SQLite it takes no write lock, so idle consumers polling
+            # an empty queue do not hold up writers.
+            if self._any_available():
+                delivery = self._take()
+                if delivery is not None:
+                    return delivery
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            time.sleep(min(POLL_INTERVAL, remaining))
+
+    def _any_available(self) -> bool:
+        with _translated(), self._store.reading() as session:
+            found = session.scalar(
+                select(QueueMessageRow.id)
+                .where(QueueMessageRow.available_at <= self._store.now())
+                .limit(1)
+            )
+            return found is not None
+
+    def _take(self) -> Delivery | None:
+        with _translated(), self._store.writing() as session:
+            now = self._store.now()
+            stmt = (
+                select(QueueMessageRow)
+                .where(QueueMessageRow.available_at <= now)
+                .order_by(QueueMessageRow.id)
+                .limit(1)
+            )
+            if self._store.dialect == "postgresql":
+                stmt = stmt.with_for_update(skip_locked=True)
+            row = session.scalars(stmt).first()
+            if row is None:
+                return None
+            row.available_at = now + self._visibility
+            row.deliveries += 1
+            return Delivery(
+                message=Message(job_id=row.job_id, queue=row.queue),
+                receipt=_Receipt(row_id=row.id, deliveries=row.deliveries),
+            )
+
+    def ack(self, delivery: Delivery) -> None:
+        """Delete the message. Acking twice, or after the message was redelivered to another
+        consumer, is harmless: the message was handled, so it is gone for everyone."""
+        receipt = _receipt(delivery)
+        with _translated(), self._store.writing() as session:
+            session.execute(delete(QueueMessageRow).where(QueueMessageRow.id == receipt.row_id))
+
+    def nack(self, delivery: Delivery, requeue: bool = True) -> None:
+        """Make the message available again at once (requeue) or delete it. A stale delivery
+        (its visibility timeout passed and someone else claimed the message since) changes
+        nothing: the newer claim owns the message."""
+        receipt = _receipt(delivery)
+        same_delivery = (
+            QueueMessageRow.id == receipt.row_id,
+            QueueMessageRow.deliveries == receipt.deliveries,
+        )
+        with _translated(), self._store.writing() as session:
+            if requeue:
+                session.execute(
+                    update(QueueMessageRow)
+                    .where(*same_delivery)
+                    .values(available_at=self._store.now())
+                )
+            else:
+                session.execute(delete(QueueMessageRow).where(*same_delivery))
+
+    def depth(self) -> int:
+        """Messages available now; claimed ones (still hidden) are not counted."""
+        with _translated(), self._store.reading() as session:
+            count = session.scalar(
+                select(func.count())
+                .select_from(QueueMessageRow)
+                .where(QueueMessageRow.available_at <= self._store.now())
+            )
+            return int(count or 0)
+
+
+def _receipt(delivery: Delivery) -> _Receipt:
+    if not isinstance(delivery.receipt, _Receipt):
+        raise TypeError("this delivery was not claimed from a DatabaseQueue")
+    return delivery.receipt
