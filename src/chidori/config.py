@@ -39,6 +39,7 @@ class ClusterConfig:
 class Settings:
     home: Path
     database_url: str
+    queue_url: str = "db"
     host: str = "127.0.0.1"
     port: int = 8080
     admin_token: str | None = None
@@ -166,6 +167,7 @@ def load_settings(
     return Settings(
         home=home,
         database_url=str(database_url),
+        queue_url=environ.get("CHIDORI_QUEUE_URL") or str(data.get("queue_url") or "db"),
         host=environ.get("CHIDORI_HOST") or server.get("host") or "127.0.0.1",
         port=port,
         admin_token=environ.get("CHIDORI_ADMIN_TOKEN") or None,

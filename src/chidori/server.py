@@ -22,6 +22,7 @@ from chidori.auth import ensure_admin_token, ensure_secret_key
 from chidori.backends.base import HostedBackend
 from chidori.backends.spark import SparkBackend
 from chidori.config import ConfigError, Settings, load_settings
+from chidori.dispatch import Dispatcher
 from chidori.limits import LimitsDoc
 from chidori.policy import PolicyDoc
 from chidori.scheduler import Scheduler, SchedulerOptions
@@ -93,6 +94,7 @@ def build_server(settings: Settings) -> Server:
     notifier = ChangeNotifier()
     store.subscribe(notifier.notify)
     store.subscribe(scheduler.wake)
+    dispatcher = Dispatcher(store, settings.queue_url, scheduler.wake)
     try:
         default_policy = PolicyDoc.model_validate(dict(settings.policy))
     except ValueError as exc:
@@ -117,6 +119,10 @@ def build_server(settings: Settings) -> Server:
     except ValueError as exc:
         raise ConfigError(f"security.trusted_proxies: {exc}") from exc
 
+    def readiness() -> None:
+        store.ping()
+        dispatcher.check()
+
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         notifier.bind(asyncio.get_running_loop())
@@ -125,17 +131,19 @@ def build_server(settings: Settings) -> Server:
         if recovered:
             log.info("found %d attempt(s) orphaned by an earlier run; marked LOST", recovered)
         scheduler.start()
+        dispatcher.start()
         try:
             yield
         finally:
             await asyncio.to_thread(scheduler.stop)
+            await asyncio.to_thread(dispatcher.stop)
             store.dispose()
 
     app = create_app(
         jobs,
         identity,
         admission_service,
-        store.ping,
+        readiness,
         lifespan,
         proxy_auth,
         HttpLimits(settings.max_request_bytes, settings.max_upload_bytes),

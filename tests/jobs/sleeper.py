@@ -1,7 +1,8 @@
 """Test job: prints, optionally starts a child process, sleeps, exits 0.
 
 Usage: sleeper.py SECONDS [--child] [--marker DIR]
-With --marker, writes DIR/attempt-<CHIDORI_ATTEMPT>-<pid> first, so tests can count runs.
+With --marker, writes DIR/job-<CHIDORI_JOB_ID>-attempt-<CHIDORI_ATTEMPT>-<pid> first, so
+tests can count runs.
 """
 
 import os
@@ -12,7 +13,8 @@ import time
 seconds = float(sys.argv[1])
 if "--marker" in sys.argv:
     directory = sys.argv[sys.argv.index("--marker") + 1]
-    name = f"attempt-{os.environ.get('CHIDORI_ATTEMPT')}-{os.getpid()}"
+    job = os.environ.get("CHIDORI_JOB_ID")
+    name = f"job-{job}-attempt-{os.environ.get('CHIDORI_ATTEMPT')}-{os.getpid()}"
     with open(os.path.join(directory, name), "w") as handle:
         handle.write("started\n")
 if "--child" in sys.argv:

@@ -18,6 +18,7 @@ from chidori.api.middleware import RequestSizeLimit, SecurityHeaders
 from chidori.api.routes import build_router
 from chidori.api.schemas import Status, error_responses
 from chidori.errors import StoreUnavailable
+from chidori.queues.base import QueueUnavailable
 from chidori.services.admission import AdmissionService
 from chidori.services.identity import IdentityService
 from chidori.services.jobs import JobService
@@ -84,7 +85,7 @@ def create_app(
         """Ready to serve: the database answers."""
         try:
             readiness()
-        except StoreUnavailable as exc:
+        except (StoreUnavailable, QueueUnavailable) as exc:
             return JSONResponse(error_body(exc.code, exc.message), status_code=503)
         return Status(status="ready")
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
 from chidori.config import ConfigError
 from chidori.queues.base import DispatchQueue
 from chidori.store import Store
@@ -28,8 +30,17 @@ def open_queue(url: str, store: Store) -> DispatchQueue:
                 "CHIDORI_QUEUE_URL names RabbitMQ, but its client is not installed: "
                 "pip install 'chidori[rabbitmq]'"
             ) from exc
+        # Our own option, `?queue=NAME`, picks the queue (default chidori.dispatch); the rest
+        # of the URL is pika's.
+        parts = urlsplit(url)
+        options = parse_qsl(parts.query, keep_blank_values=True)
+        names = [value for key, value in options if key == "queue"]
+        rest = urlencode([(key, value) for key, value in options if key != "queue"])
+        broker_url = urlunsplit(parts._replace(query=rest))
         try:
-            return RabbitMQQueue(url)
+            if names:
+                return RabbitMQQueue(broker_url, names[-1])
+            return RabbitMQQueue(broker_url)
         except ValueError as exc:
             raise ConfigError(f"CHIDORI_QUEUE_URL: {exc}") from exc
     if scheme in ("pubsub", "azure"):

@@ -1,0 +1,114 @@
+"""The dispatch channel: every job's message is written with the job, carried by the queue
+(`CHIDORI_QUEUE_URL`), and wakes a scheduler wherever it is consumed.
+
+- `db` on SQLite: only one server can use the file, so the in-process signal the store sends
+  after each commit is the whole channel; no message rows are written.
+- `db` on PostgreSQL: the message row is inserted in the job's own transaction
+  (`queue_messages`, claimed with SKIP LOCKED by every replica).
+- an external broker (RabbitMQ): the message goes to the `outbox` table in the job's
+  transaction, and a relay publishes it (with publisher confirms) and then deletes it; a
+  broker outage delays messages, never loses them.
+Consumers only wake their scheduler: admission always re-reads the store, so a message lost
+or delivered twice costs latency, never a job.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from datetime import datetime
+
+from sqlalchemy.orm import Session
+
+from chidori.queues.base import DispatchQueue, Message, QueueUnavailable
+from chidori.queues.db import enqueue_in_session
+from chidori.queues.factory import open_queue
+from chidori.queues.outbox import OutboxRelay, write_outbox
+from chidori.store import Store
+
+log = logging.getLogger(__name__)
+
+
+def _is_db(url: str) -> bool:
+    return url.strip().lower() in ("", "db")
+
+
+class Dispatcher:
+    def __init__(self, store: Store, url: str, wake: Callable[[], None]) -> None:
+        self._store = store
+        self._wake = wake
+        self._stop = threading.Event()
+        self._relay_wake = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._healthy = True
+        self._problem = ""
+        self._consumer: DispatchQueue | None = None
+        self._relay: OutboxRelay | None = None
+        if _is_db(url):
+            if store.dialect != "sqlite":
+                store.set_dispatch_writer(self._write_db_message)
+                self._consumer = open_queue(url, store)
+        else:
+            store.set_dispatch_writer(self._write_outbox)
+            self._consumer = open_queue(url, store)
+            self._relay = OutboxRelay(store, open_queue(url, store))
+            store.subscribe(lambda _job_id: self._relay_wake.set())
+
+    @staticmethod
+    def _write_db_message(session: Session, job_id: int, queue: str, now: datetime) -> None:
+        enqueue_in_session(session, Message(job_id, queue), now)
+
+    @staticmethod
+    def _write_outbox(session: Session, job_id: int, queue: str, now: datetime) -> None:
+        write_outbox(session, Message(job_id, queue), now)
+
+    def start(self) -> None:
+        if self._consumer is not None:
+            self._threads.append(
+                threading.Thread(target=self._consume, name="dispatch-consumer", daemon=True)
+            )
+        if self._relay is not None:
+            self._threads.append(
+                threading.Thread(
+                    target=self._relay.run,
+                    args=(self._stop, self._relay_wake),
+                    name="outbox-relay",
+                    daemon=True,
+                )
+            )
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._relay_wake.set()
+        for thread in self._threads:
+            thread.join(timeout=5)
+        if self._consumer is not None:
+            self._consumer.close()
+
+    def check(self) -> None:
+        """Raise QueueUnavailable while the broker cannot be reached (for /readyz)."""
+        if not self._healthy:
+            raise QueueUnavailable(f"dispatch queue unavailable: {self._problem}")
+
+    def _consume(self) -> None:
+        assert self._consumer is not None
+        backoff = 0.5
+        while not self._stop.is_set():
+            try:
+                delivery = self._consumer.claim(timeout=1.0)
+                if delivery is not None:
+                    self._wake()
+                    self._consumer.ack(delivery)
+                self._healthy, backoff = True, 0.5
+            except QueueUnavailable as exc:
+                if self._healthy:
+                    log.warning("dispatch queue unavailable, retrying: %s", exc.message)
+                self._healthy, self._problem = False, exc.message
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 10.0)
+            except Exception:
+                log.exception("dispatch consumer failed")
+                self._stop.wait(1.0)
