@@ -24,8 +24,9 @@ from sqlalchemy import create_engine, text
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.common import percentile, print_table, write_results  # noqa: E402
 from tests.server import ChidoriServer  # noqa: E402
+
+from bench.common import percentile, print_table, write_results  # noqa: E402
 
 SPEC = {"kind": "python", "application": "examples/train.py", "name": "bench"}
 

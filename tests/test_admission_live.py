@@ -11,10 +11,16 @@ from typing import Any
 import pytest
 
 from chidori.processes import tagged_processes
+from chidori.units import parse_memory_mib
 from tests.server import ChidoriServer
 
 SLEEPER = "tests/jobs/sleeper.py"
-UNLIMITED: dict[str, Any] = {"max_running_jobs": None, "max_memory": None, "max_cores": None, "clusters": {}}
+UNLIMITED: dict[str, Any] = {
+    "max_running_jobs": None,
+    "max_memory": None,
+    "max_cores": None,
+    "clusters": {},
+}
 
 
 @pytest.fixture(scope="module")
@@ -56,11 +62,7 @@ class Sampler:
                 ).json()["items"]
                 active = [i for i in items if i["id"] in self.job_ids]
                 self.max_active = max(self.max_active, len(active))
-                memory = sum(
-                    int(i["demand"]["memory"].rstrip("gm"))
-                    * (1024 if i["demand"]["memory"].endswith("g") else 1)
-                    for i in active
-                )
+                memory = sum(parse_memory_mib(i["demand"]["memory"]) for i in active)
                 self.max_memory_mb = max(self.max_memory_mb, memory)
                 self.max_cores = max(self.max_cores, sum(i["demand"]["cores"] for i in active))
                 running = sum(1 for job_id in self.job_ids if tagged_processes(job_id))
