@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from chidori.processes import is_alive, tagged_processes
-from tests.server import REPO, ChidoriServer
+from tests.server import ChidoriServer
 
 JOBS = "tests/jobs"
 
@@ -142,32 +144,70 @@ def test_restart_keeps_every_job_and_its_logs(tmp_path: Path) -> None:
         server.stop()
 
 
-def test_job_orphaned_by_a_killed_server_is_marked_lost_and_retried(tmp_path: Path) -> None:
+def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.1)
+
+
+def start_marked_sleeper(server: ChidoriServer, markers: Path) -> tuple[int, int]:
+    """A running sleeper job and the pid of its process (from its marker file)."""
+    job = server.submit(
+        kind="python", application=f"{JOBS}/sleeper.py", args=["600", "--marker", str(markers)]
+    )
+    server.wait(job["id"], {"RUNNING"})
+    wait_until(lambda: bool(list(markers.iterdir())), 10, "the job never started")
+    [first] = list(markers.iterdir())
+    return int(job["id"]), int(first.name.rsplit("-", 1)[1])
+
+
+def test_a_killed_server_takes_its_drivers_down_and_the_job_is_retried_on_restart(
+    tmp_path: Path,
+) -> None:
     markers = tmp_path / "markers"
     markers.mkdir()
-    server = ChidoriServer(tmp_path / "home", app_roots=[REPO]).start()
+    server = ChidoriServer(tmp_path / "home").start()
     try:
-        job = server.submit(
-            kind="python", application=f"{JOBS}/sleeper.py", args=["600", "--marker", str(markers)]
-        )
-        server.wait(job["id"], {"RUNNING"})
-        deadline = time.monotonic() + 10
-        while not list(markers.iterdir()) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        [first] = list(markers.iterdir())
-        orphan_pid = int(first.name.rsplit("-", 1)[1])
+        job_id, driver_pid = start_marked_sleeper(server, markers)
         server.kill()
-        assert is_alive(orphan_pid)  # the driver outlived its server
+        # The driver must not outlive its server (the shim gets PDEATHSIG and stops it).
+        wait_until(lambda: not is_alive(driver_pid), 15, "the driver outlived its server")
         server.start()
-        job_now = server.wait(job["id"], {"RUNNING"}, timeout=30)
+        job_now = server.wait(job_id, {"RUNNING"}, timeout=30)
         assert job_now["attempts"] == 2
         with server.client() as client:
-            attempts = client.get(f"/api/v1/jobs/{job['id']}/attempts").json()["items"]
-        assert attempts[0]["state"] == "LOST"
-        assert "server restarted" in attempts[0]["reason"]
-        assert not is_alive(orphan_pid)  # the orphan was stopped, not left to run twice
+            attempts = client.get(f"/api/v1/jobs/{job_id}/attempts").json()["items"]
+            assert attempts[0]["state"] == "LOST"
+            assert "server restarted" in attempts[0]["reason"]
+            client.delete(f"/api/v1/jobs/{job_id}")
+        assert server.wait(job_id)["state"] == "CANCELLED"
+    finally:
+        server.stop()
+
+
+def test_a_frozen_server_s_drivers_stop_themselves_before_their_lease_runs_out(
+    tmp_path: Path,
+) -> None:
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    server = ChidoriServer(tmp_path / "home", env={"CHIDORI_LEASE_SECONDS": "3"}).start()
+    try:
+        job_id, driver_pid = start_marked_sleeper(server, markers)
+        assert server.process is not None
+        server.process.send_signal(signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            wait_until(lambda: not is_alive(driver_pid), 10, "the driver kept running")
+            assert time.monotonic() - started < 3 + 1  # before the 3 s lease could expire
+        finally:
+            server.process.send_signal(signal.SIGCONT)
+        job_now = server.wait(job_id, {"RUNNING"}, timeout=30)
+        assert job_now["attempts"] == 2  # the fenced attempt is LOST and the job runs again
         with server.client() as client:
-            client.delete(f"/api/v1/jobs/{job['id']}")
-        assert server.wait(job["id"])["state"] == "CANCELLED"
+            first = client.get(f"/api/v1/jobs/{job_id}/attempts").json()["items"][0]
+            assert first["state"] == "LOST" and "stopped itself" in first["reason"]
+            client.delete(f"/api/v1/jobs/{job_id}")
+        server.wait(job_id)
     finally:
         server.stop()

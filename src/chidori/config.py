@@ -48,6 +48,8 @@ class Settings:
     max_running_jobs: int | None = 4
     cancel_grace_seconds: float = 5.0
     lease_seconds: float = 15.0
+    shutdown_mode: str = "requeue"
+    shutdown_grace_seconds: float = 30.0
     lost_retry_limit: int = 3
     max_upload_bytes: int = 512 * 1024 * 1024
     event_log_dir: Path | None = None
@@ -117,6 +119,12 @@ def _cluster(name: str, raw: Mapping[str, Any]) -> ClusterConfig:
     )
 
 
+def _shutdown_mode(value: Any) -> str:
+    if value not in ("requeue", "wait"):
+        raise ConfigError("shutdown.mode must be requeue or wait")
+    return str(value)
+
+
 def _optional_int(value: Any, what: str) -> int | None:
     if value is None or value == "":
         return None
@@ -178,7 +186,11 @@ def load_settings(
             "max_running_jobs",
         ),
         cancel_grace_seconds=float(data.get("cancel_grace_seconds", 5.0)),
-        lease_seconds=float(data.get("lease_seconds", 15.0)),
+        lease_seconds=float(
+            environ.get("CHIDORI_LEASE_SECONDS") or data.get("lease_seconds", 15.0)
+        ),
+        shutdown_mode=_shutdown_mode(data.get("shutdown", {}).get("mode", "requeue")),
+        shutdown_grace_seconds=float(data.get("shutdown", {}).get("grace_seconds", 30.0)),
         event_log_dir=Path(event_log_dir).resolve() if event_log_dir else home / "spark-events",
         history_server_url=data.get("history_server_url")
         or environ.get("CHIDORI_HISTORY_SERVER_URL"),

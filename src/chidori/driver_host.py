@@ -11,6 +11,7 @@ import logging
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -21,6 +22,7 @@ from chidori.backends.base import DriverCommand
 from chidori.backends.spark_logs import find_application_id, summarize_failure
 from chidori.processes import stop_attempt_processes
 from chidori.records import Outcome
+from chidori.shim import FENCED_EXIT_CODE
 from chidori.states import AttemptState
 
 log = logging.getLogger(__name__)
@@ -63,10 +65,14 @@ class DriverHost:
         log_dir: Path,
         on_exit: ExitCallback,
         on_app_id: AppIdCallback,
+        heartbeat: Path,
+        stale_after: float,
         grace_seconds: float = 5.0,
         housekeeping_interval: float = 0.25,
     ) -> None:
         self._log_dir = log_dir
+        self._heartbeat = heartbeat
+        self._stale_after = stale_after
         self._on_exit = on_exit
         self._on_app_id = on_app_id
         self._grace = grace_seconds
@@ -86,9 +92,17 @@ class DriverHost:
         log_path = log_path_for(self._log_dir, job_id, attempt)
         log_path.parent.mkdir(parents=True, exist_ok=True)
         command.cwd.mkdir(parents=True, exist_ok=True)
+        # The shim stops the driver if this server dies or stops renewing its lease.
+        argv = [
+            sys.executable, "-m", "chidori.shim",
+            "--heartbeat", str(self._heartbeat),
+            "--stale-after", str(self._stale_after),
+            "--grace", str(self._grace),
+            "--", *command.argv,
+        ]  # fmt: skip
         with open(log_path, "ab") as log_file:
             process = subprocess.Popen(
-                command.argv,
+                argv,
                 env=dict(command.env),
                 cwd=command.cwd,
                 stdin=subprocess.DEVNULL,
@@ -172,6 +186,12 @@ class DriverHost:
             return Outcome(driver.stop_state, driver.stop_reason, code)
         if code == 0:
             return Outcome(AttemptState.SUCCEEDED, None, 0)
+        if code == FENCED_EXIT_CODE:
+            return Outcome(
+                AttemptState.LOST,
+                "the driver stopped itself: its server did not renew the lease in time",
+                code,
+            )
         if code < 0:
             return Outcome(AttemptState.FAILED, f"driver killed by {_signal_name(code)}", code)
         detail = summarize_failure(_tail(driver.log_path, 64 * 1024))

@@ -72,6 +72,17 @@ class Event:
 
 
 @dataclass(frozen=True)
+class Server:
+    id: str
+    host: str
+    pid: int
+    version: str
+    started_at: datetime
+    heartbeat_at: datetime
+    stopped_at: datetime | None
+
+
+@dataclass(frozen=True)
 class Claim:
     """A job the scheduler has just admitted, with the number of its new attempt."""
 

@@ -8,12 +8,14 @@ truth from the store, so it is safe to re-run on any replica at any time.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from chidori import __version__
 from chidori.artifacts import ArtifactStore
 from chidori.backends.base import HostedBackend, LaunchRequest
 from chidori.driver_host import DriverHost
@@ -32,8 +34,11 @@ class SchedulerOptions:
     server_id: str
     host: str
     work_dir: Path
+    heartbeat_file: Path
     lease_seconds: float = 15.0
     lost_retry_limit: int = 3
+    shutdown_mode: str = "requeue"  # or "wait": let running drivers finish first
+    shutdown_grace_seconds: float = 30.0
     tick_seconds: float = 1.0
     min_step_interval: float = 0.003
 
@@ -58,18 +63,27 @@ class Scheduler:
         self._stopped = threading.Event()
         self._admitting = True
         self._thread: threading.Thread | None = None
-        self._last_lease_renewal = 0.0
         self._last_reap = 0.0
+        self._lease_thread: threading.Thread | None = None
         self.drivers = DriverHost(
             driver_log_dir,
             on_exit=self._driver_exited,
             on_app_id=self._app_id_found,
+            heartbeat=options.heartbeat_file,
+            # Drivers stop themselves before their lease can expire and be taken over.
+            stale_after=options.lease_seconds * 0.8,
             grace_seconds=grace_seconds,
         )
 
     # ---- lifecycle --------------------------------------------------------------------------
 
     def start(self) -> None:
+        self._store.register_server(
+            self._options.server_id, self._options.host, os.getpid(), __version__
+        )
+        self.keep_leases()
+        self._lease_thread = threading.Thread(target=self._lease_loop, name="leases", daemon=True)
+        self._lease_thread.start()
         self._thread = threading.Thread(target=self._run, name="scheduler", daemon=True)
         self._thread.start()
 
@@ -77,14 +91,25 @@ class Scheduler:
         self._wakeup.set()
 
     def stop(self, reason: str = "server shutting down") -> None:
-        """Stop admitting, stop the drivers this server hosts and hand their jobs back to the
-        queue (their attempts end LOST), so another start or replica runs them again."""
+        """Stop admitting. In "wait" mode, let running drivers finish (up to the grace
+        period); then stop what still runs and hand those jobs back to the queue (their
+        attempts end LOST), so another replica, or the next start, runs them again."""
         self._admitting = False
+        if self._options.shutdown_mode == "wait":
+            deadline = time.monotonic() + self._options.shutdown_grace_seconds
+            while self.drivers.running() and time.monotonic() < deadline:
+                time.sleep(0.2)
         self._stopped.set()
         self._wakeup.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
         self.drivers.shutdown(reason)
+        if self._lease_thread is not None:
+            self._lease_thread.join(timeout=10)
+        try:
+            self._store.server_stopped(self._options.server_id)
+        except StoreUnavailable as exc:
+            log.warning("could not record the stop: %s", exc)
 
     # ---- the loop ---------------------------------------------------------------------------
 
@@ -111,8 +136,7 @@ class Scheduler:
                 time.sleep(1)
 
     def step(self) -> None:
-        """One pass: renew leases, reap lost attempts, apply cancels, admit what fits."""
-        self.renew_leases()
+        """One pass: reap lost attempts, apply cancels, admit what fits."""
         now = time.monotonic()
         if now - self._last_reap >= 1.0:
             self._last_reap = now
@@ -121,11 +145,32 @@ class Scheduler:
         if self._admitting:
             self.admit()
 
-    def renew_leases(self) -> None:
-        now = time.monotonic()
-        if now - self._last_lease_renewal >= self._options.lease_seconds / 3:
-            self._store.renew_leases(self._options.server_id, self._options.lease_seconds)
-            self._last_lease_renewal = now
+    def _lease_loop(self) -> None:
+        interval = self._options.lease_seconds / 5
+        while not self._stopped.wait(interval):
+            try:
+                self.keep_leases()
+            except StoreUnavailable as exc:
+                # No touch of the heartbeat: if this lasts, the drivers stop themselves.
+                log.warning("could not renew leases: %s", exc)
+            except Exception:
+                log.exception("lease renewal failed")
+
+    def keep_leases(self) -> None:
+        """Renew this server's heartbeat and leases, tell the drivers (heartbeat file), and
+        stop any driver whose attempt this server no longer owns: after a freeze or a
+        partition another replica may have taken it over (fencing by attempt)."""
+        owned = self._store.heartbeat(self._options.server_id, self._options.lease_seconds)
+        self._options.heartbeat_file.parent.mkdir(parents=True, exist_ok=True)
+        self._options.heartbeat_file.touch()
+        for job_id, attempt in self.drivers.running():
+            if (job_id, attempt) not in owned:
+                self.drivers.stop(
+                    job_id,
+                    attempt,
+                    AttemptState.LOST,
+                    "this server lost its lease; the attempt was taken over",
+                )
 
     def reap_expired(self) -> None:
         """Mark attempts whose host stopped renewing its lease LOST; retry them."""

@@ -45,6 +45,20 @@ class QueueList(BaseModel):
     items: list[QueueOut]
 
 
+class ServerOut(BaseModel):
+    id: str
+    host: str
+    pid: int
+    version: str
+    started_at: datetime
+    heartbeat_at: datetime
+    alive: bool
+
+
+class ServerList(BaseModel):
+    items: list[ServerOut]
+
+
 def _amounts(held: Resources) -> Amounts:
     return Amounts(
         jobs=held.jobs,
@@ -83,6 +97,7 @@ def _queue(stats: QueueStats, now: datetime) -> QueueOut:
     )
 
 
+SERVER_ALIVE_SECONDS = 30.0
 QueueName = Path(pattern=r"^[A-Za-z0-9_.\-]{1,128}$")
 
 
@@ -98,6 +113,25 @@ def build_admission_router(admission: AdmissionService) -> APIRouter:
             **total.model_dump(),
             waiting=found.waiting,
             clusters={name: _scope(scope) for name, scope in found.clusters.items()},
+        )
+
+    @router.get("/servers", response_model=ServerList, tags=["admission"])
+    def servers(who: CurrentActor) -> ServerList:
+        """The server replicas sharing this database; `alive` = heartbeat seen lately."""
+        now = datetime.now(UTC)
+        return ServerList(
+            items=[
+                ServerOut(
+                    id=s.id,
+                    host=s.host,
+                    pid=s.pid,
+                    version=s.version,
+                    started_at=s.started_at,
+                    heartbeat_at=s.heartbeat_at,
+                    alive=(now - s.heartbeat_at).total_seconds() < SERVER_ALIVE_SECONDS,
+                )
+                for s in admission.servers(who)
+            ]
         )
 
     @router.get("/queues", response_model=QueueList, tags=["admission"])

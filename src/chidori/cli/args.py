@@ -55,6 +55,32 @@ def int_or_none(value: str) -> int | None:
         ) from None
 
 
+def count_or_none(value: str) -> int | None:
+    """A whole number >= 0, or ``none`` (no limit) which becomes ``None``."""
+    number = int_or_none(value)
+    if number is not None and number < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0 or 'none', got {value!r}")
+    return number
+
+
+def positive_float(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {value!r}") from None
+    if not number > 0 or number == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {value!r}")
+    return number
+
+
+def whole_number(value: str) -> int:
+    """A whole number, negative allowed (priorities)."""
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
+
+
 def size_or_none(value: str) -> str | None:
     """A memory size such as ``4g`` (checked by the server), or ``none`` → ``None``."""
     stripped = value.strip()

@@ -350,6 +350,29 @@ class ChidoriClient:
         """``PUT /admin/policy``: replaces the whole policy; returns it as stored."""
         return self._json(self._request("PUT", "/admin/policy", json_body=dict(policy)))
 
+    # -- admission -------------------------------------------------------------------------
+
+    def capacity(self) -> JsonObject:
+        """``GET /capacity``: limits, reserved and free, globally and per cluster; waiting."""
+        return self._json(self._request("GET", "/capacity"))
+
+    def list_queues(self) -> list[JsonObject]:
+        """``GET /queues``: every queue with its rank, weight, quota, depth and running jobs."""
+        return _items(self._json(self._request("GET", "/queues")))
+
+    def put_queue(self, name: str, queue: Mapping[str, Any]) -> JsonObject:
+        """``PUT /admin/queues/{name}``: create or replace a queue; returns it as stored."""
+        path = f"/admin/queues/{quote(name, safe='')}"
+        return self._json(self._request("PUT", path, json_body=dict(queue)))
+
+    def get_limits(self) -> JsonObject:
+        """``GET /admin/limits``: the global and per-cluster admission limits."""
+        return self._json(self._request("GET", "/admin/limits"))
+
+    def put_limits(self, limits: Mapping[str, Any]) -> JsonObject:
+        """``PUT /admin/limits``: replaces the whole limits document; returns it as stored."""
+        return self._json(self._request("PUT", "/admin/limits", json_body=dict(limits)))
+
     def audit(self, limit: int | None = None, cursor: str | None = None) -> JsonObject:
         """``GET /admin/audit``: ``{"items": [...], "next_cursor": ...}``, newest first."""
         params: list[tuple[str, str]] = []

@@ -116,20 +116,27 @@ class Output:
     # -- jobs ------------------------------------------------------------------------------
 
     def job_list(self, items: Sequence[JsonObject]) -> None:
-        rows = [list_row(job) for job in items]
+        """The jobs table; a last WAITING column only when a listed job waits for capacity."""
+        waiting = any(job.get("waiting_reason") for job in items)
+        columns = (*LIST_COLUMNS, "WAITING") if waiting else LIST_COLUMNS
+        rows = [
+            list_row(job) + ([text(job.get("waiting_reason"))] if waiting else []) for job in items
+        ]
         if self.human:
             table = Table(box=None, header_style="bold", pad_edge=False)
             for column in LIST_COLUMNS:
                 table.add_column(
                     column, justify="right" if column in ("ID", "ATTEMPTS") else "left"
                 )
+            if waiting:  # one line per job: long reasons are cut, `jobs show` has them whole
+                table.add_column("WAITING", no_wrap=True, overflow="ellipsis", max_width=48)
             for row in rows:
-                cells: list[str | Text] = list(row)
+                cells = [Text(cell) for cell in row]  # Text: no markup in names or reasons
                 cells[2] = state_text(row[2])
                 table.add_row(*cells)
             self._console(self.stdout).print(table)
         else:
-            for line in align([list(LIST_COLUMNS), *rows]):
+            for line in align([list(columns), *rows]):
                 self.out(line)
 
     def job_detail(self, job: JsonObject, events: Sequence[JsonObject]) -> None:
@@ -141,7 +148,7 @@ class Output:
             grid.add_column(style="bold")
             grid.add_column()
             for key, value in pairs:
-                grid.add_row(key, state_text(value) if key == "state" else value)
+                grid.add_row(key, state_text(value) if key == "state" else Text(value))
             console.print(grid)
             console.print()
             table = Table(title="events", title_justify="left", box=None, header_style="bold")
@@ -318,16 +325,19 @@ def detail_pairs(job: JsonObject) -> list[tuple[str, str]]:
         else text(labels)
     )
     args = spec.get("args")
+    waiting = job.get("waiting_reason")
     return [
         ("id", text(job.get("id"))),
         ("name", text(job.get("name"))),
         ("state", text(job.get("state"))),
+        *([("waiting", str(waiting))] if waiting else []),
         ("reason", text(job.get("reason"))),
         ("kind", text(job.get("kind"))),
         ("user", text(job.get("user"))),
         ("cluster", text(job.get("cluster"))),
         ("queue", text(job.get("queue"))),
         ("priority", text(job.get("priority"))),
+        ("demand", demand_text(job.get("demand"))),
         ("table", dataset(job)),
         ("labels", text(label_text)),
         ("application", text(spec.get("application"))),
@@ -464,3 +474,123 @@ def policy_pairs(policy: JsonObject) -> list[tuple[str, str]]:
 
 def yes_no(value: bool) -> str:
     return "yes" if value else "no"
+
+
+# -- admission -----------------------------------------------------------------------------
+
+QUEUE_COLUMNS = ("NAME", "PRIORITY", "WEIGHT", "QUOTA", "DEPTH", "RUNNING", "OLDEST WAIT")
+CAPACITY_COLUMNS = ("SCOPE", "JOBS", "MEMORY", "CORES")
+LIMIT_COLUMNS = ("SCOPE", "MAX RUNNING JOBS", "MAX MEMORY", "MAX CORES")
+LIMIT_KEYS = ("max_running_jobs", "max_memory", "max_cores")
+UNLIMITED = "unlimited"
+
+
+def limit_text(value: Any) -> str:
+    """A cap as admins write it; ``null`` is no cap."""
+    return UNLIMITED if value is None else str(value)
+
+
+def number_text(value: Any) -> str:
+    """``3.0`` → ``3``, ``0.5`` → ``0.5``; anything else as :func:`text`."""
+    if isinstance(value, float):
+        return f"{value:g}"
+    return text(value)
+
+
+def plural(count: Any, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+def quota_text(doc: Mapping[str, Any]) -> str:
+    """A queue's quota in one cell: ``4 jobs, 32g, 16 cores`` (only the caps it has)."""
+    parts = []
+    if doc.get("max_running_jobs") is not None:
+        parts.append(plural(doc["max_running_jobs"], "job"))
+    if doc.get("max_memory") is not None:
+        parts.append(str(doc["max_memory"]))
+    if doc.get("max_cores") is not None:
+        parts.append(plural(doc["max_cores"], "core"))
+    return ", ".join(parts) if parts else UNLIMITED
+
+
+def queue_row(queue: JsonObject) -> list[str]:
+    wait = queue.get("oldest_wait_seconds")
+    return [
+        text(queue.get("name")),
+        text(queue.get("priority")),
+        number_text(queue.get("weight")),
+        quota_text(queue),
+        text(queue.get("depth")),
+        text(queue.get("running")),
+        format_duration(float(wait)) if isinstance(wait, int | float) else "-",
+    ]
+
+
+def queue_pairs(queue: JsonObject, name: str | None = None) -> list[tuple[str, str]]:
+    """One queue's settings (and, from ``GET /queues``, its depth and running jobs)."""
+    pairs = [
+        ("name", text(queue.get("name") or name)),
+        ("priority", text(queue.get("priority"))),
+        ("weight", number_text(queue.get("weight"))),
+        ("max running jobs", limit_text(queue.get("max_running_jobs"))),
+        ("max memory", limit_text(queue.get("max_memory"))),
+        ("max cores", limit_text(queue.get("max_cores"))),
+    ]
+    for key in ("depth", "running"):
+        if key in queue:
+            pairs.append((key, text(queue.get(key))))
+    return pairs
+
+
+def _held(reserved: Any, limit: Any, free: Any) -> str:
+    """``2 of 8 (6 free)``, or ``2 (unlimited)`` without a cap."""
+    if limit is None:
+        return f"{text(reserved)} ({UNLIMITED})"
+    return f"{text(reserved)} of {limit} ({text(free)} free)"
+
+
+def capacity_row(scope: str, doc: Mapping[str, Any]) -> list[str]:
+    limits = _mapping(doc.get("limits"))
+    reserved = _mapping(doc.get("reserved"))
+    free = _mapping(doc.get("free"))
+    return [
+        scope,
+        _held(reserved.get("jobs"), limits.get("max_running_jobs"), free.get("jobs")),
+        _held(reserved.get("memory"), limits.get("max_memory"), free.get("memory")),
+        _held(reserved.get("cores"), limits.get("max_cores"), free.get("cores")),
+    ]
+
+
+def capacity_rows(capacity: JsonObject) -> list[list[str]]:
+    """The global row, then one per cluster (by name)."""
+    rows = [capacity_row("global", capacity)]
+    clusters = _mapping(capacity.get("clusters"))
+    for name in sorted(clusters):
+        rows.append(capacity_row(f"cluster {name}", _mapping(clusters[name])))
+    return rows
+
+
+def limits_rows(limits: JsonObject) -> list[list[str]]:
+    """Global limits, then each cluster's (by name); ``unlimited`` for no cap."""
+    rows = [["global", *(limit_text(limits.get(key)) for key in LIMIT_KEYS)]]
+    clusters = _mapping(limits.get("clusters"))
+    for name in sorted(clusters):
+        doc = _mapping(clusters[name])
+        rows.append([f"cluster {name}", *(limit_text(doc.get(key)) for key in LIMIT_KEYS)])
+    return rows
+
+
+def demand_text(demand: Any) -> str:
+    """A job's whole gang, driver plus executors: ``3g, 5 cores``."""
+    if not isinstance(demand, dict) or not demand:
+        return "-"
+    parts = []
+    if demand.get("memory") is not None:
+        parts.append(str(demand["memory"]))
+    if demand.get("cores") is not None:
+        parts.append(plural(demand["cores"], "core"))
+    return ", ".join(parts) if parts else "-"
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, dict) else {}

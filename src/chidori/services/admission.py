@@ -10,6 +10,7 @@ from chidori.admission import Limit, Resources, never_fits
 from chidori.errors import FieldError, InvalidRequest
 from chidori.identity import Role
 from chidori.limits import LimitsDoc, QueueDoc
+from chidori.records import Server
 from chidori.services.identity import Actor, IdentityService
 from chidori.spec import JobSpec
 from chidori.store.admission import AdmissionStore, QueueStats
@@ -101,6 +102,10 @@ class AdmissionService:
     def queues(self, actor: Actor) -> list[QueueStats]:
         del actor
         return self._store.queue_stats()
+
+    def servers(self, actor: Actor) -> list[Server]:
+        del actor
+        return self._store.servers()
 
     def limits(self, actor: Actor) -> LimitsDoc:
         del actor

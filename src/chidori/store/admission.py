@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from chidori.admission import Candidate, Decision, Resources, Usage, admit
 from chidori.limits import DEFAULT_QUEUE, LimitsDoc, QueueDoc
-from chidori.records import Claim
+from chidori.records import Claim, Server
 from chidori.states import ACTIVE_JOB_STATES, JobState
 from chidori.store.models import JobRow, QueueRow, SettingRow
 from chidori.store.sql import Store, claim_in_session
@@ -155,6 +155,9 @@ class AdmissionStore:
                 .where(JobRow.state == JobState.QUEUED.value)
             )
             return _usage(session), int(waiting or 0)
+
+    def servers(self) -> list[Server]:
+        return self._store.list_servers()
 
     # ---- the admit step ---------------------------------------------------------------------
 

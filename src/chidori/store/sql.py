@@ -36,7 +36,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from chidori.admission import Resources, job_demand
 from chidori.errors import Conflict, NotFound, StoreUnavailable
-from chidori.records import Attempt, Claim, Event, Job, JobQuery, Outcome, Page
+from chidori.records import Attempt, Claim, Event, Job, JobQuery, Outcome, Page, Server
 from chidori.spec import JobSpec
 from chidori.states import (
     ACTIVE_ATTEMPT_STATES,
@@ -44,7 +44,7 @@ from chidori.states import (
     AttemptState,
     JobState,
 )
-from chidori.store.models import AttemptRow, EventRow, JobLabelRow, JobRow
+from chidori.store.models import AttemptRow, EventRow, JobLabelRow, JobRow, ServerRow
 from chidori.units import parse_memory_mib
 
 Clock = Callable[[], datetime]
@@ -886,6 +886,65 @@ class Store:
                 )
             )
             return [_attempt(row) for row in rows]
+
+    # ---- server replicas --------------------------------------------------------------------
+
+    def register_server(self, server_id: str, host: str, pid: int, version: str) -> None:
+        now = self._clock()
+        with self.writing() as session:
+            session.add(
+                ServerRow(
+                    id=server_id,
+                    host=host,
+                    pid=pid,
+                    version=version,
+                    started_at=now,
+                    heartbeat_at=now,
+                )
+            )
+
+    def heartbeat(self, server_id: str, lease_seconds: float) -> set[tuple[int, int]]:
+        """Renew this server's heartbeat and the leases of its active attempts, in one
+        transaction. Returns the (job id, attempt) pairs it still owns."""
+        now = self._clock()
+        with self.writing() as session:
+            session.execute(
+                update(ServerRow)
+                .where(ServerRow.id == server_id)
+                .values(heartbeat_at=now, stopped_at=None)
+                .execution_options(synchronize_session=False)
+            )
+            session.execute(
+                update(AttemptRow)
+                .where(AttemptRow.server_id == server_id, AttemptRow.state.in_(_ACTIVE_ATTEMPT))
+                .values(lease_expires_at=now + timedelta(seconds=lease_seconds))
+                .execution_options(synchronize_session=False)
+            )
+            owned = session.execute(
+                select(AttemptRow.job_id, AttemptRow.number).where(
+                    AttemptRow.server_id == server_id, AttemptRow.state.in_(_ACTIVE_ATTEMPT)
+                )
+            ).all()
+        return {(job_id, number) for job_id, number in owned}
+
+    def server_stopped(self, server_id: str) -> None:
+        with self.writing() as session:
+            session.execute(
+                update(ServerRow)
+                .where(ServerRow.id == server_id)
+                .values(stopped_at=self._clock())
+                .execution_options(synchronize_session=False)
+            )
+
+    def list_servers(self, include_stopped: bool = False) -> list[Server]:
+        stmt = select(ServerRow).order_by(ServerRow.started_at)
+        if not include_stopped:
+            stmt = stmt.where(ServerRow.stopped_at.is_(None))
+        with self.reading() as session:
+            return [
+                Server(r.id, r.host, r.pid, r.version, r.started_at, r.heartbeat_at, r.stopped_at)
+                for r in session.scalars(stmt)
+            ]
 
     def get_attempt(self, job_id: int, number: int) -> Attempt:
         with self.reading() as session:
