@@ -72,6 +72,19 @@ class Event:
 
 
 @dataclass(frozen=True)
+class Share:
+    id: int
+    kind: str  # "job" or "dataset"
+    job_id: int | None
+    schema_name: str | None
+    table_name: str | None
+    created_by: str
+    created_at: datetime
+    expires_at: datetime
+    revoked_at: datetime | None
+
+
+@dataclass(frozen=True)
 class Server:
     id: str
     host: str

@@ -31,10 +31,12 @@ from chidori.services.identity import IdentityService
 from chidori.services.jobs import JobService
 from chidori.services.notify import ChangeNotifier
 from chidori.services.ratelimit import RateLimiter
+from chidori.services.shares import ShareService
 from chidori.signing import Signer
 from chidori.store import Store, open_store
 from chidori.store.admission import AdmissionStore
 from chidori.store.identity import IdentityStore
+from chidori.store.shares import ShareStore
 from chidori.ui.session import SessionManager
 
 log = logging.getLogger("chidori")
@@ -122,6 +124,8 @@ def build_server(settings: Settings) -> Server:
     except ValueError as exc:
         raise ConfigError(f"security.trusted_proxies: {exc}") from exc
 
+    signer = Signer(ensure_secret_key(settings.secret_key, settings.home))
+
     def readiness() -> None:
         store.ping()
         dispatcher.check()
@@ -150,7 +154,8 @@ def build_server(settings: Settings) -> Server:
         lifespan,
         proxy_auth,
         HttpLimits(settings.max_request_bytes, settings.max_upload_bytes),
-        SessionManager(Signer(ensure_secret_key(settings.secret_key, settings.home)), identity),
+        SessionManager(signer, identity),
+        ShareService(ShareStore(store), signer, jobs, identity),
     )
     return Server(settings, store, scheduler, app, token_file)
 

@@ -17,11 +17,13 @@ from chidori.api.errors import error_body, install_error_handlers
 from chidori.api.middleware import RequestSizeLimit, SecurityHeaders
 from chidori.api.routes import build_router
 from chidori.api.schemas import Status, error_responses
+from chidori.api.share_routes import build_share_router
 from chidori.errors import StoreUnavailable
 from chidori.queues.base import QueueUnavailable
 from chidori.services.admission import AdmissionService
 from chidori.services.identity import IdentityService
 from chidori.services.jobs import JobService
+from chidori.services.shares import ShareService
 from chidori.ui.routes import build_ui_router, static_files
 from chidori.ui.session import SessionManager
 
@@ -43,6 +45,7 @@ def create_app(
     proxy_auth: ProxyAuth | None = None,
     limits: HttpLimits | None = None,
     sessions: SessionManager | None = None,
+    shares: ShareService | None = None,
 ) -> FastAPI:
     """`readiness` raises StoreUnavailable while the server cannot serve."""
     limits = limits or HttpLimits()
@@ -63,6 +66,9 @@ def create_app(
     app.include_router(build_router(jobs))
     app.include_router(build_admin_router(identity))
     app.include_router(build_admission_router(admission))
+    if shares is not None:
+        app.state.shares = shares
+        app.include_router(build_share_router(shares))
     if sessions is not None:
         app.state.sessions = sessions
         app.include_router(build_ui_router(jobs, sessions))

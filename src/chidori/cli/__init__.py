@@ -12,7 +12,7 @@ import traceback
 from collections.abc import Sequence
 
 from chidori import __version__
-from chidori.cli import admin, jobs, server, submit, tokens
+from chidori.cli import admin, admission, jobs, server, submit, tokens
 from chidori.cli.args import ArgumentParser
 from chidori.cli.client import ApiError, ServerUnreachable
 from chidori.cli.errors import UsageError
@@ -39,6 +39,7 @@ def build_parser() -> ArgumentParser:
         add_help=False,
     )
     jobs.add_parsers(subparsers)
+    admission.add_parsers(subparsers)
     tokens.add_parsers(subparsers)
     admin.add_parsers(subparsers)
     return parser

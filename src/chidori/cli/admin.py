@@ -1,4 +1,7 @@
-"""``chidori admin users|policy|audit``: manage users, the job policy, read the audit trail."""
+"""``chidori admin users|policy|audit``: manage users, the job policy, read the audit trail.
+
+``admin limits`` and ``admin queues`` live in :mod:`chidori.cli.admission`.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ import copy
 from dataclasses import dataclass, field
 from typing import Any
 
+from chidori.cli import admission
 from chidori.cli.args import (
     ArgumentParser,
     add_connection_flags,
@@ -45,10 +49,13 @@ AUDIT_PAGE_MAX = 1000
 
 
 def add_parsers(subparsers: argparse._SubParsersAction[ArgumentParser]) -> None:
-    admin = subparsers.add_parser("admin", help="users, job policy and audit trail (admins)")
+    admin = subparsers.add_parser(
+        "admin", help="users, job policy, admission limits, queues, audit trail (admins)"
+    )
     groups = admin.add_subparsers(dest="group", metavar="GROUP", required=True)
     _add_users(groups)
     _add_policy(groups)
+    admission.add_admin_groups(groups)
 
     p = groups.add_parser("audit", help="who changed users, tokens, policy; newest first")
     add_connection_flags(p)

@@ -116,28 +116,27 @@ class Output:
     # -- jobs ------------------------------------------------------------------------------
 
     def job_list(self, items: Sequence[JsonObject]) -> None:
-        """The jobs table; a last WAITING column only when a listed job waits for capacity."""
+        """The jobs table; a last WAITING column only when a listed job waits for capacity.
+
+        At a terminal the column gets what width the others leave (reasons are cut, `jobs
+        show` has them whole) and is left out when too little is left.
+        """
         waiting = any(job.get("waiting_reason") for job in items)
-        columns = (*LIST_COLUMNS, "WAITING") if waiting else LIST_COLUMNS
-        rows = [
-            list_row(job) + ([text(job.get("waiting_reason"))] if waiting else []) for job in items
-        ]
-        if self.human:
-            table = Table(box=None, header_style="bold", pad_edge=False)
-            for column in LIST_COLUMNS:
-                table.add_column(
-                    column, justify="right" if column in ("ID", "ATTEMPTS") else "left"
-                )
-            if waiting:  # one line per job: long reasons are cut, `jobs show` has them whole
-                table.add_column("WAITING", no_wrap=True, overflow="ellipsis", max_width=48)
-            for row in rows:
-                cells = [Text(cell) for cell in row]  # Text: no markup in names or reasons
-                cells[2] = state_text(row[2])
-                table.add_row(*cells)
-            self._console(self.stdout).print(table)
-        else:
-            for line in align([list(columns), *rows]):
+        rows = [list_row(job) for job in items]
+        reasons = [text(job.get("waiting_reason")) for job in items]
+        if not self.human:
+            columns = [*LIST_COLUMNS, "WAITING"] if waiting else list(LIST_COLUMNS)
+            cells = [[*row, reason] for row, reason in zip(rows, reasons, strict=True)]
+            for line in align([columns, *(cells if waiting else rows)]):
                 self.out(line)
+            return
+        console = self._console(self.stdout)
+        table = _job_table(rows)
+        if waiting:
+            room = console.width - console.measure(table).maximum - 2
+            if room >= WAITING_MIN_WIDTH:
+                table = _job_table(rows, reasons, room)
+        console.print(table)
 
     def job_detail(self, job: JsonObject, events: Sequence[JsonObject]) -> None:
         pairs = detail_pairs(job)
@@ -225,6 +224,24 @@ class Output:
 
 
 EVENT_COLUMNS = ("TIME", "TYPE", "STATE", "ATTEMPT", "ACTOR", "REASON")
+WAITING_MIN_WIDTH = 16
+
+
+def _job_table(
+    rows: Sequence[Sequence[str]], reasons: Sequence[str] | None = None, width: int = 0
+) -> Table:
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for column in LIST_COLUMNS:
+        table.add_column(column, justify="right" if column in ("ID", "ATTEMPTS") else "left")
+    if reasons is not None:
+        table.add_column("WAITING", no_wrap=True, overflow="ellipsis", max_width=width)
+    for i, row in enumerate(rows):
+        cells = [Text(cell) for cell in row]  # Text: no markup in names or reasons
+        cells[2] = state_text(row[2])
+        if reasons is not None:
+            cells.append(Text(reasons[i]))
+        table.add_row(*cells)
+    return table
 
 
 def state_text(state: str) -> Text:

@@ -110,6 +110,20 @@ class JobService:
             raise NotFound(f"job {job_id} not found")
         return job
 
+    def get_unchecked(self, job_id: int) -> Job:
+        """The job, without an access check: only for share links, already verified."""
+        return self._store.get_job(job_id)
+
+    def search_unchecked(self, query: JobQuery) -> Page:
+        """Jobs matching `query`, without an access check: only for share links."""
+        return self._store.list_jobs(query)
+
+    def read_log_unchecked(
+        self, job_id: int, attempt: int | None, offset: int | None, tail_lines: int | None
+    ) -> LogChunk:
+        """A job's log, without an access check: only for share links."""
+        return self._read_log_at(self._log_path(job_id, attempt), offset, tail_lines)
+
     def search(self, actor: Actor, query: JobQuery) -> Page:
         if not actor.principal.is_admin:
             query = replace(query, visible_to=(actor.name, actor.principal.team))
@@ -143,6 +157,10 @@ class JobService:
 
     # ---- logs -------------------------------------------------------------------------------
 
+    def log_path_unchecked(self, job_id: int, attempt: int | None = None) -> Path | None:
+        """Only for share links, already verified."""
+        return self._log_path(job_id, attempt)
+
     def log_path(self, actor: Actor, job_id: int, attempt: int | None = None) -> Path | None:
         """The driver log of one attempt (default: the newest that has a log). None when the
         job has not started a driver yet."""
@@ -168,7 +186,10 @@ class JobService:
         tail_lines: int | None,
     ) -> LogChunk:
         """Bytes of the log from `offset`, or its last `tail_lines` lines, or all of it."""
-        path = self.log_path(actor, job_id, attempt)
+        return self._read_log_at(self.log_path(actor, job_id, attempt), offset, tail_lines)
+
+    @staticmethod
+    def _read_log_at(path: Path | None, offset: int | None, tail_lines: int | None) -> LogChunk:
         if path is None or not path.exists():
             return LogChunk(b"", 0, 0)
         size = path.stat().st_size

@@ -1,0 +1,182 @@
+"""Fault injection with real processes: three replicas on one PostgreSQL run 30 jobs (Spark
+and Python); one replica is killed (-9) or frozen (SIGSTOP) in the middle. Every job ends,
+jobs of the failed replica run exactly once more, no two attempts of a job ever overlap, and
+the admission limit holds throughout."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.server import ChidoriServer
+
+LIMIT = 6
+LEASE = 5.0
+
+
+@pytest.fixture
+def cluster_of_three(postgres_schema_url: str, tmp_path: Path) -> Iterator[list[ChidoriServer]]:
+    env = {
+        "CHIDORI_DATABASE_URL": postgres_schema_url,
+        "CHIDORI_SECRET_KEY": "shared-secret",
+        "CHIDORI_LEASE_SECONDS": str(LEASE),
+    }
+    servers = [ChidoriServer(tmp_path / f"home-{i}", env=env) for i in range(3)]
+    try:
+        for server in servers:
+            server.start()
+        with servers[0].client() as client:
+            client.put(
+                "/api/v1/admin/limits",
+                json={
+                    "max_running_jobs": LIMIT,
+                    "max_memory": None,
+                    "max_cores": None,
+                    "clusters": {},
+                },
+            )
+        yield servers
+    finally:
+        for server in servers:
+            if server.process is not None:
+                server.process.send_signal(signal.SIGCONT)
+            server.stop()
+
+
+class LimitSampler(threading.Thread):
+    def __init__(self, server: ChidoriServer) -> None:
+        super().__init__(daemon=True)
+        self.server = server
+        self.peak = 0
+        self.stop_event = threading.Event()
+
+    def run(self) -> None:
+        with self.server.client() as client:
+            while not self.stop_event.is_set():
+                items = client.get(
+                    "/api/v1/jobs", params={"state": ["ADMITTED", "RUNNING"], "limit": 1000}
+                ).json()["items"]
+                self.peak = max(self.peak, len(items))
+                time.sleep(0.02)
+
+
+def submit_mix(server: ChidoriServer, markers: Path) -> list[int]:
+    ids = []
+    for i in range(30):
+        if i in (0, 15):
+            job = server.submit(application="examples/pi.py", name=f"pi-{i}")
+        else:
+            job = server.submit(
+                kind="python",
+                application="tests/jobs/ticker.py",
+                args=["4", str(markers)],
+                name=f"ticker-{i}",
+            )
+        ids.append(int(job["id"]))
+    return ids
+
+
+def attempts_of(server: ChidoriServer, job_id: int) -> list[dict[str, Any]]:
+    with server.client() as client:
+        items: list[dict[str, Any]] = client.get(f"/api/v1/jobs/{job_id}/attempts").json()["items"]
+        return items
+
+
+def wait_for_running_on(server: ChidoriServer, victim: ChidoriServer, ids: list[int]) -> list[int]:
+    """Job ids with a running attempt hosted by `victim`, once there is at least one."""
+    with server.client() as client:
+        victim_id = next(
+            s["id"]
+            for s in client.get("/api/v1/servers").json()["items"]
+            if s["pid"] == victim.process.pid  # type: ignore[union-attr]
+        )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        hosted = [
+            job_id
+            for job_id in ids
+            if any(
+                a["server_id"] == victim_id and a["state"] == "RUNNING"
+                for a in attempts_of(server, job_id)
+            )
+        ]
+        if hosted:
+            time.sleep(0.5)  # let them get going
+            return hosted
+        time.sleep(0.2)
+    raise AssertionError("the victim never ran a job")
+
+
+def check_outcome(
+    survivor: ChidoriServer, ids: list[int], hit: list[int], markers: Path, sampler: LimitSampler
+) -> None:
+    done = {job_id: survivor.wait(job_id, timeout=400) for job_id in ids}
+    assert all(job["state"] == "SUCCEEDED" for job in done.values()), {
+        k: (v["state"], v["reason"]) for k, v in done.items() if v["state"] != "SUCCEEDED"
+    }
+    for job_id in ids:
+        attempts = attempts_of(survivor, job_id)
+        if job_id in hit:
+            assert [a["state"] for a in attempts] == ["LOST", "SUCCEEDED"], (job_id, attempts)
+        else:
+            assert [a["state"] for a in attempts] == ["SUCCEEDED"], (job_id, attempts)
+    # No two attempts of a job ever ran at the same time: attempt 1's last tick comes before
+    # attempt 2's first.
+    for job_id in hit:
+        first, second = markers / f"job-{job_id}-attempt-1", markers / f"job-{job_id}-attempt-2"
+        if first.exists() and second.exists():
+            assert float(first.read_text().split()[-1]) < float(second.read_text().split()[0])
+    assert 1 <= sampler.peak <= LIMIT
+
+
+def test_killing_a_replica_loses_no_job_and_runs_its_jobs_once_more(
+    cluster_of_three: list[ChidoriServer], tmp_path: Path
+) -> None:
+    a, b, victim = cluster_of_three
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    sampler = LimitSampler(a)
+    sampler.start()
+    try:
+        ids = submit_mix(a, markers)
+        hit = wait_for_running_on(a, victim, ids)
+        victim.kill()
+        check_outcome(b, ids, hit, markers, sampler)
+    finally:
+        sampler.stop_event.set()
+        sampler.join()
+
+
+def test_a_frozen_replica_stops_its_drivers_and_does_not_overwrite_the_retry(
+    cluster_of_three: list[ChidoriServer], tmp_path: Path
+) -> None:
+    a, b, victim = cluster_of_three
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    sampler = LimitSampler(a)
+    sampler.start()
+    try:
+        ids = submit_mix(a, markers)
+        hit = wait_for_running_on(a, victim, ids)
+        assert victim.process is not None
+        victim.process.send_signal(signal.SIGSTOP)
+        # Frozen well past its lease: the others take its jobs over.
+        deadline = time.monotonic() + 60
+        while not all(len(attempts_of(a, job_id)) >= 2 for job_id in hit):
+            assert time.monotonic() < deadline, "the frozen replica's jobs were not taken over"
+            time.sleep(0.2)
+        victim.process.send_signal(signal.SIGCONT)
+        check_outcome(b, ids, hit, markers, sampler)
+        # Resumed, the replica recorded nothing over the new attempts.
+        time.sleep(LEASE)
+        for job_id in hit:
+            assert [x["state"] for x in attempts_of(a, job_id)] == ["LOST", "SUCCEEDED"]
+    finally:
+        sampler.stop_event.set()
+        sampler.join()
