@@ -17,7 +17,7 @@ import pytest
 from tests.server import ChidoriServer
 
 LIMIT = 6
-LEASE = 5.0
+LEASE = 10.0
 
 
 @pytest.fixture
@@ -66,16 +66,18 @@ class LimitSampler(threading.Thread):
                 time.sleep(0.02)
 
 
-def submit_mix(server: ChidoriServer, markers: Path) -> list[int]:
+def submit_mix(servers: list[ChidoriServer], markers: Path) -> list[int]:
+    """30 jobs, sent round-robin to the replicas as a load balancer would."""
     ids = []
     for i in range(30):
+        server = servers[i % len(servers)]
         if i in (0, 15):
             job = server.submit(application="examples/pi.py", name=f"pi-{i}")
         else:
             job = server.submit(
                 kind="python",
                 application="tests/jobs/ticker.py",
-                args=["4", str(markers)],
+                args=["3", str(markers)],
                 name=f"ticker-{i}",
             )
         ids.append(int(job["id"]))
@@ -88,27 +90,37 @@ def attempts_of(server: ChidoriServer, job_id: int) -> list[dict[str, Any]]:
         return items
 
 
-def wait_for_running_on(server: ChidoriServer, victim: ChidoriServer, ids: list[int]) -> list[int]:
-    """Job ids with a running attempt hosted by `victim`, once there is at least one."""
+def victim_server_id(server: ChidoriServer, victim: ChidoriServer) -> str:
+    assert victim.process is not None
     with server.client() as client:
-        victim_id = next(
-            s["id"]
-            for s in client.get("/api/v1/servers").json()["items"]
-            if s["pid"] == victim.process.pid  # type: ignore[union-attr]
+        return str(
+            next(
+                s["id"]
+                for s in client.get("/api/v1/servers").json()["items"]
+                if s["pid"] == victim.process.pid
+            )
         )
+
+
+def running_on(server: ChidoriServer, victim_id: str, ids: list[int]) -> list[int]:
+    return [
+        job_id
+        for job_id in ids
+        if any(
+            a["server_id"] == victim_id and a["state"] == "RUNNING"
+            for a in attempts_of(server, job_id)
+        )
+    ]
+
+
+def wait_for_running_on(server: ChidoriServer, victim: ChidoriServer, ids: list[int]) -> str:
+    """Wait until `victim` runs at least one job; returns its server id."""
+    victim_id = victim_server_id(server, victim)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        hosted = [
-            job_id
-            for job_id in ids
-            if any(
-                a["server_id"] == victim_id and a["state"] == "RUNNING"
-                for a in attempts_of(server, job_id)
-            )
-        ]
-        if hosted:
+        if running_on(server, victim_id, ids):
             time.sleep(0.5)  # let them get going
-            return hosted
+            return victim_id
         time.sleep(0.2)
     raise AssertionError("the victim never ran a job")
 
@@ -144,9 +156,11 @@ def test_killing_a_replica_loses_no_job_and_runs_its_jobs_once_more(
     sampler = LimitSampler(a)
     sampler.start()
     try:
-        ids = submit_mix(a, markers)
-        hit = wait_for_running_on(a, victim, ids)
+        ids = submit_mix(cluster_of_three, markers)
+        victim_id = wait_for_running_on(a, victim, ids)
         victim.kill()
+        hit = running_on(a, victim_id, ids)  # what it ran when it died
+        assert hit
         check_outcome(b, ids, hit, markers, sampler)
     finally:
         sampler.stop_event.set()
@@ -162,10 +176,12 @@ def test_a_frozen_replica_stops_its_drivers_and_does_not_overwrite_the_retry(
     sampler = LimitSampler(a)
     sampler.start()
     try:
-        ids = submit_mix(a, markers)
-        hit = wait_for_running_on(a, victim, ids)
+        ids = submit_mix(cluster_of_three, markers)
+        victim_id = wait_for_running_on(a, victim, ids)
         assert victim.process is not None
         victim.process.send_signal(signal.SIGSTOP)
+        hit = running_on(a, victim_id, ids)  # what it ran when it froze
+        assert hit
         # Frozen well past its lease: the others take its jobs over.
         deadline = time.monotonic() + 60
         while not all(len(attempts_of(a, job_id)) >= 2 for job_id in hit):

@@ -196,6 +196,8 @@ class DriverHost:
             return Outcome(AttemptState.FAILED, f"driver killed by {_signal_name(code)}", code)
         detail = summarize_failure(_tail(driver.log_path, 64 * 1024))
         reason = f"driver exited with code {code}"
+        if code > 128 and code - 128 in (signal.SIGTERM, signal.SIGKILL, signal.SIGINT):
+            reason += f" ({signal.Signals(code - 128).name})"
         return Outcome(AttemptState.FAILED, f"{reason}: {detail}" if detail else reason, code)
 
     def _scan_app_id(self, driver: _Driver) -> None:

@@ -200,6 +200,15 @@ class Scheduler:
         return len(orphans)
 
     def _mark_lost(self, job_id: int, attempt: int, pid: int | None, reason: str) -> None:
+        # Record the loss first: from then on the old owner can no longer record an outcome
+        # for this attempt (fencing), whatever its driver does while being stopped.
+        self._store.finish_attempt(
+            job_id,
+            attempt,
+            Outcome(AttemptState.LOST, reason),
+            self._options.server_id,
+            self._options.lost_retry_limit,
+        )
         stop_attempt_processes(job_id, attempt, None, 2.0)
         job = self._store.get_job(job_id)
         backend = self._backends.get(job.spec.cluster)
@@ -208,13 +217,6 @@ class Scheduler:
                 backend.cleanup(job_id, attempt)
             except ChidoriError as exc:
                 log.warning("cleanup of job %s attempt %s failed: %s", job_id, attempt, exc)
-        self._store.finish_attempt(
-            job_id,
-            attempt,
-            Outcome(AttemptState.LOST, reason),
-            self._options.server_id,
-            self._options.lost_retry_limit,
-        )
         log.info("job %s attempt %s (pid %s) lost: %s", job_id, attempt, pid, reason)
 
     def apply_cancels(self) -> None:

@@ -51,6 +51,7 @@ Clock = Callable[[], datetime]
 DispatchWriter = Callable[[Session, int, str, datetime], None]
 """(session, job id, queue name, now): adds a job's dispatch message inside its transaction."""
 MIGRATIONS = Path(__file__).parent / "migrations"
+PG_STALL_LIMIT_MS = 5000
 _ACTIVE_JOB = [s.value for s in ACTIVE_JOB_STATES]
 _ACTIVE_ATTEMPT = [s.value for s in ACTIVE_ATTEMPT_STATES]
 
@@ -98,6 +99,16 @@ def open_store(url: str, clock: Clock = utcnow) -> Store:
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         return Store(_sqlite_engine(url, "BEGIN"), _sqlite_engine(url, "BEGIN IMMEDIATE"), clock)
     engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # A replica frozen (or cut off) inside a transaction must not hold its locks for
+        # long: PostgreSQL ends such a transaction, and nobody waits on a lock forever.
+        with dbapi_conn.cursor() as cursor:
+            cursor.execute(f"SET idle_in_transaction_session_timeout = '{PG_STALL_LIMIT_MS}'")
+            cursor.execute(f"SET lock_timeout = '{PG_STALL_LIMIT_MS}'")
+        dbapi_conn.commit()
+
     return Store(engine, engine, clock)
 
 
@@ -540,7 +551,7 @@ class Store:
             return job_record(row)
 
     def list_jobs(self, query: JobQuery) -> Page:
-        """Newest first; `before_id` continues a previous page."""
+        """Newest first (or oldest first); `before_id` continues a previous page."""
         stmt = select(JobRow)
         conditions: list[Any] = []
         if query.states:
@@ -579,8 +590,11 @@ class Store:
                 text_match.append(JobRow.id == int(query.text))
             conditions.append(or_(*text_match))
         if query.before_id is not None:
-            conditions.append(JobRow.id < query.before_id)
-        stmt = stmt.where(*conditions).order_by(JobRow.id.desc()).limit(query.limit + 1)
+            conditions.append(
+                JobRow.id > query.before_id if query.oldest_first else JobRow.id < query.before_id
+            )
+        order = JobRow.id.asc() if query.oldest_first else JobRow.id.desc()
+        stmt = stmt.where(*conditions).order_by(order).limit(query.limit + 1)
         with self.reading() as session:
             rows = list(session.scalars(stmt))
         items = [job_record(row) for row in rows[: query.limit]]
