@@ -18,12 +18,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from chidori import shim
 from chidori.backends.base import DriverCommand
 from chidori.backends.spark_logs import find_application_id, summarize_failure
 from chidori.processes import stop_attempt_processes
 from chidori.records import Outcome
 from chidori.shim import FENCED_EXIT_CODE
 from chidori.states import AttemptState
+
+SHIM_PATH = str(Path(shim.__file__))
 
 log = logging.getLogger(__name__)
 
@@ -94,11 +97,8 @@ class DriverHost:
         command.cwd.mkdir(parents=True, exist_ok=True)
         # The shim stops the driver if this server dies or stops renewing its lease.
         argv = [
-            sys.executable, "-m", "chidori.shim",
-            "--heartbeat", str(self._heartbeat),
-            "--stale-after", str(self._stale_after),
-            "--grace", str(self._grace),
-            "--", *command.argv,
+            sys.executable, "-I", "-S", SHIM_PATH,
+            str(self._heartbeat), str(self._stale_after), str(self._grace), *command.argv,
         ]  # fmt: skip
         with open(log_path, "ab") as log_file:
             process = subprocess.Popen(

@@ -117,7 +117,8 @@ class JobQuery:
     text: str | None = None
     visible_to: tuple[str, str | None] | None = None  # (user, team): only what they may see
     limit: int = 50
-    before_id: int | None = None
+    before_id: int | None = None  # the cursor: continue after this id, in the chosen order
+    oldest_first: bool = False  # order by id ascending (default: newest first)
 
 
 @dataclass(frozen=True)

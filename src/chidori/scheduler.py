@@ -40,7 +40,7 @@ class SchedulerOptions:
     shutdown_mode: str = "requeue"  # or "wait": let running drivers finish first
     shutdown_grace_seconds: float = 30.0
     tick_seconds: float = 1.0
-    min_step_interval: float = 0.003
+    min_step_interval: float = 0.02
 
 
 class Scheduler:
@@ -60,6 +60,7 @@ class Scheduler:
         self._artifacts = artifacts
         self._options = options
         self._wakeup = threading.Event()
+        self._capacity_freed = threading.Event()
         self._stopped = threading.Event()
         self._admitting = True
         self._thread: threading.Thread | None = None
@@ -117,11 +118,12 @@ class Scheduler:
         last_step = 0.0
         while not self._stopped.is_set():
             self._wakeup.wait(self._options.tick_seconds)
-            # A burst of submissions wakes us once per job: let a few milliseconds of them
-            # gather, so one step admits them together.
+            # Submissions arrive in bursts: let them gather, so one step admits them together.
+            # A freed slot (a driver ended) is used at once.
             pause = self._options.min_step_interval - (time.monotonic() - last_step)
-            if pause > 0:
-                time.sleep(pause)
+            if pause > 0 and not self._capacity_freed.is_set():
+                self._capacity_freed.wait(pause)
+            self._capacity_freed.clear()
             self._wakeup.clear()
             if self._stopped.is_set():
                 break
@@ -284,6 +286,7 @@ class Scheduler:
                 break
             except StoreUnavailable as exc:
                 log.warning("recording the end of job %s failed, retrying: %s", job_id, exc)
+        self._capacity_freed.set()
         self._wakeup.set()
 
     def _app_id_found(self, job_id: int, attempt: int, app_id: str) -> None:

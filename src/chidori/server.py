@@ -37,6 +37,7 @@ from chidori.store import Store, open_store
 from chidori.store.admission import AdmissionStore
 from chidori.store.identity import IdentityStore
 from chidori.store.shares import ShareStore
+from chidori.ui.routes import UiOptions
 from chidori.ui.session import SessionManager
 
 log = logging.getLogger("chidori")
@@ -156,6 +157,7 @@ def build_server(settings: Settings) -> Server:
         HttpLimits(settings.max_request_bytes, settings.max_upload_bytes),
         SessionManager(signer, identity),
         ShareService(ShareStore(store), signer, jobs, identity),
+        UiOptions(history_server_url=settings.history_server_url),
     )
     return Server(settings, store, scheduler, app, token_file)
 

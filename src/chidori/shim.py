@@ -7,99 +7,99 @@ driver itself. It makes sure a driver never outlives its right to run:
   heartbeat file it touches after each renewal goes stale, and the shim stops the driver
   before the lease expires, so another replica never runs the same job at the same time.
 
-    python -m chidori.shim --heartbeat FILE --stale-after SECONDS --grace SECONDS -- ARGV...
+    python chidori/shim.py HEARTBEAT_FILE STALE_AFTER_SECONDS GRACE_SECONDS ARGV...
 
-It exits as the driver did (the same code, or the same signal).
+It exits as the driver did (the same code, or the same signal), or with FENCED_EXIT_CODE when
+it stopped the driver because the lease went stale. It runs for every job, so it imports
+almost nothing (about 20 ms less start-up than argparse + subprocess + threading).
 """
 
 from __future__ import annotations
 
-import argparse
-import contextlib
-import ctypes
 import os
 import signal
-import subprocess
 import sys
-import threading
 import time
-from types import FrameType
 
 PR_SET_PDEATHSIG = 1
 FENCED_EXIT_CODE = 75  # EX_TEMPFAIL: the shim stopped the driver; the job should run again
+CHECK_INTERVAL = 0.5
 
 
 def _die_with_parent() -> None:
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-    except (OSError, AttributeError):  # not Linux: the heartbeat still fences the driver
+        import ctypes
+
+        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError, ImportError):  # not Linux: the heartbeat still fences
         pass
 
 
-def _stop_group(pid: int, grace: float) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(pid, 0)
-        except ProcessLookupError:
+class _Shim:
+    def __init__(self, heartbeat: str, stale_after: float, grace: float) -> None:
+        self.heartbeat = heartbeat
+        self.stale_after = stale_after
+        self.grace = grace
+        self.child = 0
+        self.kill_at: float | None = None
+        self.fenced = False
+
+    def stop(self, reason: str) -> None:
+        if self.kill_at is not None:
             return
-        time.sleep(0.05)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGKILL)
+        os.write(2, f"chidori: stopping the driver: {reason}\n".encode())
+        self.kill_at = time.monotonic() + self.grace
+        self._signal_group(signal.SIGTERM)
+
+    def _signal_group(self, sig: signal.Signals) -> None:
+        # No contextlib here: the shim keeps its imports to the bare minimum.
+        try:  # noqa: SIM105
+            os.killpg(self.child, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def on_signal(self, signum: int, _frame: object) -> None:
+        self.stop(f"received {signal.Signals(signum).name}")
+
+    def on_tick(self, _signum: int, _frame: object) -> None:
+        if self.kill_at is not None:
+            if time.monotonic() >= self.kill_at:
+                self._signal_group(signal.SIGKILL)
+            return
+        try:
+            age = time.time() - os.stat(self.heartbeat).st_mtime
+        except OSError:
+            age = float("inf")
+        if age > self.stale_after:
+            self.fenced = True
+            self.stop(f"the server has not renewed its lease for {age:.0f} s")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="chidori.shim")
-    parser.add_argument("--heartbeat", required=True)
-    parser.add_argument("--stale-after", type=float, required=True)
-    parser.add_argument("--grace", type=float, default=5.0)
-    parser.add_argument("command", nargs=argparse.REMAINDER)
-    args = parser.parse_args(argv)
-    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+def main(argv: list[str]) -> int:
+    heartbeat, stale_after, grace, *command = argv
     parent = os.getppid()
     _die_with_parent()
     if os.getppid() != parent:  # the server died before PDEATHSIG was armed
         return 143
-    child = subprocess.Popen(command, start_new_session=True)
-    stopping = threading.Event()
-    fenced = threading.Event()
-
-    def stop(reason: str) -> None:
-        if not stopping.is_set():
-            stopping.set()
-            print(f"chidori: stopping the driver: {reason}", file=sys.stderr, flush=True)
-            threading.Thread(target=_stop_group, args=(child.pid, args.grace), daemon=True).start()
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        stop(f"received {signal.Signals(signum).name}")
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-
-    def watch_heartbeat() -> None:
-        while child.poll() is None and not stopping.is_set():
-            try:
-                age = time.time() - os.stat(args.heartbeat).st_mtime
-            except OSError:
-                age = float("inf")
-            if age > args.stale_after:
-                fenced.set()
-                stop(f"the server has not renewed its lease for {age:.0f} s")
-                return
-            time.sleep(0.5)
-
-    threading.Thread(target=watch_heartbeat, daemon=True).start()
-    code = child.wait()
-    if fenced.is_set():
+    shim = _Shim(heartbeat, float(stale_after), float(grace))
+    signal.signal(signal.SIGTERM, shim.on_signal)
+    signal.signal(signal.SIGINT, shim.on_signal)
+    signal.signal(signal.SIGALRM, shim.on_tick)
+    shim.child = os.posix_spawnp(command[0], command, os.environ, setsid=True)
+    signal.setitimer(signal.ITIMER_REAL, CHECK_INTERVAL, CHECK_INTERVAL)
+    _, status = os.waitpid(shim.child, 0)  # signal handlers run while it waits
+    signal.setitimer(signal.ITIMER_REAL, 0, 0)
+    if shim.kill_at is not None:
+        shim._signal_group(signal.SIGKILL)  # what the driver started may still linger
+    if shim.fenced:
         return FENCED_EXIT_CODE
-    if code < 0:
-        signal.signal(-code, signal.SIG_DFL)
-        os.kill(os.getpid(), -code)
-    return code
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        if sig != signal.SIGKILL:  # SIGKILL cannot be caught, so it needs no reset
+            signal.signal(sig, signal.SIG_DFL)
+        os.kill(os.getpid(), sig)
+    return os.waitstatus_to_exitcode(status)
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(main(sys.argv[1:]))

@@ -14,6 +14,7 @@ from chidori.api.admin_routes import build_admin_router
 from chidori.api.admission_routes import build_admission_router
 from chidori.api.deps import ProxyAuth
 from chidori.api.errors import error_body, install_error_handlers
+from chidori.api.history_routes import build_history_router
 from chidori.api.middleware import RequestSizeLimit, SecurityHeaders
 from chidori.api.routes import build_router
 from chidori.api.schemas import Status, error_responses
@@ -21,11 +22,13 @@ from chidori.api.share_routes import build_share_router
 from chidori.errors import StoreUnavailable
 from chidori.queues.base import QueueUnavailable
 from chidori.services.admission import AdmissionService
+from chidori.services.history import HistoryService
 from chidori.services.identity import IdentityService
 from chidori.services.jobs import JobService
 from chidori.services.shares import ShareService
-from chidori.ui.routes import build_ui_router, static_files
+from chidori.ui.routes import UiOptions, build_ui_router, static_files
 from chidori.ui.session import SessionManager
+from chidori.ui.share_pages import build_share_pages_router
 
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 
@@ -46,6 +49,7 @@ def create_app(
     limits: HttpLimits | None = None,
     sessions: SessionManager | None = None,
     shares: ShareService | None = None,
+    ui_options: UiOptions | None = None,
 ) -> FastAPI:
     """`readiness` raises StoreUnavailable while the server cannot serve."""
     limits = limits or HttpLimits()
@@ -66,12 +70,15 @@ def create_app(
     app.include_router(build_router(jobs))
     app.include_router(build_admin_router(identity))
     app.include_router(build_admission_router(admission))
+    history = HistoryService(jobs)
+    app.include_router(build_history_router(history))
     if shares is not None:
         app.state.shares = shares
         app.include_router(build_share_router(shares))
+        app.include_router(build_share_pages_router(shares, jobs, identity, history, ui_options))
     if sessions is not None:
         app.state.sessions = sessions
-        app.include_router(build_ui_router(jobs, sessions))
+        app.include_router(build_ui_router(jobs, sessions, admission, shares, history, ui_options))
         app.mount("/ui/static", static_files, name="ui-static")
     app.add_middleware(
         RequestSizeLimit,

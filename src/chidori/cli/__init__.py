@@ -12,7 +12,7 @@ import traceback
 from collections.abc import Sequence
 
 from chidori import __version__
-from chidori.cli import admin, admission, jobs, server, submit, tokens
+from chidori.cli import admin, admission, history_server, jobs, server, submit, tokens
 from chidori.cli.args import ArgumentParser
 from chidori.cli.client import ApiError, ServerUnreachable
 from chidori.cli.errors import UsageError
@@ -32,6 +32,7 @@ def build_parser() -> ArgumentParser:
         dest="command", metavar="COMMAND", required=True, parser_class=ArgumentParser
     )
     server.add_parser(subparsers)
+    history_server.add_parser(subparsers)
     # Parsed by submit.parse_submit (spark-submit style); listed here for --help.
     subparsers.add_parser(
         "submit",

@@ -63,6 +63,7 @@ class AdmissionStore:
     def __init__(self, store: Store, default_limits: LimitsDoc) -> None:
         self._store = store
         self._default_limits = default_limits
+        self._explained_up_to = 0
 
     # ---- limits and queues ------------------------------------------------------------------
 
@@ -181,18 +182,27 @@ class AdmissionStore:
             usage = _usage(session)
             cap = limits.max_running_jobs
             if cap is not None and usage.total.jobs >= cap:
-                # Nothing can start: skip reading candidates; just explain the new arrivals.
+                # Nothing can start: skip reading candidates; just explain the arrivals since
+                # the last step (an id range, so a long queue is not rescanned every time).
+                newest = session.scalar(select(func.max(JobRow.id))) or 0
                 session.execute(
                     update(JobRow)
-                    .where(JobRow.state == JobState.QUEUED.value, JobRow.wait_reason.is_(None))
+                    .where(
+                        JobRow.id > self._explained_up_to,
+                        JobRow.id <= newest,
+                        JobRow.state == JobState.QUEUED.value,
+                        JobRow.wait_reason.is_(None),
+                    )
                     .values(wait_reason=f"global running-jobs limit {cap} reached")
                     .execution_options(synchronize_session=False)
                 )
+                self._explained_up_to = newest
                 return []
-            queued = self._candidates(session, clusters, now, per_queue)
+            self._explained_up_to = 0  # reasons are per job again below; start over next time
+            queues = self._queues(session)
+            queued = self._candidates(session, list(queues), clusters, now, per_queue)
             if not queued:
                 return []
-            queues = self._queues(session)
             decision = admit(
                 [candidate for candidate, _ in queued],
                 usage,
@@ -211,15 +221,20 @@ class AdmissionStore:
 
     @staticmethod
     def _candidates(
-        session: Session, clusters: Sequence[str], now: datetime, per_queue: int
+        session: Session,
+        names: Sequence[str],
+        clusters: Sequence[str],
+        now: datetime,
+        per_queue: int,
     ) -> list[tuple[Candidate, str | None]]:
-        """The first `per_queue` waiting jobs of every queue, with their current wait reason."""
+        """The first `per_queue` waiting jobs of every queue, with their current wait reason.
+        (Jobs can only be submitted to configured queues, so `names` covers them all; each
+        lookup is a walk of the (queue, state, priority, id) index.)"""
         ready = [
             JobRow.state == JobState.QUEUED.value,
             JobRow.cluster.in_(list(clusters)),
             or_(JobRow.not_before.is_(None), JobRow.not_before <= now),
         ]
-        names = session.scalars(select(JobRow.queue).where(*ready).distinct()).all()
         found: list[tuple[Candidate, str | None]] = []
         for name in names:
             rows = session.execute(

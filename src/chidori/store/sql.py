@@ -343,9 +343,11 @@ class Store:
             self._listeners.append(listener)
 
     def _changed(self, job_ids: Sequence[int]) -> None:
-        for job_id in job_ids:
+        # Listeners only need to know that something changed: once per commit, however many
+        # jobs it touched (a group commit may hold hundreds).
+        if job_ids:
             for listener in list(self._listeners):
-                listener(job_id)
+                listener(job_ids[0])
 
     def notify_change(self, job_ids: Sequence[int] = ()) -> None:
         """Tell listeners that jobs (or, with no ids, admission settings) changed."""

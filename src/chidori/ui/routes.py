@@ -1,28 +1,53 @@
-"""UI pages: sign in and out, and the jobs page."""
+"""UI pages: sign in and out, jobs, one job, dataset history, queues, share links."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
+from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Form, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
-from chidori.errors import Forbidden, Unauthenticated
-from chidori.records import JobQuery
+from chidori.api.schemas import MAX_ID
+from chidori.errors import ChidoriError, Forbidden, InvalidRequest, NotFound, Unauthenticated
+from chidori.identity import Role
+from chidori.records import Job
+from chidori.services.admission import AdmissionService
+from chidori.services.history import HistoryService
 from chidori.services.jobs import JobService
+from chidori.services.shares import IssuedShare, ShareService
+from chidori.states import JobState
+from chidori.ui import views
 from chidori.ui.session import (
     LOGIN_CSRF_COOKIE,
+    Session,
     SessionManager,
     login_csrf_token,
     set_login_csrf,
 )
+from chidori.units import parse_duration_seconds
 
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=HERE / "templates")
+templates.env.filters["duration"] = views.format_duration
+templates.env.filters["when"] = views.format_time
 static_files = StaticFiles(directory=HERE / "static")
+
+LOG_TAIL_LINES = 500
+HISTORY_RUNS = 500
+SERVER_ALIVE_SECONDS = 30.0
+LIFETIMES = (("1h", "1 hour"), ("1d", "1 day"), ("7d", "7 days"), ("30d", "30 days"))
+
+
+@dataclass(frozen=True)
+class UiOptions:
+    history_server_url: str | None = None
 
 
 def _safe_next(target: str | None) -> str:
@@ -32,19 +57,91 @@ def _safe_next(target: str | None) -> str:
     return "/ui"
 
 
-def build_ui_router(jobs: JobService, sessions: SessionManager) -> APIRouter:
+def render(request: Request, name: str, context: dict[str, Any], status: int = 200) -> HTMLResponse:
+    response = templates.TemplateResponse(request, name, context, status_code=status)
+    assert isinstance(response, HTMLResponse)
+    return response
+
+
+def job_context(
+    job: Job, history_server_url: str | None, *, shared: bool, log_base: str
+) -> dict[str, Any]:
+    """What the job page shows, signed in or through a share link."""
+    return {
+        "job": job,
+        "spec_json": views.spec_json(job),
+        "history_server_link": views.history_server_link(history_server_url, job),
+        "dataset_link": None if shared else views.dataset_link(job),
+        "log_base": log_base,
+        "log_tail": LOG_TAIL_LINES,
+        "active": job.state in views.ACTIVE_STATES,
+        "shared": shared,
+    }
+
+
+def build_ui_router(
+    jobs: JobService,
+    sessions: SessionManager,
+    admission: AdmissionService | None = None,
+    shares: ShareService | None = None,
+    history: HistoryService | None = None,
+    options: UiOptions | None = None,
+) -> APIRouter:
     router = APIRouter(prefix="/ui", include_in_schema=False)
+    options = options or UiOptions()
+    history = history or HistoryService(jobs)
 
     def login_page(request: Request, next_page: str, error: str | None, status: int) -> Response:
         csrf = login_csrf_token(request)
-        response = templates.TemplateResponse(
+        response = render(
             request,
             "login.html",
             {"actor": None, "next": next_page, "error": error, "csrf": csrf},
-            status_code=status,
+            status,
         )
         set_login_csrf(response, csrf)
         return response
+
+    def session_of(request: Request) -> Session | Response:
+        """The session, or a redirect to the sign-in page (keeping where the user was going)."""
+        try:
+            session = sessions.read(request)
+        except Unauthenticated:
+            session = None
+        if session is not None:
+            return session
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        return RedirectResponse(f"/ui/login?{urlencode({'next': target})}", status_code=303)
+
+    def page(
+        request: Request, session: Session, name: str, context: dict[str, Any], status: int = 200
+    ) -> HTMLResponse:
+        return render(
+            request, name, {"actor": session.actor, "csrf": session.csrf, **context}, status
+        )
+
+    def error_page(request: Request, session: Session, exc: ChidoriError) -> HTMLResponse:
+        status = {
+            "not_found": 404,
+            "forbidden": 403,
+            "invalid_request": 422,
+            "conflict": 409,
+        }.get(exc.code, 400)
+        context = {"message": exc.message, "status": status}
+        return page(request, session, "error.html", context, status)
+
+    def checked(request: Request, csrf: str) -> Session | Response:
+        """The session of a POST whose CSRF token matches, or the page to answer instead."""
+        session = session_of(request)
+        if isinstance(session, Response):
+            return session
+        try:
+            SessionManager.check_csrf(session, csrf)
+        except Forbidden as exc:
+            return error_page(request, session, exc)
+        return session
+
+    # ---- sign in and out ----------------------------------------------------------------------
 
     @router.get("/login")
     def login_form(request: Request, next: str | None = None) -> Response:
@@ -83,19 +180,225 @@ def build_ui_router(jobs: JobService, sessions: SessionManager) -> APIRouter:
         SessionManager.close(response)
         return response
 
+    # ---- jobs -----------------------------------------------------------------------------------
+
     @router.get("")
-    def jobs_page(request: Request) -> Response:
+    def jobs_page(request: Request, fragment: str | None = None) -> Response:
+        session = session_of(request)
+        if isinstance(session, Response):
+            return session
+        filters = views.JobFilters.parse(request.query_params)
         try:
-            session = sessions.read(request)
-        except Unauthenticated:
-            session = None
-        if session is None:
-            return RedirectResponse(f"/ui/login?next={request.url.path}", status_code=303)
-        page = jobs.search(session.actor, JobQuery(limit=50))
-        return templates.TemplateResponse(
+            result = jobs.search(session.actor, filters.query())
+        except ChidoriError as exc:
+            return error_page(request, session, exc)
+        active = views.any_active(result.items)
+        context = {
+            "jobs": result.items,
+            "filters": filters,
+            "states": list(JobState),
+            "page_sizes": views.PAGE_SIZES,
+            "next_url": filters.next_url(result.next_before_id),
+            "first_url": filters.url(cursor=None) if filters.cursor else None,
+            "refresh": active,
+        }
+        if fragment:
+            response = page(request, session, "_job_rows.html", context)
+            response.headers["X-Chidori-Active"] = "1" if active else "0"
+            return response
+        return page(request, session, "jobs.html", context)
+
+    @router.get("/jobs/{job_id}")
+    def job_page(request: Request, job_id: int) -> Response:
+        session = session_of(request)
+        if isinstance(session, Response):
+            return session
+        try:
+            if not 1 <= job_id <= MAX_ID:
+                raise NotFound(f"job {job_id} not found")
+            job = jobs.get(session.actor, job_id)
+            attempts = jobs.attempts(session.actor, job_id)
+            events = jobs.events(session.actor, job_id)
+        except ChidoriError as exc:
+            return error_page(request, session, exc)
+        role = session.actor.principal.role
+        context = job_context(
+            job, options.history_server_url, shared=False, log_base=f"/api/v1/jobs/{job.id}/logs"
+        )
+        context.update(
+            attempts=attempts,
+            events=events,
+            can_cancel=role in (Role.ADMIN, Role.USER) and not job.state.terminal,
+            lifetimes=LIFETIMES,
+            notice=request.query_params.get("notice"),
+        )
+        return page(request, session, "job.html", context)
+
+    @router.post("/jobs/{job_id}/cancel")
+    def cancel_job(
+        request: Request, job_id: int, csrf: Annotated[str, Form(max_length=128)] = ""
+    ) -> Response:
+        session = checked(request, csrf)
+        if isinstance(session, Response):
+            return session
+        try:
+            jobs.cancel(session.actor, job_id)
+        except ChidoriError as exc:
+            return error_page(request, session, exc)
+        return RedirectResponse(
+            f"/ui/jobs/{job_id}?notice=" + quote("Cancel requested."), status_code=303
+        )
+
+    # ---- share links ------------------------------------------------------------------------
+
+    def share_result(
+        request: Request,
+        session: Session,
+        make: Callable[[ShareService, float], IssuedShare],
+        back: str,
+        expires_in: str,
+    ) -> Response:
+        if shares is None:
+            return error_page(request, session, NotFound("share links are not enabled"))
+        try:
+            try:
+                seconds = parse_duration_seconds(expires_in.strip() or "7d")
+            except ValueError as exc:
+                raise InvalidRequest.for_field("expires_in", str(exc)) from exc
+            issued = make(shares, seconds)
+        except ChidoriError as exc:
+            return error_page(request, session, exc)
+        url = str(request.base_url).rstrip("/") + issued.path
+        context = {"url": url, "share": issued.share, "back": back}
+        return page(request, session, "share_created.html", context)
+
+    @router.post("/jobs/{job_id}/share")
+    def share_job(
+        request: Request,
+        job_id: int,
+        csrf: Annotated[str, Form(max_length=128)] = "",
+        expires_in: Annotated[str, Form(max_length=32)] = "7d",
+    ) -> Response:
+        session = checked(request, csrf)
+        if isinstance(session, Response):
+            return session
+        actor = session.actor
+        return share_result(
             request,
-            "jobs.html",
-            {"actor": session.actor, "csrf": session.csrf, "jobs": page.items},
+            session,
+            lambda service, seconds: service.share_job(actor, job_id, seconds),
+            f"/ui/jobs/{job_id}",
+            expires_in,
+        )
+
+    @router.post("/history/share")
+    def share_dataset(
+        request: Request,
+        schema_name: Annotated[str, Form(alias="schema", min_length=1, max_length=256)],
+        table_name: Annotated[str, Form(alias="table", min_length=1, max_length=256)],
+        csrf: Annotated[str, Form(max_length=128)] = "",
+        expires_in: Annotated[str, Form(max_length=32)] = "7d",
+    ) -> Response:
+        session = checked(request, csrf)
+        if isinstance(session, Response):
+            return session
+        actor = session.actor
+        return share_result(
+            request,
+            session,
+            lambda service, seconds: service.share_dataset(actor, schema_name, table_name, seconds),
+            "/ui/history?" + urlencode({"schema": schema_name, "table": table_name}),
+            expires_in,
+        )
+
+    @router.get("/shares")
+    def shares_page(request: Request) -> Response:
+        session = session_of(request)
+        if isinstance(session, Response):
+            return session
+        items = shares.list(session.actor) if shares is not None else []
+        now = datetime.now(UTC)
+        return page(
+            request,
+            session,
+            "shares.html",
+            {"shares": items, "now": now, "notice": request.query_params.get("notice")},
+        )
+
+    @router.post("/shares/{share_id}/revoke")
+    def revoke_share(
+        request: Request, share_id: int, csrf: Annotated[str, Form(max_length=128)] = ""
+    ) -> Response:
+        session = checked(request, csrf)
+        if isinstance(session, Response):
+            return session
+        try:
+            if shares is None or not 1 <= share_id <= MAX_ID:
+                raise NotFound(f"share {share_id} not found")
+            shares.revoke(session.actor, share_id)
+        except ChidoriError as exc:
+            return error_page(request, session, exc)
+        return RedirectResponse(
+            "/ui/shares?notice=" + quote(f"Link {share_id} revoked."), status_code=303
+        )
+
+    # ---- dataset history ----------------------------------------------------------------------
+
+    @router.get("/history")
+    def history_page(request: Request, schema: str = "", table: str = "") -> Response:
+        session = session_of(request)
+        if isinstance(session, Response):
+            return session
+        schema, table = schema.strip()[:256], table.strip()[:256]
+        runs: list[Job] = []
+        if schema and table:
+            runs = history.runs(session.actor, schema, table, HISTORY_RUNS).runs
+        return page(
+            request,
+            session,
+            "history.html",
+            {
+                "schema": schema,
+                "table": table,
+                "runs": runs,
+                "runs_data": views.runs_data(runs, link_jobs=True),
+                "shared": False,
+                "lifetimes": LIFETIMES,
+            },
+        )
+
+    # ---- queues and capacity ------------------------------------------------------------------
+
+    @router.get("/queues")
+    def queues_page(request: Request) -> Response:
+        session = session_of(request)
+        if isinstance(session, Response):
+            return session
+        if admission is None:
+            return error_page(request, session, NotFound("admission is not enabled"))
+        capacity = admission.capacity(session.actor)
+        now = datetime.now(UTC)
+        scopes = [views.scope_row("All clusters", capacity.total.limit, capacity.total.reserved)]
+        scopes += [
+            views.scope_row(f"Cluster {name}", scope.limit, scope.reserved)
+            for name, scope in capacity.clusters.items()
+        ]
+        servers = [
+            (s, (now - s.heartbeat_at).total_seconds() < SERVER_ALIVE_SECONDS)
+            for s in admission.servers(session.actor)
+        ]
+        return page(
+            request,
+            session,
+            "queues.html",
+            {
+                "scopes": scopes,
+                "waiting": capacity.waiting,
+                "queues": admission.queues(session.actor),
+                "servers": servers,
+                "now": now,
+                "age": views.age,
+            },
         )
 
     return router

@@ -1,0 +1,236 @@
+"""What the UI pages show: filters read from the URL, and jobs turned into template data."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+from urllib.parse import quote, urlencode
+
+from starlette.datastructures import QueryParams
+
+from chidori.admission import Limit, Resources
+from chidori.api.schemas import decode_cursor, encode_cursor, public_spec
+from chidori.errors import InvalidRequest
+from chidori.records import Job, JobQuery
+from chidori.states import JobState
+from chidori.units import format_memory
+
+PAGE_SIZES = (25, 50, 100, 200)
+ACTIVE_STATES = frozenset({JobState.QUEUED, JobState.ADMITTED, JobState.RUNNING})
+_TEXT_FIELDS = {
+    "schema": 256,
+    "table": 256,
+    "queue": 128,
+    "cluster": 128,
+    "user": 128,
+    "q": 200,
+}
+
+
+@dataclass(frozen=True)
+class JobFilters:
+    """The jobs page's filters, as they appear in its URL (a GET form: bookmarkable)."""
+
+    states: tuple[JobState, ...] = ()
+    created_from: date | None = None
+    created_to: date | None = None
+    text: dict[str, str] = field(default_factory=dict)
+    order: str = "newest"
+    limit: int = 50
+    cursor: str | None = None
+    errors: tuple[str, ...] = ()
+
+    @classmethod
+    def parse(cls, params: QueryParams) -> JobFilters:
+        errors: list[str] = []
+        states = []
+        for value in params.getlist("state"):
+            try:
+                states.append(JobState(value.upper()))
+            except ValueError:
+                errors.append(f"unknown state {value!r}")
+        dates: dict[str, date | None] = {}
+        for name in ("from", "to"):
+            raw = params.get(name, "").strip()
+            dates[name] = None
+            if raw:
+                try:
+                    dates[name] = date.fromisoformat(raw)
+                except ValueError:
+                    errors.append(f"{name}: {raw!r} is not a date (YYYY-MM-DD)")
+        text = {}
+        for name, longest in _TEXT_FIELDS.items():
+            value = params.get(name, "").strip()
+            if len(value) > longest:
+                errors.append(f"{name}: at most {longest} characters")
+            elif value:
+                text[name] = value
+        order = "oldest" if params.get("order") == "oldest" else "newest"
+        try:
+            limit = int(params.get("limit", "50"))
+        except ValueError:
+            limit = 50
+        cursor = params.get("cursor") or None
+        if cursor is not None:
+            try:
+                decode_cursor(cursor)
+            except InvalidRequest:
+                errors.append("the page cursor is not valid: showing the first page")
+                cursor = None
+        return cls(
+            states=tuple(dict.fromkeys(states)),
+            created_from=dates["from"],
+            created_to=dates["to"],
+            text=text,
+            order=order,
+            limit=limit if limit in PAGE_SIZES else 50,
+            cursor=cursor,
+            errors=tuple(errors),
+        )
+
+    def query(self) -> JobQuery:
+        def midnight(day: date) -> datetime:
+            return datetime.combine(day, time(0), tzinfo=UTC)
+
+        return JobQuery(
+            states=self.states,
+            schema_name=self.text.get("schema"),
+            table_name=self.text.get("table"),
+            queue=self.text.get("queue"),
+            cluster=self.text.get("cluster"),
+            owner=self.text.get("user"),
+            created_after=midnight(self.created_from) if self.created_from else None,
+            # The "to" day is included: everything before the next midnight (UTC).
+            created_before=(
+                midnight(self.created_to + timedelta(days=1)) if self.created_to else None
+            ),
+            text=self.text.get("q"),
+            limit=self.limit,
+            before_id=decode_cursor(self.cursor),
+            oldest_first=self.order == "oldest",
+        )
+
+    def pairs(self, **changes: str | None) -> list[tuple[str, str]]:
+        """The query string of this view as (name, value) pairs, with some values changed."""
+        pairs: list[tuple[str, str]] = [("state", s.value) for s in self.states]
+        if self.created_from:
+            pairs.append(("from", self.created_from.isoformat()))
+        if self.created_to:
+            pairs.append(("to", self.created_to.isoformat()))
+        pairs += list(self.text.items())
+        values: dict[str, str | None] = {
+            "order": self.order if self.order != "newest" else None,
+            "limit": str(self.limit) if self.limit != 50 else None,
+            "cursor": self.cursor,
+        }
+        values.update(changes)
+        pairs += [(name, value) for name, value in values.items() if value]
+        return pairs
+
+    def url(self, **changes: str | None) -> str:
+        query = urlencode(self.pairs(**changes))
+        return f"/ui?{query}" if query else "/ui"
+
+    def next_url(self, next_before_id: int | None) -> str | None:
+        if next_before_id is None:
+            return None
+        return self.url(cursor=encode_cursor(next_before_id))
+
+    @property
+    def active(self) -> bool:
+        """Any filter set (beyond order and page size)."""
+        return bool(self.states or self.created_from or self.created_to or self.text)
+
+
+def any_active(jobs: list[Job]) -> bool:
+    return any(job.state in ACTIVE_STATES for job in jobs)
+
+
+def history_server_link(base_url: str | None, job: Job) -> str | None:
+    """The Spark History Server page of the job's application, when both are known."""
+    if not base_url or not job.spark_app_id:
+        return None
+    return f"{base_url.rstrip('/')}/history/{quote(job.spark_app_id, safe='')}/jobs/"
+
+
+def dataset_link(job: Job) -> str | None:
+    if not job.spec.schema_name or not job.spec.table_name:
+        return None
+    return "/ui/history?" + urlencode(
+        {"schema": job.spec.schema_name, "table": job.spec.table_name}
+    )
+
+
+def spec_json(job: Job) -> str:
+    """The spec as shown to anyone (secret-looking values redacted), pretty-printed."""
+    return json.dumps(public_spec(job), indent=2, sort_keys=True, default=str)
+
+
+def runs_data(runs: list[Job], link_jobs: bool) -> list[dict[str, Any]]:
+    """One entry per run, for the history chart (read by history.js)."""
+    return [
+        {
+            "id": job.id,
+            "name": job.name,
+            "state": job.state.value,
+            "created_at": job.created_at.isoformat(),
+            "started_at": job.started_at.isoformat() if job.started_at else None,
+            "duration_seconds": job.duration_seconds,
+            "url": f"/ui/jobs/{job.id}" if link_jobs else None,
+        }
+        for job in runs
+    ]
+
+
+def format_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    whole = round(seconds)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours} h {minutes:02d} m"
+    return f"{minutes} m {secs:02d} s"
+
+
+def format_time(moment: datetime | None) -> str:
+    if moment is None:
+        return ""
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def age(moment: datetime | None, now: datetime) -> str:
+    if moment is None:
+        return ""
+    return format_duration(max(0.0, (now - moment).total_seconds()))
+
+
+@dataclass(frozen=True)
+class ScopeRow:
+    """One line of the capacity table: limit, reserved and free per resource."""
+
+    name: str
+    cells: list[tuple[str, str, str]]  # (limit, reserved, free) for jobs, memory, cores
+
+
+def scope_row(name: str, limit: Limit, reserved: Resources) -> ScopeRow:
+    def cell(cap: int | None, held: int, memory: bool) -> tuple[str, str, str]:
+        def shown(value: int) -> str:
+            return format_memory(value) if memory else str(value)
+
+        if cap is None:
+            return ("unlimited", shown(held), "—")
+        return (shown(cap), shown(held), shown(max(0, cap - held)))
+
+    return ScopeRow(
+        name,
+        [
+            cell(limit.max_running_jobs, reserved.jobs, False),
+            cell(limit.max_memory_mb, reserved.memory_mb, True),
+            cell(limit.max_cores, reserved.cores, False),
+        ],
+    )
