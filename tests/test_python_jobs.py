@@ -171,7 +171,7 @@ def test_a_killed_server_takes_its_drivers_down_and_the_job_is_retried_on_restar
     try:
         job_id, driver_pid = start_marked_sleeper(server, markers)
         server.kill()
-        # The driver must not outlive its server (the shim gets PDEATHSIG and stops it).
+        # The driver must not outlive its server (the watchdog gets PDEATHSIG and stops it).
         wait_until(lambda: not is_alive(driver_pid), 15, "the driver outlived its server")
         server.start()
         job_now = server.wait(job_id, {"RUNNING"}, timeout=30)
@@ -186,7 +186,7 @@ def test_a_killed_server_takes_its_drivers_down_and_the_job_is_retried_on_restar
         server.stop()
 
 
-def test_a_frozen_server_s_drivers_stop_themselves_before_their_lease_runs_out(
+def test_a_frozen_server_s_drivers_are_stopped_before_their_lease_runs_out(
     tmp_path: Path,
 ) -> None:
     markers = tmp_path / "markers"
@@ -206,7 +206,7 @@ def test_a_frozen_server_s_drivers_stop_themselves_before_their_lease_runs_out(
         assert job_now["attempts"] == 2  # the fenced attempt is LOST and the job runs again
         with server.client() as client:
             first = client.get(f"/api/v1/jobs/{job_id}/attempts").json()["items"][0]
-            assert first["state"] == "LOST" and "stopped itself" in first["reason"]
+            assert first["state"] == "LOST" and "watchdog stopped the driver" in first["reason"]
             client.delete(f"/api/v1/jobs/{job_id}")
         server.wait(job_id)
     finally:

@@ -11,22 +11,17 @@ import logging
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from chidori import shim
 from chidori.backends.base import DriverCommand
 from chidori.backends.spark_logs import find_application_id, summarize_failure
 from chidori.processes import stop_attempt_processes
 from chidori.records import Outcome
-from chidori.shim import FENCED_EXIT_CODE
 from chidori.states import AttemptState
-
-SHIM_PATH = str(Path(shim.__file__))
 
 log = logging.getLogger(__name__)
 
@@ -68,14 +63,14 @@ class DriverHost:
         log_dir: Path,
         on_exit: ExitCallback,
         on_app_id: AppIdCallback,
-        heartbeat: Path,
-        stale_after: float,
+        server_id: str,
+        fence_dir: Path,
         grace_seconds: float = 5.0,
         housekeeping_interval: float = 0.25,
     ) -> None:
         self._log_dir = log_dir
-        self._heartbeat = heartbeat
-        self._stale_after = stale_after
+        self._server_id = server_id
+        self._fence_dir = fence_dir
         self._on_exit = on_exit
         self._on_app_id = on_app_id
         self._grace = grace_seconds
@@ -95,15 +90,13 @@ class DriverHost:
         log_path = log_path_for(self._log_dir, job_id, attempt)
         log_path.parent.mkdir(parents=True, exist_ok=True)
         command.cwd.mkdir(parents=True, exist_ok=True)
-        # The shim stops the driver if this server dies or stops renewing its lease.
-        argv = [
-            sys.executable, "-I", "-S", SHIM_PATH,
-            str(self._heartbeat), str(self._stale_after), str(self._grace), *command.argv,
-        ]  # fmt: skip
+        # The server's tag lets its watchdog stop the driver if this server dies or stops
+        # renewing its lease (see chidori.watchdog).
+        env = {**command.env, "CHIDORI_SERVER_ID": self._server_id}
         with open(log_path, "ab") as log_file:
             process = subprocess.Popen(
-                argv,
-                env=dict(command.env),
+                command.argv,
+                env=env,
                 cwd=command.cwd,
                 stdin=subprocess.DEVNULL,
                 stdout=log_file,
@@ -186,10 +179,10 @@ class DriverHost:
             return Outcome(driver.stop_state, driver.stop_reason, code)
         if code == 0:
             return Outcome(AttemptState.SUCCEEDED, None, 0)
-        if code == FENCED_EXIT_CODE:
+        if (self._fence_dir / f"{driver.job_id}-{driver.attempt}").exists():
             return Outcome(
                 AttemptState.LOST,
-                "the driver stopped itself: its server did not renew the lease in time",
+                "the watchdog stopped the driver: its server did not renew the lease in time",
                 code,
             )
         if code < 0:

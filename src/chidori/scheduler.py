@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from chidori import __version__
+from chidori import __version__, watchdog
 from chidori.artifacts import ArtifactStore
 from chidori.backends.base import HostedBackend, LaunchRequest
 from chidori.driver_host import DriverHost
@@ -27,6 +31,7 @@ from chidori.store import Store
 from chidori.store.admission import AdmissionStore
 
 log = logging.getLogger(__name__)
+WATCHDOG_PATH = str(Path(watchdog.__file__))
 
 
 @dataclass(frozen=True)
@@ -66,15 +71,18 @@ class Scheduler:
         self._thread: threading.Thread | None = None
         self._last_reap = 0.0
         self._lease_thread: threading.Thread | None = None
+        self._launcher = ThreadPoolExecutor(max_workers=8, thread_name_prefix="launch")
+        self._fence_dir = options.heartbeat_file.parent / f"fenced-{options.server_id}"
         self.drivers = DriverHost(
             driver_log_dir,
             on_exit=self._driver_exited,
             on_app_id=self._app_id_found,
-            heartbeat=options.heartbeat_file,
-            # Drivers stop themselves before their lease can expire and be taken over.
-            stale_after=options.lease_seconds * 0.8,
+            server_id=options.server_id,
+            fence_dir=self._fence_dir,
             grace_seconds=grace_seconds,
         )
+        self._grace = grace_seconds
+        self._watchdog: subprocess.Popen[bytes] | None = None
 
     # ---- lifecycle --------------------------------------------------------------------------
 
@@ -83,10 +91,28 @@ class Scheduler:
             self._options.server_id, self._options.host, os.getpid(), __version__
         )
         self.keep_leases()
+        self._start_watchdog()
         self._lease_thread = threading.Thread(target=self._lease_loop, name="leases", daemon=True)
         self._lease_thread.start()
         self._thread = threading.Thread(target=self._run, name="scheduler", daemon=True)
         self._thread.start()
+
+    def _start_watchdog(self) -> None:
+        """One process that stops this server's drivers if the server dies or stops renewing
+        its lease: at 0.8 of the lease, before another replica may take the jobs over.
+        Started from the thread that lives as long as the server (PDEATHSIG follows it)."""
+        self._watchdog = subprocess.Popen(
+            [
+                sys.executable, "-I", "-S", WATCHDOG_PATH,
+                self._options.server_id,
+                str(self._options.heartbeat_file),
+                str(self._options.lease_seconds * 0.8),
+                str(self._grace),
+                str(self._fence_dir),
+            ],
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )  # fmt: skip
 
     def wake(self, _job_id: int | None = None) -> None:
         self._wakeup.set()
@@ -104,7 +130,14 @@ class Scheduler:
         self._wakeup.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
+        self._launcher.shutdown(wait=True)
         self.drivers.shutdown(reason)
+        if self._watchdog is not None:
+            self._watchdog.send_signal(signal.SIGUSR1)  # drivers are stopped: leave quietly
+            try:
+                self._watchdog.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self._watchdog.kill()
         if self._lease_thread is not None:
             self._lease_thread.join(timeout=10)
         try:
@@ -243,9 +276,17 @@ class Scheduler:
             list(self._backends),
             self._options.lease_seconds,
         )
+        # Starting a process and recording it take milliseconds each: do it beside the loop,
+        # which goes straight back to admitting.
         for claim in claims:
-            self.launch(claim)
+            self._launcher.submit(self._launch_logged, claim)
         return len(claims)
+
+    def _launch_logged(self, claim: Claim) -> None:
+        try:
+            self.launch(claim)
+        except Exception:
+            log.exception("launching job %s failed", claim.job.id)
 
     def launch(self, claim: Claim) -> None:
         job, attempt = claim.job, claim.attempt

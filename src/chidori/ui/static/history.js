@@ -39,6 +39,7 @@
     return iso.slice(0, 16).replace("T", " ");
   }
   function seconds(value) {
+    if (value < 1) return value.toFixed(2) + " s";
     if (value < 60) return value.toFixed(1) + " s";
     var m = Math.floor(value / 60), s = Math.round(value % 60);
     return m + " m " + (s < 10 ? "0" : "") + s + " s";

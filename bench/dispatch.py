@@ -1,0 +1,129 @@
+"""Dispatch: 500 cheap jobs (a Python process that prints a time stamp and exits) with a limit
+of 2 running jobs, through Chidori, against the same 500 commands run 2 at a time with no
+queue at all. Reports jobs per second as a ratio to the no-queue run, and the gap from a slot
+freeing to the next job's process printing its first line (p50, p99), for both.
+
+    .venv/bin/python bench/dispatch.py [--jobs 500]
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from tests.server import ChidoriServer  # noqa: E402
+
+from bench.common import percentile, print_table, write_results  # noqa: E402
+
+STAMP = "bench/jobs/stamp.py"
+
+
+def gaps(starts: list[float], ends: list[float]) -> list[float]:
+    """For each start after the first two: start minus the latest end before it (the slot it
+    took was freed then)."""
+    ends = sorted(ends)
+    result = []
+    for start in sorted(starts)[2:]:
+        before = [end for end in ends if end <= start]
+        if before:
+            result.append(start - before[-1])
+    return result
+
+
+def no_queue(jobs: int) -> tuple[float, list[float]]:
+    starts: list[float] = []
+    ends: list[float] = []
+    lock = threading.Lock()
+
+    def run(_: int) -> None:
+        out = subprocess.run(
+            [sys.executable, STAMP], cwd=REPO, capture_output=True, text=True, check=True
+        ).stdout
+        with lock:
+            ends.append(time.time())
+            starts.append(float(out.split()[1]))
+
+    began = time.perf_counter()
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(run, range(jobs)))
+    return jobs / (time.perf_counter() - began), gaps(starts, ends)
+
+
+def through_chidori(jobs: int) -> tuple[float, list[float]]:
+    config = Path(tempfile.mkdtemp()) / "dispatch.yaml"
+    config.write_text("limits:\n  max_running_jobs: 2\nsecurity:\n  submit_rate_per_second: 0\n")
+    with tempfile.TemporaryDirectory() as home, ChidoriServer(Path(home), config=config) as server:
+        with server.client() as client:
+            # Hold admission while the queue fills, so we time dispatch, not submission.
+            client.put(
+                "/api/v1/admin/limits",
+                json={"max_running_jobs": 0, "max_memory": None, "max_cores": None, "clusters": {}},
+            )
+            ids = [
+                client.post("/api/v1/jobs", json={"kind": "python", "application": STAMP}).json()[
+                    "id"
+                ]
+                for _ in range(jobs)
+            ]
+            began = time.perf_counter()
+            client.put(
+                "/api/v1/admin/limits",
+                json={"max_running_jobs": 2, "max_memory": None, "max_cores": None, "clusters": {}},
+            )
+            done = [server.wait(job_id, timeout=600) for job_id in ids]
+            elapsed = time.perf_counter() - began
+            starts = [float(server.log(job_id).split()[1]) for job_id in ids]
+        ends = [datetime.fromisoformat(job["finished_at"]).timestamp() for job in done]
+        assert all(job["state"] == "SUCCEEDED" for job in done)
+    return jobs / elapsed, gaps(starts, ends)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=500)
+    args = parser.parse_args()
+    raw_rate, raw_gaps = no_queue(args.jobs)
+    rate, chidori_gaps = through_chidori(args.jobs)
+    def ms(values: list[float], share: float) -> str:
+        return f"{percentile(values, share) * 1000:.1f}"
+
+    rows = [
+        ["no queue (2 at a time)", f"{raw_rate:.1f}", "1.00", ms(raw_gaps, 0.5), ms(raw_gaps, 0.99)],
+        ["Chidori (limit 2)", f"{rate:.1f}", f"{rate / raw_rate:.2f}", ms(chidori_gaps, 0.5),
+         ms(chidori_gaps, 0.99)],
+    ]  # fmt: skip
+    print_table(["setup", "jobs/s", "ratio", "slot->start p50 ms", "p99 ms"], rows)
+    print("goals: ratio >= 0.8; slot->start p50 <= 10 ms, p99 <= 100 ms (includes Python start-up)")
+    path = write_results(
+        "dispatch",
+        {
+            "jobs": args.jobs,
+            "no_queue_jobs_per_second": raw_rate,
+            "chidori_jobs_per_second": rate,
+            "ratio": rate / raw_rate,
+            "no_queue_gap_ms": {
+                "p50": percentile(raw_gaps, 0.5) * 1000,
+                "p99": percentile(raw_gaps, 0.99) * 1000,
+            },
+            "chidori_gap_ms": {
+                "p50": percentile(chidori_gaps, 0.5) * 1000,
+                "p99": percentile(chidori_gaps, 0.99) * 1000,
+            },
+        },
+    )
+    print(f"results: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
