@@ -94,11 +94,13 @@ def main() -> int:
     args = parser.parse_args()
     raw_rate, raw_gaps = no_queue(args.jobs)
     rate, chidori_gaps = through_chidori(args.jobs)
+
     def ms(values: list[float], share: float) -> str:
         return f"{percentile(values, share) * 1000:.1f}"
 
     rows = [
-        ["no queue (2 at a time)", f"{raw_rate:.1f}", "1.00", ms(raw_gaps, 0.5), ms(raw_gaps, 0.99)],
+        ["no queue (2 at a time)", f"{raw_rate:.1f}", "1.00", ms(raw_gaps, 0.5),
+         ms(raw_gaps, 0.99)],
         ["Chidori (limit 2)", f"{rate:.1f}", f"{rate / raw_rate:.2f}", ms(chidori_gaps, 0.5),
          ms(chidori_gaps, 0.99)],
     ]  # fmt: skip
