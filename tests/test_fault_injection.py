@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.server import ChidoriServer
@@ -50,20 +51,30 @@ def cluster_of_three(postgres_schema_url: str, tmp_path: Path) -> Iterator[list[
 
 
 class LimitSampler(threading.Thread):
-    def __init__(self, server: ChidoriServer) -> None:
+    """Samples the jobs holding a slot, through whichever replica answers."""
+
+    def __init__(self, servers: list[ChidoriServer]) -> None:
         super().__init__(daemon=True)
-        self.server = server
+        self.servers = servers
         self.peak = 0
         self.stop_event = threading.Event()
 
     def run(self) -> None:
-        with self.server.client() as client:
-            while not self.stop_event.is_set():
-                items = client.get(
-                    "/api/v1/jobs", params={"state": ["ADMITTED", "RUNNING"], "limit": 1000}
+        turn = 0
+        while not self.stop_event.is_set():
+            server = self.servers[turn % len(self.servers)]
+            turn += 1
+            try:
+                items = httpx.get(
+                    f"{server.url}/api/v1/jobs",
+                    params={"state": ["ADMITTED", "RUNNING"], "limit": 1000},
+                    headers={"Authorization": f"Bearer {server.token}"},
+                    timeout=2,
                 ).json()["items"]
-                self.peak = max(self.peak, len(items))
-                time.sleep(0.02)
+            except (httpx.HTTPError, ValueError, KeyError):
+                continue  # a killed or frozen replica
+            self.peak = max(self.peak, len(items))
+            time.sleep(0.02)
 
 
 def submit_mix(servers: list[ChidoriServer], markers: Path) -> list[int]:
@@ -90,18 +101,6 @@ def attempts_of(server: ChidoriServer, job_id: int) -> list[dict[str, Any]]:
         return items
 
 
-def victim_server_id(server: ChidoriServer, victim: ChidoriServer) -> str:
-    assert victim.process is not None
-    with server.client() as client:
-        return str(
-            next(
-                s["id"]
-                for s in client.get("/api/v1/servers").json()["items"]
-                if s["pid"] == victim.process.pid
-            )
-        )
-
-
 def running_on(server: ChidoriServer, victim_id: str, ids: list[int]) -> list[int]:
     return [
         job_id
@@ -113,16 +112,30 @@ def running_on(server: ChidoriServer, victim_id: str, ids: list[int]) -> list[in
     ]
 
 
-def wait_for_running_on(server: ChidoriServer, victim: ChidoriServer, ids: list[int]) -> str:
-    """Wait until `victim` runs at least one job; returns its server id."""
-    victim_id = victim_server_id(server, victim)
+def pick_victim(
+    servers: list[ChidoriServer], ids: list[int]
+) -> tuple[ChidoriServer, str, list[ChidoriServer]]:
+    """Once jobs run, the replica hosting the most of them: (it, its server id, the others)."""
+    observer = servers[0]
+    with observer.client() as client:
+        by_id = {
+            s["id"]: next(x for x in servers if x.process and x.process.pid == s["pid"])
+            for s in client.get("/api/v1/servers").json()["items"]
+        }
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        if running_on(server, victim_id, ids):
+        counts: dict[str, int] = {}
+        for job_id in ids:
+            for attempt in attempts_of(observer, job_id):
+                if attempt["state"] == "RUNNING":
+                    counts[attempt["server_id"]] = counts.get(attempt["server_id"], 0) + 1
+        if counts:
             time.sleep(0.5)  # let them get going
-            return victim_id
+            victim_id = max(counts, key=lambda k: counts[k])
+            victim = by_id[victim_id]
+            return victim, victim_id, [s for s in servers if s is not victim]
         time.sleep(0.2)
-    raise AssertionError("the victim never ran a job")
+    raise AssertionError("no replica ever ran a job")
 
 
 def check_outcome(
@@ -150,14 +163,13 @@ def check_outcome(
 def test_killing_a_replica_loses_no_job_and_runs_its_jobs_once_more(
     cluster_of_three: list[ChidoriServer], tmp_path: Path
 ) -> None:
-    a, b, victim = cluster_of_three
     markers = tmp_path / "markers"
     markers.mkdir()
-    sampler = LimitSampler(a)
+    sampler = LimitSampler(cluster_of_three)
     sampler.start()
     try:
         ids = submit_mix(cluster_of_three, markers)
-        victim_id = wait_for_running_on(a, victim, ids)
+        victim, victim_id, (a, b) = pick_victim(cluster_of_three, ids)
         victim.kill()
         hit = running_on(a, victim_id, ids)  # what it ran when it died
         assert hit
@@ -170,14 +182,13 @@ def test_killing_a_replica_loses_no_job_and_runs_its_jobs_once_more(
 def test_a_frozen_replica_stops_its_drivers_and_does_not_overwrite_the_retry(
     cluster_of_three: list[ChidoriServer], tmp_path: Path
 ) -> None:
-    a, b, victim = cluster_of_three
     markers = tmp_path / "markers"
     markers.mkdir()
-    sampler = LimitSampler(a)
+    sampler = LimitSampler(cluster_of_three)
     sampler.start()
     try:
         ids = submit_mix(cluster_of_three, markers)
-        victim_id = wait_for_running_on(a, victim, ids)
+        victim, victim_id, (a, b) = pick_victim(cluster_of_three, ids)
         assert victim.process is not None
         victim.process.send_signal(signal.SIGSTOP)
         hit = running_on(a, victim_id, ids)  # what it ran when it froze
