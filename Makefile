@@ -37,6 +37,9 @@ lint: setup
 
 bench: setup
 	$(BIN)/python bench/overhead.py
+	$(BIN)/python bench/acceptance.py
+	$(BIN)/python bench/dispatch.py
+	$(BIN)/python -m bench.jobs_list
 
 clean:
 	rm -rf $(VENV) .chidori .pytest_cache .mypy_cache .ruff_cache

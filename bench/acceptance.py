@@ -1,24 +1,27 @@
 """Durable job acceptance: jobs accepted per second through `POST /api/v1/jobs` by 32
-concurrent connections (each job committed before its 201), and latency percentiles.
+concurrent connections (each job committed before its 201), with latency percentiles, for
+SQLite + the db queue, PostgreSQL + the db queue and PostgreSQL + RabbitMQ.
 
-    .venv/bin/python bench/acceptance.py [--jobs 4000] [--connections 32] [--postgres URL]
+    .venv/bin/python bench/acceptance.py [--seconds 10] [--connections 32]
 
-Jobs are never run (the running-jobs limit is 0); they are only accepted and stored.
+The load comes from wrk (Debian's `wrk` package; a Python client cannot push this rate and
+would measure itself). Jobs are never run (the running-jobs limit is 0); they are accepted,
+stored and dispatched.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
+import re
 import secrets
+import shutil
+import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 from sqlalchemy import create_engine, text
 
 REPO = Path(__file__).resolve().parent.parent
@@ -26,55 +29,51 @@ sys.path.insert(0, str(REPO))
 
 from tests.server import ChidoriServer  # noqa: E402
 
-from bench.common import percentile, print_table, write_results  # noqa: E402
+from bench.common import print_table, write_results  # noqa: E402
 
-SPEC = {"kind": "python", "application": "examples/train.py", "name": "bench"}
-
-
-async def hammer(url: str, token: str, jobs: int, connections: int) -> tuple[float, list[float]]:
-    latencies: list[float] = []
-    counter = iter(range(jobs))
-    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
-    async with httpx.AsyncClient(
-        base_url=url, headers={"Authorization": f"Bearer {token}"}, limits=limits, timeout=60
-    ) as client:
-
-        async def worker() -> None:
-            for _ in counter:
-                started = time.perf_counter()
-                response = await client.post("/api/v1/jobs", json=SPEC)
-                latencies.append(time.perf_counter() - started)
-                if response.status_code != 201:
-                    raise RuntimeError(f"{response.status_code}: {response.text}")
-
-        started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(connections)))
-        elapsed = time.perf_counter() - started
-    return elapsed, latencies
+WRK_SCRIPT = """
+wrk.method = "POST"
+wrk.body = '{"kind": "python", "application": "examples/train.py", "name": "bench"}'
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer TOKEN"
+"""
 
 
-def run(name: str, env: dict[str, str], jobs: int, connections: int) -> dict[str, Any]:
+def with_wrk(url: str, token: str, seconds: int, connections: int) -> dict[str, float]:
+    script = Path(tempfile.mkdtemp()) / "post.lua"
+    script.write_text(WRK_SCRIPT.replace("TOKEN", token))
+    argv = ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script)]
+    out = subprocess.run(
+        [*argv, f"{url}/api/v1/jobs"], capture_output=True, text=True, check=True
+    ).stdout
+
+    def ms(label: str) -> float:
+        found = re.search(rf"^\s+{label}\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        assert found, out
+        number, unit = float(found.group(1)), found.group(2)
+        return number / 1000 if unit == "us" else number * 1000 if unit == "s" else number
+
+    rate = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    assert rate and "Non-2xx" not in out, out
+    return {"jobs_per_second": float(rate.group(1)), "p50_ms": ms("50%"), "p99_ms": ms("99%")}
+
+
+def run(name: str, env: dict[str, str], seconds: int, connections: int) -> dict[str, Any]:
     config = Path(tempfile.mkdtemp()) / "bench.yaml"
     config.write_text("security:\n  submit_rate_per_second: 0\n")
-    with (
-        tempfile.TemporaryDirectory() as home,
-        ChidoriServer(Path(home), env=env, config=config) as server,
-    ):
-        asyncio.run(hammer(server.url, server.token, 200, connections))  # warm-up
-        elapsed, latencies = asyncio.run(hammer(server.url, server.token, jobs, connections))
-    return {
-        "setup": name,
-        "jobs": jobs,
-        "connections": connections,
-        "jobs_per_second": jobs / elapsed,
-        "p50_ms": percentile(latencies, 0.5) * 1000,
-        "p99_ms": percentile(latencies, 0.99) * 1000,
-    }
+    with tempfile.TemporaryDirectory() as home:
+        server = ChidoriServer(Path(home), env=env, config=config).start()
+        try:
+            with_wrk(server.url, server.token, 2, connections)  # warm-up
+            figures = with_wrk(server.url, server.token, seconds, connections)
+        finally:
+            server.stop()
+    return {"setup": name, "connections": connections, "seconds": seconds, **figures}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--jobs", type=int, default=4000)
+    parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument(
         "--postgres",
@@ -87,22 +86,23 @@ def main() -> int:
         default=os.environ.get("CHIDORI_TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/"),
     )
     args = parser.parse_args()
+    if not shutil.which("wrk"):
+        print("this benchmark needs wrk: apt-get install wrk", file=sys.stderr)
+        return 2
     held = {"CHIDORI_MAX_RUNNING_JOBS": "0"}
-    rows = [run("SQLite + db queue", held, args.jobs, args.connections)]
+    rows = [run("SQLite + db queue", held, args.seconds, args.connections)]
     schema = f"bench_{secrets.token_hex(4)}"
     engine = create_engine(args.postgres.replace("postgresql://", "postgresql+psycopg://", 1))
     with engine.begin() as conn:
         conn.execute(text(f'CREATE SCHEMA "{schema}"'))
     try:
-        pg = f"{args.postgres}?options=-csearch_path%3D{schema}"
+        pg = {**held, "CHIDORI_DATABASE_URL": f"{args.postgres}?options=-csearch_path%3D{schema}"}
+        rows.append(run("PostgreSQL + db queue", pg, args.seconds, args.connections))
+        queue = f"{args.rabbitmq}?queue=chidori.bench.{secrets.token_hex(4)}"
         rows.append(
-            run(
-                "PostgreSQL + db queue",
-                held | {"CHIDORI_DATABASE_URL": pg},
-                args.jobs,
-                args.connections,
-            )
-        )
+            run("PostgreSQL + RabbitMQ", {**pg, "CHIDORI_QUEUE_URL": queue}, args.seconds,
+                args.connections)
+        )  # fmt: skip
     finally:
         with engine.begin() as conn:
             conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
