@@ -583,22 +583,8 @@ class Store:
             )
         if query.created_after is not None:
             conditions.append(JobRow.created_at >= query.created_after)
-            # Also as an id bound (exact: every job created since then has an id at least
-            # this), so the newest-first page walks the primary key, not the whole range.
-            conditions.append(
-                JobRow.id
-                >= select(func.min(JobRow.id))
-                .where(JobRow.created_at >= query.created_after)
-                .scalar_subquery()
-            )
         if query.created_before is not None:
             conditions.append(JobRow.created_at < query.created_before)
-            conditions.append(
-                JobRow.id
-                <= select(func.max(JobRow.id))
-                .where(JobRow.created_at < query.created_before)
-                .scalar_subquery()
-            )
         if query.text:
             pattern = f"%{query.text.lower()}%"
             text_match: list[ColumnElement[bool]] = [func.lower(JobRow.name).like(pattern)]
