@@ -15,6 +15,7 @@ from chidori.api.admission_routes import build_admission_router
 from chidori.api.deps import ProxyAuth
 from chidori.api.errors import error_body, install_error_handlers
 from chidori.api.history_routes import build_history_router
+from chidori.api.livy_routes import build_livy_router
 from chidori.api.middleware import RequestSizeLimit, SecurityHeaders
 from chidori.api.routes import build_router
 from chidori.api.schemas import Status, error_responses
@@ -70,6 +71,7 @@ def create_app(
     app.include_router(build_router(jobs))
     app.include_router(build_admin_router(identity))
     app.include_router(build_admission_router(admission))
+    app.include_router(build_livy_router(jobs))
     history = HistoryService(jobs)
     app.include_router(build_history_router(history))
     if shares is not None:

@@ -1,0 +1,255 @@
+"""The Livy REST API for batches, at the server's root, so existing Livy clients (pylivy,
+Airflow's Livy operator, scripts) work unchanged: `POST/GET /batches`, `GET/DELETE
+/batches/{id}`, `GET /batches/{id}/state`, `GET /batches/{id}/log`.
+
+Request and response shapes and status codes follow Livy's documentation; errors answer
+`{"msg": ...}` as Livy does. Authentication is ours: HTTP basic with the token as password
+(what Livy clients can send) or a bearer token. A batch is an ordinary Chidori job: it shows
+in the UI, obeys limits and policy, and is retried.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Header, Path, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from chidori.api.deps import current_actor
+from chidori.api.schemas import MAX_ID, ErrorResponse, error_responses
+from chidori.errors import ChidoriError, InvalidRequest, NotFound
+from chidori.records import Job, JobQuery
+from chidori.services.identity import Actor
+from chidori.services.jobs import JobService
+from chidori.spec import JobSpec
+from chidori.states import JobState
+
+# Livy's batch states for ours (Livy: not_started, starting, running, success, dead, killed...).
+LIVY_STATE = {
+    JobState.QUEUED: "starting",
+    JobState.ADMITTED: "starting",
+    JobState.RUNNING: "running",
+    JobState.SUCCEEDED: "success",
+    JobState.FAILED: "dead",
+    JobState.CANCELLED: "killed",
+}
+_STATUS = {"invalid_request": 400, "not_found": 404, "unauthenticated": 401, "forbidden": 403}
+
+
+class LivyBatchRequest(BaseModel):
+    """Livy's CreateBatchRequest."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    file: str = Field(min_length=1)
+    proxy_user: str | None = Field(None, alias="proxyUser")
+    class_name: str | None = Field(None, alias="className")
+    args: list[str] = Field(default_factory=list)
+    jars: list[str] = Field(default_factory=list)
+    py_files: list[str] = Field(default_factory=list, alias="pyFiles")
+    files: list[str] = Field(default_factory=list)
+    driver_memory: str | None = Field(None, alias="driverMemory")
+    driver_cores: int | None = Field(None, alias="driverCores")
+    executor_memory: str | None = Field(None, alias="executorMemory")
+    executor_cores: int | None = Field(None, alias="executorCores")
+    num_executors: int | None = Field(None, alias="numExecutors")
+    archives: list[str] = Field(default_factory=list)
+    queue: str | None = None
+    name: str | None = None
+    conf: dict[str, Any] = Field(default_factory=dict)
+
+    def spec(self) -> JobSpec:
+        fields: dict[str, Any] = {
+            "application": self.file,
+            "main_class": self.class_name,
+            "args": self.args,
+            "jars": self.jars,
+            "py_files": self.py_files,
+            "files": self.files,
+            "archives": self.archives,
+            "conf": self.conf,
+            "name": self.name,
+            "queue": self.queue,
+            "driver_memory": self.driver_memory,
+            "driver_cores": self.driver_cores,
+            "executor_memory": self.executor_memory,
+            "executor_cores": self.executor_cores,
+            "executor_instances": self.num_executors,
+            "labels": {"submitted-through": "livy"},
+        }
+        return JobSpec.model_validate({k: v for k, v in fields.items() if v not in (None, [], {})})
+
+
+def livy_error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"msg": message}, status_code=status)
+
+
+def _failure(exc: ChidoriError) -> JSONResponse:
+    return livy_error(_STATUS.get(exc.code, 500 if exc.code == "internal" else 400), exc.message)
+
+
+def batch_json(job: Job, log: list[str]) -> dict[str, Any]:
+    return {
+        "id": job.id,
+        "name": job.name,
+        "owner": job.owner,
+        "proxyUser": None,
+        "state": LIVY_STATE[job.state],
+        "appId": job.spark_app_id,
+        "appInfo": {"driverLogUrl": None, "sparkUiUrl": None},
+        "log": log,
+    }
+
+
+class LivyMessage(BaseModel):
+    msg: str
+
+
+LIVY_ERRORS: dict[int | str, dict[str, Any]] = {
+    # Malformed JSON is refused before our handler runs, in Chidori's own error shape.
+    400: {"model": LivyMessage | ErrorResponse, "description": "Bad request"},
+}
+LIVY_ERRORS |= {
+    status: {"model": LivyMessage, "description": description}
+    for status, description in (
+        (401, "Not authenticated"),
+        (403, "Not allowed"),
+        (404, "No such batch"),
+        (503, "Database unavailable"),
+    )
+}
+BatchId = Annotated[int, Path(ge=1, le=MAX_ID)]
+MAX_WINDOW = 1000  # Livy lists are paged with from/size; deeper pages go through /api/v1/jobs
+
+
+def build_livy_router(jobs: JobService) -> APIRouter:
+    router = APIRouter(tags=["livy"], responses={**LIVY_ERRORS, **error_responses(422)})
+
+    def who(request: Request, authorization: str | None) -> Actor:
+        return current_actor(request, authorization)
+
+    def tail(actor: Actor, job_id: int, lines: int = 100) -> list[str]:
+        chunk = jobs.read_log(actor, job_id, None, None, lines)
+        return chunk.data.decode("utf-8", "replace").splitlines()
+
+    @router.post(
+        "/batches",
+        status_code=201,
+        response_model=dict[str, Any],
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": LivyBatchRequest.model_json_schema(by_alias=True)
+                    }
+                },
+            }
+        },
+    )
+    def create_batch(
+        request: Request,
+        body: Annotated[dict[str, Any], Body()],
+        authorization: Annotated[str | None, Header()] = None,
+    ) -> JSONResponse:
+        """Livy: create a batch (201 with the batch)."""
+        try:
+            actor = who(request, authorization)
+            try:
+                spec = LivyBatchRequest.model_validate(body).spec()
+            except ValidationError as exc:
+                first = exc.errors()[0]
+                where = ".".join(str(p) for p in first.get("loc", ()))
+                raise InvalidRequest(f"{where}: {first.get('msg')}") from exc
+            job, _ = jobs.submit(actor, spec)
+            return JSONResponse(batch_json(job, []), status_code=201)
+        except ChidoriError as exc:
+            return _failure(exc)
+
+    @router.get("/batches", response_model=dict[str, Any])
+    def list_batches(
+        request: Request,
+        from_: Annotated[int, Query(alias="from", ge=0, le=MAX_WINDOW)] = 0,
+        size: Annotated[int, Query(ge=1, le=MAX_WINDOW)] = 20,
+        authorization: Annotated[str | None, Header()] = None,
+    ) -> JSONResponse:
+        """Livy: `{"from", "total", "sessions": [batch]}` (newest first)."""
+        try:
+            actor = who(request, authorization)
+            page = jobs.search(
+                actor, JobQuery(labels=(("submitted-through", "livy"),), limit=from_ + size)
+            )
+            sessions = [batch_json(job, []) for job in page.items[from_:]]
+            return JSONResponse({"from": from_, "total": len(sessions), "sessions": sessions})
+        except ChidoriError as exc:
+            return _failure(exc)
+
+    @router.get("/batches/{batch_id}", response_model=dict[str, Any])
+    def get_batch(
+        request: Request, batch_id: BatchId, authorization: Annotated[str | None, Header()] = None
+    ) -> JSONResponse:
+        try:
+            actor = who(request, authorization)
+            return JSONResponse(batch_json(jobs.get(actor, batch_id), tail(actor, batch_id)))
+        except NotFound:
+            return livy_error(404, f"Session '{batch_id}' not found.")
+        except ChidoriError as exc:
+            return _failure(exc)
+
+    @router.get("/batches/{batch_id}/state", response_model=dict[str, Any])
+    def batch_state(
+        request: Request, batch_id: BatchId, authorization: Annotated[str | None, Header()] = None
+    ) -> JSONResponse:
+        try:
+            job = jobs.get(who(request, authorization), batch_id)
+            return JSONResponse({"id": job.id, "state": LIVY_STATE[job.state]})
+        except NotFound:
+            return livy_error(404, f"Session '{batch_id}' not found.")
+        except ChidoriError as exc:
+            return _failure(exc)
+
+    @router.get("/batches/{batch_id}/log", response_model=dict[str, Any])
+    def batch_log(
+        request: Request,
+        batch_id: BatchId,
+        from_: Annotated[int | None, Query(alias="from", ge=0, le=2**31)] = None,
+        size: Annotated[int, Query(ge=0, le=100_000)] = 100,
+        authorization: Annotated[str | None, Header()] = None,
+    ) -> JSONResponse:
+        """Livy: lines `from` (default: the last `size`) — `{"id", "from", "total", "log"}`."""
+        try:
+            actor = who(request, authorization)
+            lines = (
+                jobs.read_log(actor, batch_id, None, None, None)
+                .data.decode("utf-8", "replace")
+                .splitlines()
+            )
+            start = max(0, len(lines) - size) if from_ is None else from_
+            return JSONResponse(
+                {
+                    "id": batch_id,
+                    "from": start,
+                    "total": len(lines),
+                    "log": lines[start : start + size],
+                }
+            )
+        except NotFound:
+            return livy_error(404, f"Session '{batch_id}' not found.")
+        except ChidoriError as exc:
+            return _failure(exc)
+
+    @router.delete("/batches/{batch_id}", response_model=LivyMessage)
+    def delete_batch(
+        request: Request, batch_id: BatchId, authorization: Annotated[str | None, Header()] = None
+    ) -> JSONResponse:
+        """Livy: kill the batch — `{"msg": "deleted"}`."""
+        try:
+            jobs.cancel(who(request, authorization), batch_id)
+            return JSONResponse({"msg": "deleted"})
+        except NotFound:
+            return livy_error(404, f"Session '{batch_id}' not found.")
+        except ChidoriError as exc:
+            return _failure(exc)
+
+    return router
