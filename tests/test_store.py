@@ -171,7 +171,7 @@ def test_leases_expire_unless_renewed(store: Store) -> None:
     claim(store, lease=-1)
     [expired] = store.expired_attempts()
     assert expired.job_id == job.id
-    assert store.renew_leases("s1", 30) == 1
+    assert store.heartbeat("s1", 30) == {(job.id, 1)}
     assert store.expired_attempts() == []
     assert [a.job_id for a in store.active_attempts("s1")] == [job.id]
     assert store.active_attempts("s2") == []

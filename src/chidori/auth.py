@@ -2,9 +2,23 @@
 
 from __future__ import annotations
 
-import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
+
+from chidori.files import write_private
+
+
+def _kept_secret(path: Path, make: Callable[[], str]) -> str:
+    """The secret stored in `path`, created there (mode 0600) on first use."""
+    if path.exists():
+        kept = path.read_text().strip()
+        if kept:
+            return kept
+    path.parent.mkdir(parents=True, exist_ok=True)
+    made = make()
+    write_private(path, made + "\n")
+    return made
 
 
 def ensure_admin_token(configured: str | None, home: Path) -> tuple[str, Path | None]:
@@ -13,17 +27,7 @@ def ensure_admin_token(configured: str | None, home: Path) -> tuple[str, Path | 
     if configured:
         return configured, None
     path = home / "admin.token"
-    if path.exists():
-        token = path.read_text().strip()
-        if token:
-            return token, path
-    home.mkdir(parents=True, exist_ok=True)
-    token = "chd_" + secrets.token_urlsafe(32)
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w") as handle:
-        handle.write(token + "\n")
-    os.chmod(path, 0o600)
-    return token, path
+    return _kept_secret(path, lambda: "chd_" + secrets.token_urlsafe(32)), path
 
 
 def ensure_secret_key(configured: str | None, home: Path) -> bytes:
@@ -31,14 +35,4 @@ def ensure_secret_key(configured: str | None, home: Path) -> bytes:
     `home/secret.key` (mode 0600), created on first start. Replicas must share it."""
     if configured:
         return configured.encode()
-    path = home / "secret.key"
-    if path.exists():
-        key = path.read_text().strip()
-        if key:
-            return key.encode()
-    home.mkdir(parents=True, exist_ok=True)
-    key = secrets.token_urlsafe(48)
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w") as handle:
-        handle.write(key + "\n")
-    return key.encode()
+    return _kept_secret(home / "secret.key", lambda: secrets.token_urlsafe(48)).encode()

@@ -15,6 +15,7 @@ from chidori.backends.base import DriverCommand, HostedBackend, LaunchRequest
 from chidori.backends.spark_home import SparkNotFound, find_spark_home, spark_submit_path
 from chidori.config import ClusterConfig
 from chidori.errors import BackendError
+from chidori.files import write_private
 from chidori.spec import JobSpec
 
 # Conf Chidori sets unless the cluster or the job says otherwise.
@@ -49,13 +50,6 @@ def _escape(text: str, is_key: bool) -> str:
 def java_properties(conf: dict[str, str]) -> str:
     """`conf` in java.util.Properties format (what spark-submit's --properties-file reads)."""
     return "".join(f"{_escape(k, True)}={_escape(v, False)}\n" for k, v in conf.items())
-
-
-def write_private(path: Path, text: str) -> None:
-    """Write a file only its owner can read."""
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w", encoding="ascii") as handle:
-        handle.write(text)
 
 
 class SparkBackend(HostedBackend):

@@ -114,10 +114,6 @@ class JobService:
         """The job, without an access check: only for share links, already verified."""
         return self._store.get_job(job_id)
 
-    def search_unchecked(self, query: JobQuery) -> Page:
-        """Jobs matching `query`, without an access check: only for share links."""
-        return self._store.list_jobs(query)
-
     def read_log_unchecked(
         self, job_id: int, attempt: int | None, offset: int | None, tail_lines: int | None
     ) -> LogChunk:

@@ -621,15 +621,6 @@ class Store:
             )
             return [_attempt(row) for row in rows]
 
-    def count_active(self) -> int:
-        with self.reading() as session:
-            return int(
-                session.scalar(
-                    select(func.count()).select_from(JobRow).where(JobRow.state.in_(_ACTIVE_JOB))
-                )
-                or 0
-            )
-
     # ---- scheduling -----------------------------------------------------------------------
 
     def claim_next(
@@ -872,18 +863,6 @@ class Store:
             )
             return [_attempt(row) for row in rows]
 
-    def renew_leases(self, server_id: str, lease_seconds: float) -> int:
-        """Extend the lease of every active attempt this server hosts. Returns how many."""
-        until = self._clock() + timedelta(seconds=lease_seconds)
-        with self.writing() as session:
-            result = session.execute(
-                update(AttemptRow)
-                .where(AttemptRow.server_id == server_id, AttemptRow.state.in_(_ACTIVE_ATTEMPT))
-                .values(lease_expires_at=until)
-                .execution_options(synchronize_session=False)
-            )
-            return int(result.rowcount)  # type: ignore[attr-defined]
-
     def active_attempts(self, server_id: str | None = None) -> list[Attempt]:
         """Attempts still STARTING or RUNNING, of one server or of all."""
         stmt = select(AttemptRow).where(AttemptRow.state.in_(_ACTIVE_ATTEMPT))
@@ -961,12 +940,3 @@ class Store:
                 Server(r.id, r.host, r.pid, r.version, r.started_at, r.heartbeat_at, r.stopped_at)
                 for r in session.scalars(stmt)
             ]
-
-    def get_attempt(self, job_id: int, number: int) -> Attempt:
-        with self.reading() as session:
-            row = session.scalars(
-                select(AttemptRow).where(AttemptRow.job_id == job_id, AttemptRow.number == number)
-            ).first()
-            if row is None:
-                raise NotFound(f"job {job_id} has no attempt {number}")
-            return _attempt(row)
