@@ -91,6 +91,18 @@ class Candidate:
     cluster: str
     priority: int
     demand: Resources
+    # What admitting this job releases at once: the reservation of the idle warm driver it
+    # would be handed to. It counts against the global and cluster limits, not the queue's.
+    credit: Resources = field(default_factory=Resources)
+
+
+@dataclass(frozen=True)
+class WarmHold:
+    """A warm driver's reservation (warm drivers belong to a cluster, not to a queue)."""
+
+    id: str
+    cluster: str
+    held: Resources
 
 
 @dataclass(frozen=True)
@@ -106,6 +118,10 @@ class Usage:
 class Decision:
     admitted: list[int]
     waiting: dict[int, str]
+    # Waiting jobs refused by a global or cluster limit (not by their queue's quota): the
+    # ones that retiring warm drivers could make room for.
+    short_of_capacity: list[int] = field(default_factory=list, compare=False)
+    usage: Usage = field(default_factory=Usage, compare=False)  # after the admitted ones
 
 
 def job_demand(
@@ -149,6 +165,7 @@ def admit(
     by_queue = dict(usage.by_queue)
     admitted: list[int] = []
     reasons: dict[int, str] = {}
+    short: list[int] = []
     positions = dict.fromkeys(per_queue, 0)
 
     def config(name: str) -> QueueConfig:
@@ -169,18 +186,70 @@ def admit(
         queue = config(name)
         cluster_usage = by_cluster.get(candidate.cluster, Resources())
         queue_usage = by_queue.get(name, Resources())
-        refusal = (
-            limits.total.refusal(total, candidate.demand, "global")
-            or limits.clusters.get(candidate.cluster, Limit()).refusal(
-                cluster_usage, candidate.demand, f"cluster {candidate.cluster!r}"
-            )
-            or queue.quota.refusal(queue_usage, candidate.demand, f"queue {name!r}")
-        )
-        if refusal is not None:
-            reasons[candidate.job_id] = refusal
+        net = candidate.demand - candidate.credit
+        capacity = limits.total.refusal(total, net, "global") or limits.clusters.get(
+            candidate.cluster, Limit()
+        ).refusal(cluster_usage, net, f"cluster {candidate.cluster!r}")
+        refusal = queue.quota.refusal(queue_usage, candidate.demand, f"queue {name!r}")
+        if capacity is not None or refusal is not None:
+            reasons[candidate.job_id] = capacity or refusal or ""
+            if capacity is not None and refusal is None:
+                short.append(candidate.job_id)
             continue
         admitted.append(candidate.job_id)
-        total = total + candidate.demand
-        by_cluster[candidate.cluster] = cluster_usage + candidate.demand
+        total = total + net
+        by_cluster[candidate.cluster] = cluster_usage + net
         by_queue[name] = queue_usage + candidate.demand
-    return Decision(admitted, reasons)
+    return Decision(admitted, reasons, short, Usage(total, by_cluster, by_queue))
+
+
+def warm_to_retire(
+    waiting: Sequence[Candidate], usage: Usage, limits: Limits, warm: Sequence[WarmHold]
+) -> list[str]:
+    """Which warm drivers to stop so that waiting jobs fit: the pool shrinks before a real job
+    waits for the memory, cores or slots it holds. `waiting` are jobs short of global or
+    cluster capacity, in the order they would be admitted; `usage` counts the warm drivers.
+    A job that would not fit even with every warm driver gone retires none."""
+    total = usage.total
+    by_cluster = dict(usage.by_cluster)
+    left = list(warm)
+    chosen: list[str] = []
+
+    def refusal(candidate: Candidate, total: Resources, cluster: Resources) -> str | None:
+        return limits.total.refusal(total, candidate.demand, "global") or limits.clusters.get(
+            candidate.cluster, Limit()
+        ).refusal(cluster, candidate.demand, "cluster")
+
+    for candidate in waiting:
+        # Same cluster first: those free room under both the cluster's limit and the global one.
+        order = sorted(left, key=lambda hold: hold.cluster != candidate.cluster)
+        trial_total, trial_cluster = total, by_cluster.get(candidate.cluster, Resources())
+        picked: list[WarmHold] = []
+        for hold in order:
+            if refusal(candidate, trial_total, trial_cluster) is None:
+                break
+            picked.append(hold)
+            trial_total = trial_total - hold.held
+            if hold.cluster == candidate.cluster:
+                trial_cluster = trial_cluster - hold.held
+        if not picked or refusal(candidate, trial_total, trial_cluster) is not None:
+            continue
+        for hold in picked:
+            left.remove(hold)
+            chosen.append(hold.id)
+            by_cluster[hold.cluster] = by_cluster.get(hold.cluster, Resources()) - hold.held
+        # Room made for this job is its own: later jobs are judged after it starts.
+        total = trial_total + candidate.demand
+        by_cluster[candidate.cluster] = trial_cluster + candidate.demand
+    return chosen
+
+
+def room_for(usage: Usage, limits: Limits, cluster: str, demand: Resources) -> bool:
+    """Whether `demand` fits under the global and the cluster's limits on top of `usage`."""
+    return (
+        limits.total.refusal(usage.total, demand, "global") is None
+        and limits.clusters.get(cluster, Limit()).refusal(
+            usage.by_cluster.get(cluster, Resources()), demand, "cluster"
+        )
+        is None
+    )

@@ -104,6 +104,19 @@ class DriverHost:
                 start_new_session=True,
                 close_fds=True,
             )
+        self.adopt(job_id, attempt, process, log_path, timeout)
+        return process.pid, log_path
+
+    def adopt(
+        self,
+        job_id: int,
+        attempt: int,
+        process: subprocess.Popen[bytes],
+        log_path: Path,
+        timeout: float | None,
+    ) -> None:
+        """Take charge of a driver that was started before its job (a warm driver that has
+        just taken this attempt): its exit, log scanning, timeout and stop work as for any."""
         driver = _Driver(
             job_id=job_id,
             attempt=attempt,
@@ -118,7 +131,6 @@ class DriverHost:
         with self._lock:
             self._drivers[(job_id, attempt)] = driver
         driver.waiter.start()
-        return process.pid, log_path
 
     def running(self) -> list[tuple[int, int]]:
         with self._lock:

@@ -77,3 +77,41 @@ def stop_attempt_processes(
 def _send(pid: int, sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.kill(pid, sig)
+
+
+def _group_members(group: int) -> list[int]:
+    members = []
+    for entry in PROC.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if len(fields) > 2 and fields[2] == str(group) and fields[0] != "Z":
+            members.append(int(entry.name))
+    return members
+
+
+def stop_group(group_leader: int, grace_seconds: float) -> None:
+    """SIGTERM a process group (a driver started in its own session), SIGKILL what is left
+    after `grace_seconds`."""
+    _signal_group(group_leader, signal.SIGTERM)
+    deadline = time.monotonic() + grace_seconds
+    while time.monotonic() < deadline:
+        if not _group_members(group_leader):
+            return
+        time.sleep(0.1)
+    _signal_group(group_leader, signal.SIGKILL)
+
+
+def group_rss(group: int) -> int:
+    """Resident memory, in bytes, of every process in a process group."""
+    page = os.sysconf("SC_PAGE_SIZE")
+    total = 0
+    for pid in _group_members(group):
+        try:
+            total += int((PROC / str(pid) / "statm").read_text().split()[1]) * page
+        except (OSError, IndexError, ValueError):
+            continue
+    return total

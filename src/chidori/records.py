@@ -30,6 +30,30 @@ class Job:
     cancel_requested: bool
     demand: Resources = field(default_factory=Resources)
     waiting_reason: str | None = None
+    start_type: str | None = None  # how the current attempt started: "cold" or "warm"
+    start_note: str | None = None  # why it started cold, where a warm pool exists
+    ready_at: datetime | None = None  # its Spark application was up (or it was handed over)
+
+    @property
+    def queue_wait_seconds(self) -> float | None:
+        """From submission to the current attempt's admission."""
+        if self.admitted_at is None:
+            return None
+        return max(0.0, (self.admitted_at - self.created_at).total_seconds())
+
+    @property
+    def startup_seconds(self) -> float | None:
+        """From admission until the application could run (the driver's start-up)."""
+        if self.admitted_at is None or self.ready_at is None:
+            return None
+        return max(0.0, (self.ready_at - self.admitted_at).total_seconds())
+
+    @property
+    def run_seconds(self) -> float | None:
+        """From the application's start to the job's end."""
+        if self.ready_at is None or self.finished_at is None:
+            return None
+        return max(0.0, (self.finished_at - self.ready_at).total_seconds())
 
     @property
     def duration_seconds(self) -> float | None:
@@ -56,6 +80,9 @@ class Attempt:
     spark_app_id: str | None
     exit_code: int | None
     reason: str | None
+    start_type: str | None = None  # "cold" or "warm"
+    start_note: str | None = None  # why the attempt started cold, when a warm pool exists
+    ready_at: datetime | None = None  # the Spark application was up (or the job handed over)
 
 
 @dataclass(frozen=True)
@@ -101,6 +128,7 @@ class Claim:
 
     job: Job
     attempt: int
+    warm_driver: str | None = None  # the idle warm driver the job is handed to, if any
 
 
 @dataclass(frozen=True)

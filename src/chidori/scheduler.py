@@ -22,13 +22,14 @@ from pathlib import Path
 from chidori import __version__, watchdog
 from chidori.artifacts import ArtifactStore
 from chidori.backends.base import HostedBackend, LaunchRequest
-from chidori.driver_host import DriverHost
+from chidori.driver_host import DriverHost, log_path_for
 from chidori.errors import ChidoriError, StoreUnavailable
 from chidori.processes import stop_attempt_processes
 from chidori.records import Claim, Outcome
 from chidori.states import AttemptState
 from chidori.store import Store
-from chidori.store.admission import AdmissionStore
+from chidori.store.admission import AdmissionStore, WarmPlan
+from chidori.warm_pool import Refused, WarmPool
 
 log = logging.getLogger(__name__)
 WATCHDOG_PATH = str(Path(watchdog.__file__))
@@ -73,6 +74,7 @@ class Scheduler:
         self._lease_thread: threading.Thread | None = None
         self._launcher = ThreadPoolExecutor(max_workers=8, thread_name_prefix="launch")
         self._fence_dir = options.heartbeat_file.parent / f"fenced-{options.server_id}"
+        self._log_dir = driver_log_dir
         self.drivers = DriverHost(
             driver_log_dir,
             on_exit=self._driver_exited,
@@ -83,6 +85,14 @@ class Scheduler:
         )
         self._grace = grace_seconds
         self._watchdog: subprocess.Popen[bytes] | None = None
+        self.warm = WarmPool(options.work_dir, driver_log_dir, options.server_id, self._warm_gone)
+        warm_conf = {name: b.warm_conf() for name, b in backends.items()}
+        self._warm_plan = WarmPlan(
+            {name: backends[name].cluster.warm_pool for name, c in warm_conf.items() if c},
+            {name: c for name, c in warm_conf.items() if c},
+        )
+        self._warm_broken_until: dict[str, float] = {}
+        self._last_warm_check = 0.0
 
     # ---- lifecycle --------------------------------------------------------------------------
 
@@ -131,6 +141,7 @@ class Scheduler:
         if self._thread is not None:
             self._thread.join(timeout=10)
         self._launcher.shutdown(wait=True)
+        self.warm.shutdown()
         self.drivers.shutdown(reason)
         if self._watchdog is not None:
             self._watchdog.send_signal(signal.SIGUSR1)  # drivers are stopped: leave quietly
@@ -141,6 +152,9 @@ class Scheduler:
         if self._lease_thread is not None:
             self._lease_thread.join(timeout=10)
         try:
+            self._admission.drop_warm(
+                [w.id for w in self._admission.warm_drivers(self._options.server_id)]
+            )
             self._store.server_stopped(self._options.server_id)
         except StoreUnavailable as exc:
             log.warning("could not record the stop: %s", exc)
@@ -176,6 +190,10 @@ class Scheduler:
         if now - self._last_reap >= 1.0:
             self._last_reap = now
             self.reap_expired()
+            self._admission.reap_warm(self._options.lease_seconds)
+        if self._warm_plan.pools and now - self._last_warm_check >= 0.25:
+            self._last_warm_check = now
+            self.reconcile_warm()
         self.apply_cancels()
         if self._admitting:
             self.admit()
@@ -223,6 +241,9 @@ class Scheduler:
         """At start: attempts left active by an earlier run of this server (or, on a store only
         one server can use, by any server) are LOST. Returns how many were found."""
         server = None if all_servers else self._options.server_id
+        self._admission.reap_warm(
+            self._options.lease_seconds, self._options.server_id if all_servers else None
+        )
         orphans = [
             a
             for a in self._store.active_attempts(server)
@@ -270,17 +291,75 @@ class Scheduler:
 
     def admit(self) -> int:
         """Admit every waiting job that fits now and launch its driver. Returns how many."""
-        claims = self._admission.admit(
+        now = time.monotonic()
+        plan = self._warm_plan
+        if any(until > now for until in self._warm_broken_until.values()):
+            plan = WarmPlan(
+                {c: p for c, p in plan.pools.items() if self._warm_broken_until.get(c, 0) <= now},
+                plan.fixed_conf,
+            )
+        result = self._admission.admit(
             self._options.server_id,
             self._options.host,
             list(self._backends),
             self._options.lease_seconds,
+            warm=plan,
         )
         # Starting a process and recording it take milliseconds each: do it beside the loop,
         # which goes straight back to admitting.
-        for claim in claims:
+        for claim in result.claims:
+            if claim.warm_driver is not None:
+                self.warm.claim(claim.warm_driver)
             self._launcher.submit(self._launch_logged, claim)
-        return len(claims)
+        for warm_id, cluster in result.warm_to_start:
+            self._launcher.submit(self._start_warm, warm_id, cluster)
+        return len(result.claims)
+
+    # ---- warm drivers -----------------------------------------------------------------------
+
+    def _start_warm(self, warm_id: str, cluster: str) -> None:
+        try:
+            command = self._backends[cluster].warm_command(self.warm.control_dir(warm_id))
+            pid = self.warm.start(warm_id, cluster, command)
+        except (ChidoriError, OSError) as exc:
+            log.error("could not start a warm driver for cluster %s: %s", cluster, exc)
+            self._warm_broken_until[cluster] = time.monotonic() + 60
+            self._admission.drop_warm([warm_id])
+            return
+        self._admission.set_warm_state(warm_id, "starting", pid)
+
+    def _warm_gone(self, warm_id: str) -> None:
+        self._admission.drop_warm([warm_id])
+        self._capacity_freed.set()
+        self._wakeup.set()
+
+    def reconcile_warm(self) -> None:
+        """Bring this server's warm processes in line with the store: mark ready ones idle,
+        stop the ones being retired (or whose reservation is gone), forget rows whose process
+        is gone."""
+        local = self.warm.ids()
+        rows = self._admission.warm_drivers(self._options.server_id)
+        recorded = {row.id for row in rows}
+        gone: list[str] = []
+        for row in rows:
+            if row.id not in local:
+                # Rows are written before their process starts: give that a moment.
+                age = (self._store.now() - row.created_at).total_seconds()
+                if row.state != "starting" or age > 30:
+                    gone.append(row.id)
+            elif row.state == "retiring":
+                self.warm.stop(row.id)
+            elif (
+                row.state == "starting"
+                and self.warm.is_ready(row.id)
+                and self._admission.set_warm_state(row.id, "idle")
+            ):
+                log.info("warm driver %s for cluster %s is ready", row.id, row.cluster)
+                self._wakeup.set()
+        for warm_id in local - recorded:
+            self.warm.stop(warm_id)
+        if gone:
+            self._admission.drop_warm(gone)
 
     def _launch_logged(self, claim: Claim) -> None:
         try:
@@ -292,11 +371,12 @@ class Scheduler:
         job, attempt = claim.job, claim.attempt
         backend = self._backends[job.spec.cluster]
         work_dir = self._options.work_dir / str(job.id) / f"attempt-{attempt}"
+        request = LaunchRequest(job, attempt, work_dir, self._artifacts.resolve)
         try:
             work_dir.mkdir(parents=True, exist_ok=True)
-            command = backend.driver_command(
-                LaunchRequest(job, attempt, work_dir, self._artifacts.resolve)
-            )
+            if claim.warm_driver is not None and self._launch_warm(claim, request):
+                return
+            command = backend.driver_command(request)
             pid, log_path = self.drivers.start(job.id, attempt, command, job.spec.timeout)
         except ChidoriError as exc:
             self._finish(
@@ -310,7 +390,40 @@ class Scheduler:
                 job.id, attempt, Outcome(AttemptState.FAILED, f"could not start the driver: {exc}")
             )
             return
-        self._store.mark_running(job.id, attempt, pid, str(log_path), self._options.server_id)
+        self._store.mark_running(
+            job.id,
+            attempt,
+            pid,
+            str(log_path),
+            self._options.server_id,
+            ready=job.spec.kind == "python",
+        )
+
+    def _launch_warm(self, claim: Claim, request: LaunchRequest) -> bool:
+        """Hand the attempt to its warm driver. False (and the start recorded as cold, with
+        why) when the driver refuses it: the caller starts a cold one. Raises InvalidRequest
+        when the spec names files that cannot be used."""
+        job, attempt = claim.job, claim.attempt
+        assert claim.warm_driver is not None
+        payload = self._backends[job.spec.cluster].warm_job(request)
+        try:
+            handover = self.warm.hand_over(
+                claim.warm_driver, payload, log_path_for(self._log_dir, job.id, attempt)
+            )
+        except Refused as exc:
+            log.info("job %s starts cold: warm driver %s: %s", job.id, claim.warm_driver, exc)
+            self._store.set_start(job.id, attempt, "cold", f"the warm driver refused it: {exc}")
+            return False
+        self.drivers.adopt(job.id, attempt, handover.process, handover.log_path, job.spec.timeout)
+        self._store.mark_running(
+            job.id,
+            attempt,
+            handover.process.pid,
+            str(handover.log_path),
+            self._options.server_id,
+            ready=True,
+        )
+        return True
 
     # ---- callbacks from the driver host -----------------------------------------------------
 

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from collections.abc import Callable
+
 from fastapi import APIRouter, Path
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from chidori.admission import Resources
 from chidori.api.deps import CurrentActor
 from chidori.api.schemas import error_responses
 from chidori.limits import LimitDoc, LimitsDoc, QueueDoc
-from chidori.services.admission import AdmissionService, ScopeCapacity
+from chidori.services.admission import AdmissionService, ScopeCapacity, WarmPoolStatus
 from chidori.store.admission import QueueStats
 from chidori.units import format_memory
 
@@ -97,12 +99,85 @@ def _queue(stats: QueueStats, now: datetime) -> QueueOut:
     )
 
 
+class WarmDriverOut(BaseModel):
+    id: str
+    server_id: str
+    state: str  # starting | idle | retiring
+    memory: str
+    cores: int
+    pid: int | None
+    created_at: datetime
+    memory_in_use: str | None = None  # resident memory, for drivers of the answering server
+
+
+class WarmPoolOut(BaseModel):
+    cluster: str
+    size: int
+    configured_size: int
+    driver_memory: str
+    driver_cores: int
+    conf: dict[str, str]
+    drivers: list[WarmDriverOut]
+
+
+class WarmPoolList(BaseModel):
+    items: list[WarmPoolOut]
+
+
+class WarmSize(BaseModel):
+    size: int | None = Field(
+        None, ge=0, le=64, description="Warm drivers per server; null: back to the config's."
+    )
+
+
+def _warm_pool(status: WarmPoolStatus, rss: Callable[[str], int]) -> WarmPoolOut:
+    return WarmPoolOut(
+        cluster=status.cluster,
+        size=status.size,
+        configured_size=status.configured_size,
+        driver_memory=status.pool.driver_memory,
+        driver_cores=status.pool.driver_cores,
+        conf=dict(status.pool.conf),
+        drivers=[
+            WarmDriverOut(
+                id=d.id,
+                server_id=d.server_id,
+                state=d.state,
+                memory=format_memory(d.held.memory_mb),
+                cores=d.held.cores,
+                pid=d.pid,
+                created_at=d.created_at,
+                memory_in_use=format_memory(used // 2**20) if (used := rss(d.id)) else None,
+            )
+            for d in status.drivers
+        ],
+    )
+
+
 SERVER_ALIVE_SECONDS = 30.0
 QueueName = Path(pattern=r"^[A-Za-z0-9_.\-]{1,128}$")
 
 
-def build_admission_router(admission: AdmissionService) -> APIRouter:
+def build_admission_router(
+    admission: AdmissionService, warm_rss: Callable[[str], int] = lambda _id: 0
+) -> APIRouter:
     router = APIRouter(prefix="/api/v1", responses=error_responses(401, 403, 422, 503))
+
+    @router.get("/warm-pool", response_model=WarmPoolList, tags=["admission"])
+    def warm_pools(who: CurrentActor) -> WarmPoolList:
+        """Every cluster's warm pool: size per server, shape, and each warm driver."""
+        return WarmPoolList(items=[_warm_pool(p, warm_rss) for p in admission.warm_pools(who)])
+
+    @router.put(
+        "/admin/warm-pool/{cluster}",
+        response_model=WarmPoolOut,
+        tags=["admin"],
+        responses=error_responses(400, 404, 413),
+    )
+    def put_warm_pool(body: WarmSize, who: CurrentActor, cluster: str = QueueName) -> WarmPoolOut:
+        """Set how many warm drivers each server keeps for a cluster (admins; 0 turns the
+        pool off, null returns to the config's size). Applies at once."""
+        return _warm_pool(admission.set_warm_size(who, cluster, body.size), warm_rss)
 
     @router.get("/capacity", response_model=CapacityOut, tags=["admission"])
     def capacity(who: CurrentActor) -> CapacityOut:

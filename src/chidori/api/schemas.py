@@ -81,6 +81,15 @@ class JobOut(BaseModel):
     exit_code: int | None
     cancel_requested: bool
     waiting_reason: str | None = Field(description="Why a queued job waits (which limit)")
+    start_type: str | None = Field(
+        None, description="How the current attempt started: cold, or warm (a warm driver)"
+    )
+    start_note: str | None = Field(None, description="Why it started cold, where a pool exists")
+    queue_wait_seconds: float | None = Field(None, description="Submission to admission")
+    startup_seconds: float | None = Field(
+        None, description="Admission until the application could run (driver start-up)"
+    )
+    run_seconds: float | None = Field(None, description="Application start to the job's end")
     demand: dict[str, Any] = Field(description="Memory and cores of the driver and executors")
     spec: dict[str, Any]
 
@@ -101,6 +110,11 @@ class JobOut(BaseModel):
             user=job.owner,
             created_at=job.created_at,
             admitted_at=job.admitted_at,
+            start_type=job.start_type,
+            start_note=job.start_note,
+            queue_wait_seconds=job.queue_wait_seconds,
+            startup_seconds=job.startup_seconds,
+            run_seconds=job.run_seconds,
             started_at=job.started_at,
             finished_at=job.finished_at,
             duration_seconds=job.duration_seconds,
@@ -166,6 +180,9 @@ class AttemptOut(BaseModel):
     spark_app_id: str | None
     exit_code: int | None
     reason: str | None
+    start_type: str | None = None
+    start_note: str | None = None
+    ready_at: datetime | None = None
 
     @classmethod
     def of(cls, attempt: Attempt) -> AttemptOut:
@@ -180,6 +197,9 @@ class AttemptOut(BaseModel):
             spark_app_id=attempt.spark_app_id,
             exit_code=attempt.exit_code,
             reason=attempt.reason,
+            start_type=attempt.start_type,
+            start_note=attempt.start_note,
+            ready_at=attempt.ready_at,
         )
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from chidori.config import ClusterConfig
+from chidori.errors import BackendError
 from chidori.records import Job
 
 Resolver = Callable[[str, str], str]
@@ -47,6 +48,19 @@ class HostedBackend(ABC):
     def driver_command(self, request: LaunchRequest) -> DriverCommand:
         """The command that runs this attempt's driver. Raises InvalidRequest when the spec
         names files that cannot be used, BackendError when the backend itself is unusable."""
+
+    def warm_conf(self) -> dict[str, str] | None:
+        """The conf this cluster's warm drivers start with; None if it keeps none."""
+        return None
+
+    def warm_command(self, control_dir: Path) -> DriverCommand:  # noqa: ARG002
+        """The command of a warm driver (started before any job; waits in `control_dir`)."""
+        raise BackendError(f"cluster {self.cluster.name!r} keeps no warm drivers")
+
+    def warm_job(self, request: LaunchRequest) -> dict[str, object]:  # noqa: ARG002
+        """What a warm driver needs to run this attempt's application. Raises InvalidRequest
+        when the spec names files that cannot be used."""
+        raise BackendError(f"cluster {self.cluster.name!r} keeps no warm drivers")
 
     def cleanup(self, job_id: int, attempt: int) -> None:  # noqa: B027
         """Remove what an attempt left outside its driver's processes (executor pods, remote

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from chidori.admission import Limit, Resources, never_fits
-from chidori.errors import FieldError, InvalidRequest
+from chidori.config import ClusterConfig, WarmPoolConfig
+from chidori.errors import FieldError, InvalidRequest, NotFound
 from chidori.identity import Role
 from chidori.limits import LimitsDoc, QueueDoc
 from chidori.records import Server
 from chidori.services.identity import Actor, IdentityService
 from chidori.spec import JobSpec
-from chidori.store.admission import AdmissionStore, QueueStats
+from chidori.store.admission import AdmissionStore, QueueStats, WarmDriver
 from chidori.store.sql import spec_demand
 
 _CACHE_SECONDS = 1.0
@@ -41,10 +43,25 @@ class Capacity:
     waiting: int
 
 
+@dataclass(frozen=True)
+class WarmPoolStatus:
+    cluster: str
+    size: int  # what servers keep now (each, for this cluster)
+    configured_size: int  # from the config file / CHIDORI_WARM_POOL
+    pool: WarmPoolConfig
+    drivers: list[WarmDriver]
+
+
 class AdmissionService:
-    def __init__(self, store: AdmissionStore, identity: IdentityService) -> None:
+    def __init__(
+        self,
+        store: AdmissionStore,
+        identity: IdentityService,
+        clusters: Mapping[str, ClusterConfig] | None = None,
+    ) -> None:
         self._store = store
         self._identity = identity
+        self._clusters = dict(clusters or {})
         self._cache: tuple[float, LimitsDoc, dict[str, QueueDoc]] | None = None
         self._lock = threading.Lock()
 
@@ -117,6 +134,32 @@ class AdmissionService:
         self._forget()
         self._identity.record(actor, "limits.update", "limits", limits.model_dump(mode="json"))
         return saved
+
+    def warm_pools(self, actor: Actor) -> list[WarmPoolStatus]:
+        """Every cluster's warm pool: its size and the warm drivers of every server."""
+        del actor
+        sizes = self._store.warm_sizes()
+        drivers = self._store.warm_drivers()
+        return [
+            WarmPoolStatus(
+                name,
+                sizes.get(name, cluster.warm_pool.size),
+                cluster.warm_pool.size,
+                cluster.warm_pool,
+                [d for d in drivers if d.cluster == name],
+            )
+            for name, cluster in sorted(self._clusters.items())
+        ]
+
+    def set_warm_size(self, actor: Actor, cluster: str, size: int | None) -> WarmPoolStatus:
+        """Change how many warm drivers each server keeps for `cluster` (None: back to the
+        config's). Applies at once: extra idle drivers are stopped, missing ones started."""
+        actor.principal.require(Role.ADMIN)
+        if cluster not in self._clusters:
+            raise NotFound(f"no cluster named {cluster!r}")
+        self._store.put_warm_size(cluster, size, actor.name)
+        self._identity.record(actor, "warm_pool.update", cluster, {"size": size})
+        return next(p for p in self.warm_pools(actor) if p.cluster == cluster)
 
     def put_queue(self, actor: Actor, name: str, doc: QueueDoc) -> QueueDoc:
         actor.principal.require(Role.ADMIN)

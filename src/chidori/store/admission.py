@@ -7,24 +7,81 @@ from the jobs table itself in that transaction, so limits hold across replicas a
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, or_, select, text, update
+from sqlalchemy import delete, func, or_, select, text, update
 from sqlalchemy.orm import Session
 
-from chidori.admission import Candidate, Decision, Resources, Usage, admit
+from chidori.admission import (
+    Candidate,
+    Decision,
+    Resources,
+    Usage,
+    WarmHold,
+    admit,
+    room_for,
+    warm_to_retire,
+)
+from chidori.config import WarmPoolConfig
 from chidori.limits import DEFAULT_QUEUE, LimitsDoc, QueueDoc
 from chidori.records import Claim, Server
+from chidori.spec import JobSpec
 from chidori.states import ACTIVE_JOB_STATES, JobState
-from chidori.store.models import JobRow, QueueRow, SettingRow
+from chidori.store.models import (
+    AttemptRow,
+    JobRow,
+    QueueRow,
+    ServerRow,
+    SettingRow,
+    WarmDriverRow,
+)
 from chidori.store.sql import Store, claim_in_session
+from chidori.warm import cold_reason, warm_demand
 
 LIMITS_KEY = "limits"
+WARM_POOL_KEY = "warm_pool"
 _ADMISSION_LOCK = 4242002
 _ACTIVE = [s.value for s in ACTIVE_JOB_STATES]
+
+
+@dataclass(frozen=True)
+class WarmPlan:
+    """This server's warm pools (from the config; sizes an admin set at run time win) and
+    the conf their drivers start with, by cluster."""
+
+    pools: Mapping[str, WarmPoolConfig]
+    fixed_conf: Mapping[str, Mapping[str, str]]
+
+
+@dataclass(frozen=True)
+class WarmDriver:
+    id: str
+    server_id: str
+    cluster: str
+    state: str
+    held: Resources
+    pid: int | None
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class AdmitResult:
+    claims: list[Claim]
+    warm_to_start: list[tuple[str, str]]  # (warm driver id, cluster) reserved on this server
+
+
+def _warm(row: WarmDriverRow) -> WarmDriver:
+    return WarmDriver(
+        row.id, row.server_id, row.cluster, row.state, _hold(row).held, row.pid, row.created_at
+    )
+
+
+def _hold(row: WarmDriverRow) -> WarmHold:
+    return WarmHold(row.id, row.cluster, Resources(1, row.memory_mb, row.cores))
 
 
 @dataclass(frozen=True)
@@ -56,6 +113,18 @@ def _usage(session: Session) -> Usage:
         total = total + held
         by_cluster[cluster] = by_cluster.get(cluster, Resources()) + held
         by_queue[queue] = by_queue.get(queue, Resources()) + held
+    # Warm drivers hold a driver's memory and cores and a slot, like running jobs.
+    for cluster, count, memory, cores in session.execute(
+        select(
+            WarmDriverRow.cluster,
+            func.count(),
+            func.coalesce(func.sum(WarmDriverRow.memory_mb), 0),
+            func.coalesce(func.sum(WarmDriverRow.cores), 0),
+        ).group_by(WarmDriverRow.cluster)
+    ):
+        held = Resources(int(count), int(memory), int(cores))
+        total = total + held
+        by_cluster[cluster] = by_cluster.get(cluster, Resources()) + held
     return Usage(total, by_cluster, by_queue)
 
 
@@ -160,6 +229,89 @@ class AdmissionStore:
     def servers(self) -> list[Server]:
         return self._store.list_servers()
 
+    # ---- warm drivers ------------------------------------------------------------------------
+
+    def _warm_sizes(self, session: Session) -> dict[str, int]:
+        row = session.get(SettingRow, WARM_POOL_KEY)
+        return {str(k): int(v) for k, v in (row.value if row is not None else {}).items()}
+
+    def warm_sizes(self) -> dict[str, int]:
+        """Warm pool sizes an admin set at run time, by cluster (they win over the config)."""
+        with self._store.reading() as session:
+            return self._warm_sizes(session)
+
+    def put_warm_size(self, cluster: str, size: int | None, by: str) -> dict[str, int]:
+        """Set (or, with None, forget) the run-time pool size of `cluster`."""
+        now = self._store.now()
+        with self._store.writing() as session:
+            sizes = self._warm_sizes(session)
+            if size is None:
+                sizes.pop(cluster, None)
+            else:
+                sizes[cluster] = size
+            row = session.get(SettingRow, WARM_POOL_KEY)
+            if row is None:
+                session.add(
+                    SettingRow(key=WARM_POOL_KEY, value=sizes, updated_at=now, updated_by=by)
+                )
+            else:
+                row.value, row.updated_at, row.updated_by = dict(sizes), now, by
+        self._store.notify_change()
+        return sizes
+
+    def warm_drivers(self, server_id: str | None = None) -> list[WarmDriver]:
+        with self._store.reading() as session:
+            query = select(WarmDriverRow).order_by(WarmDriverRow.created_at)
+            if server_id is not None:
+                query = query.where(WarmDriverRow.server_id == server_id)
+            return [_warm(row) for row in session.scalars(query)]
+
+    def set_warm_state(self, warm_id: str, state: str, pid: int | None = None) -> bool:
+        """Move a warm driver from starting to idle (or note its pid). False if its row is gone
+        (a job took it over, or another replica reaped it)."""
+        values: dict[str, Any] = {"state": state}
+        if pid is not None:
+            values["pid"] = pid
+        with self._store.writing() as session:
+            result = session.execute(
+                update(WarmDriverRow)
+                .where(WarmDriverRow.id == warm_id, WarmDriverRow.state != "retiring")
+                .values(**values)
+                .execution_options(synchronize_session=False)
+            )
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    def drop_warm(self, warm_ids: Sequence[str]) -> None:
+        """Forget warm drivers whose processes are gone: their reservations are free again."""
+        if not warm_ids:
+            return
+        with self._store.writing() as session:
+            session.execute(
+                delete(WarmDriverRow)
+                .where(WarmDriverRow.id.in_(list(warm_ids)))
+                .execution_options(synchronize_session=False)
+            )
+        self._store.notify_change()
+
+    def reap_warm(self, lease_seconds: float, all_servers_but: str | None = None) -> int:
+        """Drop the warm drivers of servers that stopped or stopped renewing their heartbeat
+        (their watchdog has stopped the processes). With `all_servers_but`, every server's but
+        that one (a database only one server uses: whatever else is recorded is stale)."""
+        cutoff = self._store.now() - timedelta(seconds=lease_seconds)
+        with self._store.writing() as session:
+            if all_servers_but is not None:
+                stale = delete(WarmDriverRow).where(WarmDriverRow.server_id != all_servers_but)
+            else:
+                live = select(ServerRow.id).where(
+                    ServerRow.stopped_at.is_(None), ServerRow.heartbeat_at >= cutoff
+                )
+                stale = delete(WarmDriverRow).where(WarmDriverRow.server_id.not_in(live))
+            result = session.execute(stale.execution_options(synchronize_session=False))
+        count = int(result.rowcount)  # type: ignore[attr-defined]
+        if count:
+            self._store.notify_change()
+        return count
+
     # ---- the admit step ---------------------------------------------------------------------
 
     def admit(
@@ -169,10 +321,15 @@ class AdmissionStore:
         clusters: Sequence[str],
         lease_seconds: float,
         per_queue: int = 64,
-    ) -> list[Claim]:
+        warm: WarmPlan | None = None,
+    ) -> AdmitResult:
         """Admit every waiting job that fits now (see `chidori.admission`), each with a new
-        attempt owned by `server_id`, and record why the others wait. One transaction."""
+        attempt owned by `server_id`, and record why the others wait. With a `warm` plan, hand
+        jobs to this server's idle warm drivers, retire warm drivers (anyone's) that stand in
+        a waiting job's way, and top this server's pools up when no job waits for room.
+        One transaction."""
         now = self._store.now()
+        warm = warm or WarmPlan({}, {})
         with self._store.writing() as session:
             if self._store.dialect == "postgresql":
                 session.execute(
@@ -180,44 +337,227 @@ class AdmissionStore:
                 )
             limits = self._limits(session)
             usage = _usage(session)
+            warm_rows = list(session.scalars(select(WarmDriverRow)))
             cap = limits.max_running_jobs
-            if cap is not None and usage.total.jobs >= cap:
-                # Nothing can start: skip reading candidates; just explain the arrivals since
-                # the last step (an id range, so a long queue is not rescanned every time).
-                newest = session.scalar(select(func.max(JobRow.id))) or 0
-                session.execute(
-                    update(JobRow)
-                    .where(
-                        JobRow.id > self._explained_up_to,
-                        JobRow.id <= newest,
-                        JobRow.state == JobState.QUEUED.value,
-                        JobRow.wait_reason.is_(None),
-                    )
-                    .values(wait_reason=f"global running-jobs limit {cap} reached")
-                    .execution_options(synchronize_session=False)
-                )
-                self._explained_up_to = newest
-                return []
+            if cap is not None and usage.total.jobs - len(warm_rows) >= cap:
+                self._explain_full(session, cap)
+                return AdmitResult([], [])
             self._explained_up_to = 0  # reasons are per job again below; start over next time
             queues = self._queues(session)
             queued = self._candidates(session, list(queues), clusters, now, per_queue)
-            if not queued:
-                return []
+            sizes = {**{c: p.size for c, p in warm.pools.items()}, **self._warm_sizes(session)}
+            pool_clusters = {c for c in warm.pools if sizes.get(c, 0) > 0}
+            idle = [
+                row
+                for row in warm_rows
+                if row.server_id == server_id and row.state == "idle" and row.cluster in warm.pools
+            ]
+            candidates, handed, notes = self._hand_to_warm(
+                session, [c for c, _ in queued], idle, warm
+            )
             decision = admit(
-                [candidate for candidate, _ in queued],
+                candidates,
                 usage,
                 limits.limits(),
                 {name: doc.config(name) for name, doc in queues.items()},
             )
-            claims = [
-                claim
-                for job_id in decision.admitted
-                if (claim := claim_in_session(session, job_id, server_id, host, lease_seconds, now))
-            ]
+            claims: list[Claim] = []
+            taken: set[str] = set()
+            for job_id in decision.admitted:
+                warm_id = handed.get(job_id)
+                claim = claim_in_session(
+                    session, job_id, server_id, host, lease_seconds, now,
+                    "warm" if warm_id else "cold", None if warm_id else notes.get(job_id),
+                    warm_id,
+                )  # fmt: skip
+                if claim is None:
+                    continue
+                claims.append(claim)
+                if warm_id is not None:
+                    # The job holds what the warm driver held: one reservation, handed over.
+                    session.execute(delete(WarmDriverRow).where(WarmDriverRow.id == warm_id))
+                    taken.add(warm_id)
+            self._note_cold(session, claims, pool_clusters, warm)
             self._record_reasons(session, decision, dict((c.job_id, r) for c, r in queued))
+            left = [r for r in warm_rows if r.id not in taken]
+            self._shrink(session, server_id, sizes, left)
+            left = [r for r in left if r.state != "retiring"]
+            started: list[tuple[str, str]] = []
+            if decision.short_of_capacity:
+                by_id = {c.job_id: c for c in candidates}
+                retire = warm_to_retire(
+                    [by_id[j] for j in decision.short_of_capacity],
+                    decision.usage,
+                    limits.limits(),
+                    [_hold(r) for r in left if r.state != "retiring"],
+                )
+                if retire:
+                    session.execute(
+                        update(WarmDriverRow)
+                        .where(WarmDriverRow.id.in_(retire))
+                        .values(state="retiring")
+                        .execution_options(synchronize_session=False)
+                    )
+            else:
+                started = self._top_up(
+                    session, server_id, warm, sizes, left, decision.usage, limits, now
+                )
         if claims:
             self._store.notify_change([c.job.id for c in claims])
-        return claims
+        return AdmitResult(claims, started)
+
+    def _explain_full(self, session: Session, cap: int) -> None:
+        # Nothing can start: skip reading candidates; just explain the arrivals since the last
+        # step (an id range, so a long queue is not rescanned every time).
+        newest = session.scalar(select(func.max(JobRow.id))) or 0
+        session.execute(
+            update(JobRow)
+            .where(
+                JobRow.id > self._explained_up_to,
+                JobRow.id <= newest,
+                JobRow.state == JobState.QUEUED.value,
+                JobRow.wait_reason.is_(None),
+            )
+            .values(wait_reason=f"global running-jobs limit {cap} reached")
+            .execution_options(synchronize_session=False)
+        )
+        self._explained_up_to = newest
+
+    @staticmethod
+    def _hand_to_warm(
+        session: Session, candidates: list[Candidate], idle: list[WarmDriverRow], warm: WarmPlan
+    ) -> tuple[list[Candidate], dict[int, str], dict[int, str]]:
+        """Pair waiting jobs that a warm driver can run with this server's idle ones (in the
+        order jobs would be admitted); a paired job's demand is credited with the driver's
+        reservation. Returns the candidates, job id -> warm driver id, and job id -> why a
+        job of a pooled cluster cannot run warm."""
+        if not idle:
+            return candidates, {}, {}
+        wanted = [c.job_id for c in candidates if c.cluster in {r.cluster for r in idle}]
+        specs = {
+            job_id: JobSpec.model_validate(spec)
+            for job_id, spec in session.execute(
+                select(JobRow.id, JobRow.spec).where(JobRow.id.in_(wanted))
+            )
+        }
+        free = list(idle)
+        handed: dict[int, str] = {}
+        notes: dict[int, str] = {}
+        paired: list[Candidate] = []
+        for candidate in sorted(candidates, key=lambda c: (-c.priority, c.job_id)):
+            spec = specs.get(candidate.job_id)
+            match = next((r for r in free if r.cluster == candidate.cluster), None)
+            if spec is None or match is None:
+                paired.append(candidate)
+                continue
+            reason = cold_reason(
+                spec, warm.pools[candidate.cluster], warm.fixed_conf.get(candidate.cluster, {})
+            )
+            if reason is not None:
+                notes[candidate.job_id] = reason
+                paired.append(candidate)
+                continue
+            free.remove(match)
+            handed[candidate.job_id] = match.id
+            paired.append(replace(candidate, credit=_hold(match).held))
+        return paired, handed, notes
+
+    @staticmethod
+    def _note_cold(
+        session: Session, claims: list[Claim], pool_clusters: set[str], warm: WarmPlan
+    ) -> None:
+        """Say why a job of a cluster with a warm pool started cold."""
+        for claim in claims:
+            cluster = claim.job.spec.cluster
+            if claim.warm_driver is not None or cluster not in pool_clusters:
+                continue
+            reason = (
+                cold_reason(claim.job.spec, warm.pools[cluster], warm.fixed_conf.get(cluster, {}))
+                or "no idle warm driver on the admitting server"
+            )
+            session.execute(
+                update(AttemptRow)
+                .where(AttemptRow.job_id == claim.job.id, AttemptRow.number == claim.attempt)
+                .values(start_note=reason)
+                .execution_options(synchronize_session=False)
+            )
+            session.execute(
+                update(JobRow)
+                .where(JobRow.id == claim.job.id)
+                .values(start_note=reason)
+                .execution_options(synchronize_session=False)
+            )
+
+    @staticmethod
+    def _shrink(
+        session: Session, server_id: str, sizes: Mapping[str, int], rows: list[WarmDriverRow]
+    ) -> None:
+        """Retire this server's warm drivers beyond its pools' sizes (an admin made a pool
+        smaller, or turned it off), newest first."""
+        mine: dict[str, list[WarmDriverRow]] = {}
+        for row in rows:
+            if row.server_id == server_id and row.state != "retiring":
+                mine.setdefault(row.cluster, []).append(row)
+        extra = []
+        for cluster, held in mine.items():
+            held.sort(key=lambda r: r.created_at)
+            extra += held[sizes.get(cluster, 0) :]
+        if extra:
+            session.execute(
+                update(WarmDriverRow)
+                .where(WarmDriverRow.id.in_([r.id for r in extra]))
+                .values(state="retiring")
+                .execution_options(synchronize_session=False)
+            )
+            for row in extra:
+                row.state = "retiring"
+
+    @staticmethod
+    def _top_up(
+        session: Session,
+        server_id: str,
+        warm: WarmPlan,
+        sizes: Mapping[str, int],
+        rows: list[WarmDriverRow],
+        usage: Usage,
+        limits: LimitsDoc,
+        now: datetime,
+    ) -> list[tuple[str, str]]:
+        """Reserve new warm drivers for this server's pools while they fit under the limits.
+        Returns (warm driver id, cluster) pairs to start."""
+        started: list[tuple[str, str]] = []
+        for cluster, pool in warm.pools.items():
+            have = sum(
+                1
+                for r in rows
+                if r.server_id == server_id and r.cluster == cluster and r.state != "retiring"
+            )
+            demand = warm_demand(pool)
+            for _ in range(sizes.get(cluster, 0) - have):
+                if not room_for(usage, limits.limits(), cluster, demand):
+                    break
+                warm_id = f"warm-{secrets.token_hex(6)}"
+                session.add(
+                    WarmDriverRow(
+                        id=warm_id,
+                        server_id=server_id,
+                        cluster=cluster,
+                        memory_mb=demand.memory_mb,
+                        cores=demand.cores,
+                        state="starting",
+                        created_at=now,
+                    )
+                )
+                usage = Usage(
+                    usage.total + demand,
+                    {
+                        **usage.by_cluster,
+                        cluster: usage.by_cluster.get(cluster, Resources()) + demand,
+                    },
+                    usage.by_queue,
+                )
+                started.append((warm_id, cluster))
+        return started
 
     @staticmethod
     def _candidates(
