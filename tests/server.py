@@ -36,6 +36,7 @@ class ChidoriServer:
         config: Path | None = None,
         env: dict[str, str] | None = None,
         app_roots: list[Path] | None = None,
+        spark_rest_port: int | None = None,
     ) -> None:
         self.home = home
         self.token = token
@@ -46,6 +47,9 @@ class ChidoriServer:
         self.app_roots = app_roots or [REPO]
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = home / "server.log"
+        # Spark's REST submission listener, when a port is given (CHIDORI_SPARK_REST_PORT).
+        self.spark_rest_port = spark_rest_port
+        self.spark_rest_url = f"http://127.0.0.1:{spark_rest_port}" if spark_rest_port else None
 
     def environment(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -61,6 +65,8 @@ class ChidoriServer:
         )
         env.pop("CHIDORI_CONFIG", None)
         env.pop("CHIDORI_DATABASE_URL", None)
+        if self.spark_rest_port:
+            env["CHIDORI_SPARK_REST_PORT"] = str(self.spark_rest_port)
         env.update(self.extra_env)
         return env
 
@@ -79,12 +85,25 @@ class ChidoriServer:
             if self.process.poll() is not None:
                 raise RuntimeError(f"server exited at start:\n{self.server_log()}")
             try:
-                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
+                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200 and (
+                    self._spark_rest_answers()
+                ):
                     return self
             except httpx.HTTPError:
                 pass
             time.sleep(0.1)
         raise RuntimeError(f"server not ready in {timeout} s:\n{self.server_log()}")
+
+    def _spark_rest_answers(self) -> bool:
+        """The REST listener, if any, answers (anything, even 403): it starts just after the
+        main app."""
+        if self.spark_rest_url is None:
+            return True
+        try:
+            httpx.get(f"{self.spark_rest_url}/v1/submissions/readyz", timeout=1)
+        except httpx.HTTPError:
+            return False
+        return True
 
     def server_log(self) -> str:
         try:

@@ -24,9 +24,11 @@ from chidori.admission import (
     QueueConfig,
     Resources,
     Usage,
+    WarmHold,
     admit,
     job_demand,
     never_fits,
+    warm_to_retire,
 )
 
 GB = 1024
@@ -671,3 +673,115 @@ def test_property_replaying_admit_after_every_event_never_breaks_a_limit(
         check_within(before, after, admitted, limits, queues)
         running += admitted
         waiting = [c for c in waiting if c.job_id not in chosen]
+
+
+# -- warm drivers ---------------------------------------------------------------------------
+
+
+def warm_usage(holds: Iterable[WarmHold], running: Iterable[Candidate] = ()) -> Usage:
+    usage = usage_of(running)
+    total, by_cluster = usage.total, dict(usage.by_cluster)
+    for hold in holds:
+        total += hold.held
+        by_cluster[hold.cluster] = by_cluster.get(hold.cluster, Resources()) + hold.held
+    return Usage(total, by_cluster, usage.by_queue)
+
+
+def test_a_job_handed_to_a_warm_driver_takes_over_its_reservation() -> None:
+    hold = WarmHold("w1", "local", Resources(1, GB, 1))
+    limits = Limits(Limit(max_running_jobs=1, max_memory_mb=GB))
+    plain = job(1)
+    assert admit([plain], warm_usage([hold]), limits, {}).admitted == []
+    credited = replace(plain, credit=hold.held)
+    decision = admit([credited], warm_usage([hold]), limits, {})
+    assert decision.admitted == [1]
+    assert decision.usage.total == Resources(1, GB, 1)  # one reservation, not two
+
+
+def test_warm_drivers_are_retired_just_enough_for_a_waiting_job() -> None:
+    holds = [WarmHold(f"w{i}", "local", Resources(1, GB, 1)) for i in range(3)]
+    limits = Limits(Limit(max_memory_mb=4 * GB))
+    big = job(1, memory_mb=3 * GB)
+    decision = admit([big], warm_usage(holds), limits, {})
+    assert decision.short_of_capacity == [1]
+    assert len(warm_to_retire([big], decision.usage, limits, holds)) == 2
+
+
+def test_no_warm_driver_is_retired_for_a_job_that_cannot_fit_anyway() -> None:
+    holds = [WarmHold("w1", "local", Resources(1, GB, 1))]
+    limits = Limits(Limit(max_memory_mb=4 * GB))
+    running = [job(9, memory_mb=3 * GB)]
+    too_big = job(1, memory_mb=2 * GB)
+    assert warm_to_retire([too_big], warm_usage(holds, running), limits, holds) == []
+
+
+def test_a_queue_quota_never_retires_warm_drivers() -> None:
+    holds = [WarmHold("w1", "local", Resources(1, GB, 1))]
+    limits = Limits(Limit(max_running_jobs=1))
+    quota = {"q": QueueConfig("q", quota=Limit(max_running_jobs=0))}
+    decision = admit([job(1, "q")], warm_usage(holds), limits, quota)
+    assert decision.admitted == [] and decision.short_of_capacity == []
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    holds=st.lists(
+        st.tuples(st.sampled_from(["a", "b"]), st.integers(1, 4), st.integers(1, 3)), max_size=6
+    ),
+    waiting=st.lists(
+        st.tuples(st.sampled_from(["a", "b"]), st.integers(1, 8), st.integers(1, 4)),
+        min_size=1,
+        max_size=5,
+    ),
+    max_memory=st.integers(1, 16),
+    max_jobs=st.integers(1, 8),
+    cluster_cores=st.integers(1, 8),
+)
+def test_retiring_warm_drivers_makes_room_without_ever_going_over(
+    holds: list[tuple[str, int, int]],
+    waiting: list[tuple[str, int, int]],
+    max_memory: int,
+    max_jobs: int,
+    cluster_cores: int,
+) -> None:
+    """Retired drivers free exactly what lets the first job that needed them fit; a job is
+    never given room it could not use; nothing is retired when all fits already."""
+    warm = [WarmHold(f"w{i}", c, Resources(1, m * GB, k)) for i, (c, m, k) in enumerate(holds)]
+    limits = Limits(
+        Limit(max_running_jobs=max_jobs, max_memory_mb=max_memory * GB),
+        {"a": Limit(max_cores=cluster_cores)},
+    )
+    usage = warm_usage(warm)
+    candidates = [
+        Candidate(100 + i, "default", c, 0, Resources(1, m * GB, k))
+        for i, (c, m, k) in enumerate(waiting)
+    ]
+    decision = admit(candidates, usage, limits, {})
+    short = [c for c in candidates if c.job_id in decision.short_of_capacity]
+    retired = set(warm_to_retire(short, decision.usage, limits, warm))
+    assert retired <= {w.id for w in warm}
+    if not short:
+        assert not retired
+        return
+    if retired:
+        # Without the retired drivers, at least one waiting job now fits.
+        remaining = [w for w in warm if w.id not in retired]
+        after = admit(short, warm_usage(remaining, []), limits, {})
+        admitted_now = admit(
+            short,
+            Usage(
+                decision.usage.total - (usage.total - warm_usage(remaining).total),
+                {
+                    name: held
+                    - (
+                        warm_usage(warm).by_cluster.get(name, Resources())
+                        - warm_usage(remaining).by_cluster.get(name, Resources())
+                    )
+                    for name, held in decision.usage.by_cluster.items()
+                },
+                decision.usage.by_queue,
+            ),
+            limits,
+            {},
+        ).admitted
+        assert admitted_now, (after, retired)

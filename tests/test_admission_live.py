@@ -87,7 +87,9 @@ def test_a_running_jobs_limit_of_two_is_never_exceeded(admitting: ChidoriServer)
     jobs = [sleeper(admitting, 0.3) for _ in range(20)]
     with Sampler(admitting, jobs) as sampled:
         done = wait_all(admitting, jobs)
-    assert all(job["state"] == "SUCCEEDED" for job in done)
+    assert all(job["state"] == "SUCCEEDED" for job in done), [
+        (j["id"], j["state"], j["reason"]) for j in done if j["state"] != "SUCCEEDED"
+    ]
     assert sampled.max_active == 2
     assert 1 <= sampled.max_processes <= 2
 
@@ -113,7 +115,9 @@ def test_memory_and_cores_limits_hold_and_gangs_start_whole(admitting: ChidoriSe
                 time.sleep(0.05)
                 waiting = client.get(f"/api/v1/jobs/{gang}").json()
         done = wait_all(admitting, jobs)
-    assert all(job["state"] == "SUCCEEDED" for job in done)
+    assert all(job["state"] == "SUCCEEDED" for job in done), [
+        (j["id"], j["state"], j["reason"]) for j in done if j["state"] != "SUCCEEDED"
+    ]
     assert sampled.max_memory_mb <= 4096 and sampled.max_cores <= 5
     # The four small jobs hold all 4g: the gang waits whole, for memory.
     assert waiting["state"] == "QUEUED"
@@ -151,7 +155,9 @@ def test_a_queue_quota_holds_while_other_queues_run(admitting: ChidoriServer) ->
     wide = [sleeper(admitting, 0.4) for _ in range(5)]
     with Sampler(admitting, narrow) as sampled_narrow, Sampler(admitting, wide) as sampled_wide:
         done = wait_all(admitting, narrow + wide)
-    assert all(job["state"] == "SUCCEEDED" for job in done)
+    assert all(job["state"] == "SUCCEEDED" for job in done), [
+        (j["id"], j["state"], j["reason"]) for j in done if j["state"] != "SUCCEEDED"
+    ]
     assert sampled_narrow.max_active == 1
     assert sampled_wide.max_active >= 2
 

@@ -159,3 +159,22 @@ def test_a_dataset_link_shows_only_the_runs_its_creator_may_see(
     page = httpx.get(made.json()["url"])
     assert page.status_code == 200
     assert "their-run" in page.text and "mine-run" not in page.text
+
+
+def test_the_job_page_shows_how_a_finished_job_started_and_where_its_time_went(
+    server: ChidoriServer,
+) -> None:
+    job = server.submit(kind="python", application="examples/train.py", name="timed-run")
+    done = server.wait(job["id"])
+    assert done["state"] == "SUCCEEDED"
+    assert done["start_type"] == "cold"
+    assert done["startup_seconds"] is not None and done["run_seconds"] is not None
+    with sign_in(server, server.token) as admin:
+        page = admin.get(f"/ui/jobs/{job['id']}").text
+    start = re.search(r'<dd id="job-start">(.*?)</dd>', page)
+    assert start and ">cold</span>" in start.group(1)
+    assert re.search(r'class="state start-cold" title="[^"]+"', start.group(1))
+    for field in ("job-queue-wait", "job-startup", "job-run-time"):
+        shown = re.search(rf'<dd id="{field}">([^<]*)</dd>', page)
+        assert shown and re.fullmatch(r"\d+\.\d s|\d+ m \d\d s", shown.group(1)), field
+    assert ">warm</span>" not in page

@@ -5,22 +5,38 @@ Read once, in the composition root (`chidori.server`), never at import time.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from chidori.errors import ChidoriError
+from chidori.units import format_memory, parse_memory_mib
 
 HOSTED_CLUSTER_TYPES = ("local", "standalone")
+# Who may reach the Spark REST listener unless configured: this machine only.
+SPARK_REST_DEFAULT_NETWORKS = ("127.0.0.0/8", "::1/128")
 
 
 class ConfigError(ChidoriError):
     code = "config_error"
+
+
+@dataclass(frozen=True)
+class WarmPoolConfig:
+    """Drivers a server keeps started ahead of jobs for one cluster: how many, and the shape
+    fixed at their JVM's start (a job with another shape, or conf only settable at start,
+    runs cold). An admin can change `size` at run time."""
+
+    size: int = 0
+    driver_memory: str = "1g"
+    driver_cores: int = 1
+    conf: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -33,6 +49,7 @@ class ClusterConfig:
     conf: Mapping[str, str] = field(default_factory=dict)
     python: str | None = None
     spark_home: str | None = None
+    warm_pool: WarmPoolConfig = field(default_factory=WarmPoolConfig)
 
 
 @dataclass(frozen=True)
@@ -62,6 +79,11 @@ class Settings:
     trusted_proxies: tuple[str, ...] = ("127.0.0.1/32", "::1/128")
     policy: Mapping[str, Any] = field(default_factory=dict)
     environ: Mapping[str, str] = field(default_factory=dict)
+    # Spark's standalone REST submission protocol (`chidori.api.spark_rest`); no port = off.
+    spark_rest_port: int | None = None
+    spark_rest_allowed_networks: tuple[str, ...] = SPARK_REST_DEFAULT_NETWORKS
+    spark_rest_user: str | None = None  # None: the bootstrap admin
+    spark_rest_jws_secret: str | None = None
 
     @property
     def log_dir(self) -> Path:
@@ -116,7 +138,28 @@ def _cluster(name: str, raw: Mapping[str, Any]) -> ClusterConfig:
         conf={str(k): str(v) for k, v in conf.items()},
         python=raw.get("python"),
         spark_home=raw.get("spark_home"),
+        warm_pool=_warm_pool(name, raw.get("warm_pool")),
     )
+
+
+def _warm_pool(cluster: str, raw: Any) -> WarmPoolConfig:
+    """`warm_pool: 2` or `warm_pool: {size, driver_memory, driver_cores, conf}`."""
+    if raw is None:
+        return WarmPoolConfig()
+    if not isinstance(raw, Mapping):
+        raw = {"size": raw}
+    size = _optional_int(raw.get("size", 0), f"cluster {cluster!r}: warm_pool.size") or 0
+    conf = raw.get("conf") or {}
+    if not isinstance(conf, Mapping):
+        raise ConfigError(f"cluster {cluster!r}: warm_pool.conf must be a mapping")
+    try:
+        memory = format_memory(parse_memory_mib(raw.get("driver_memory", "1g")))
+    except ValueError as exc:
+        raise ConfigError(f"cluster {cluster!r}: warm_pool.driver_memory: {exc}") from exc
+    cores = _optional_int(
+        raw.get("driver_cores", 1), f"cluster {cluster!r}: warm_pool.driver_cores"
+    )
+    return WarmPoolConfig(size, memory, cores or 1, {str(k): str(v) for k, v in conf.items()})
 
 
 def _shutdown_mode(value: Any) -> str:
@@ -135,6 +178,43 @@ def _optional_int(value: Any, what: str) -> int | None:
     if number < 0:
         raise ConfigError(f"{what} must not be negative")
     return number
+
+
+def _spark_rest(environ: Mapping[str, str], raw: Any, main_port: int) -> dict[str, Any]:
+    """The `spark_rest:` section ({port, allowed_networks, run_as, jws_secret}) with the
+    CHIDORI_SPARK_REST_* variables over it, checked here so a bad value stops the start."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, Mapping):
+        raise ConfigError("spark_rest must be a mapping (port, allowed_networks, run_as, ...)")
+    port = _optional_int(
+        environ.get("CHIDORI_SPARK_REST_PORT") or raw.get("port"), "CHIDORI_SPARK_REST_PORT"
+    )
+    if port is not None and not 0 < port < 65536:
+        raise ConfigError(f"CHIDORI_SPARK_REST_PORT must be a port number, not {port}")
+    if port is not None and port == main_port:
+        raise ConfigError("CHIDORI_SPARK_REST_PORT must differ from the server's own port")
+    networks_raw: Any = environ.get("CHIDORI_SPARK_REST_ALLOWED_NETWORKS") or raw.get(
+        "allowed_networks", SPARK_REST_DEFAULT_NETWORKS
+    )
+    if isinstance(networks_raw, str):
+        networks_raw = [n for n in (part.strip() for part in networks_raw.split(",")) if n]
+    if not isinstance(networks_raw, list | tuple):
+        raise ConfigError("spark_rest.allowed_networks must be a list of CIDRs")
+    networks = tuple(str(n).strip() for n in networks_raw)
+    for network in networks:
+        try:
+            ipaddress.ip_network(network)
+        except ValueError as exc:
+            raise ConfigError(f"spark_rest.allowed_networks: {exc}") from exc
+    user = environ.get("CHIDORI_SPARK_REST_USER") or raw.get("run_as")
+    secret = environ.get("CHIDORI_SPARK_REST_JWS_SECRET") or raw.get("jws_secret")
+    return {
+        "spark_rest_port": port,
+        "spark_rest_allowed_networks": networks,
+        "spark_rest_user": str(user) if user else None,
+        "spark_rest_jws_secret": str(secret) if secret else None,
+    }
 
 
 def load_settings(
@@ -159,6 +239,10 @@ def load_settings(
         raise ConfigError("clusters must be a mapping of name to settings")
     for name, raw in raw_clusters.items():
         clusters[str(name)] = _cluster(str(name), raw or {})
+    if environ.get("CHIDORI_WARM_POOL"):
+        local = clusters["local"]
+        size = _optional_int(environ["CHIDORI_WARM_POOL"], "CHIDORI_WARM_POOL") or 0
+        clusters["local"] = replace(local, warm_pool=replace(local.warm_pool, size=size))
     roots_text = environ.get("CHIDORI_APP_ROOTS")
     if roots_text:
         roots = tuple(Path(p).resolve() for p in roots_text.split(os.pathsep) if p)
@@ -202,4 +286,5 @@ def load_settings(
         trusted_proxies=tuple(security.get("trusted_proxies", ("127.0.0.1/32", "::1/128"))),
         policy=dict(data.get("policy") or {}),
         environ=dict(environ),
+        **_spark_rest(environ, data.get("spark_rest"), port),
     )

@@ -153,7 +153,7 @@ class DriverHost:
         driver.stopping.set()
         threading.Thread(
             target=stop_attempt_processes,
-            args=(driver.job_id, driver.attempt, driver.process.pid, self._grace),
+            args=(driver.job_id, driver.attempt, driver.process.pid, self._grace, self._server_id),
             name=f"stop-{driver.job_id}-{driver.attempt}",
             daemon=True,
         ).start()
@@ -176,7 +176,9 @@ class DriverHost:
         code = driver.process.wait()
         if not driver.stopping.is_set():
             # The driver is gone, but processes it started may linger in the group.
-            stop_attempt_processes(driver.job_id, driver.attempt, driver.process.pid, 1.0)
+            stop_attempt_processes(
+                driver.job_id, driver.attempt, driver.process.pid, 1.0, self._server_id
+            )
         self._scan_app_id(driver)
         with self._lock:
             self._drivers.pop((driver.job_id, driver.attempt), None)

@@ -11,13 +11,18 @@ from pathlib import Path
 PROC = Path("/proc")
 
 
-def tagged_processes(job_id: int, attempt: int | None = None) -> list[int]:
-    """PIDs whose environment carries CHIDORI_JOB_ID=job_id (and CHIDORI_ATTEMPT=attempt).
+def tagged_processes(
+    job_id: int, attempt: int | None = None, server_id: str | None = None
+) -> list[int]:
+    """PIDs whose environment carries CHIDORI_JOB_ID=job_id (and CHIDORI_ATTEMPT=attempt, and
+    CHIDORI_SERVER_ID=server_id: job ids are per database, and servers with separate
+    databases may share a machine).
 
     Works on Linux (/proc); elsewhere returns []. Processes we may not read are skipped.
     """
     wanted = f"CHIDORI_JOB_ID={job_id}".encode()
     wanted_attempt = f"CHIDORI_ATTEMPT={attempt}".encode() if attempt is not None else None
+    wanted_server = f"CHIDORI_SERVER_ID={server_id}".encode() if server_id is not None else None
     found = []
     if not PROC.is_dir():
         return []
@@ -29,7 +34,11 @@ def tagged_processes(job_id: int, attempt: int | None = None) -> list[int]:
             environ = (entry / "environ").read_bytes().split(b"\0")
         except OSError:
             continue
-        if wanted in environ and (wanted_attempt is None or wanted_attempt in environ):
+        if (
+            wanted in environ
+            and (wanted_attempt is None or wanted_attempt in environ)
+            and (wanted_server is None or wanted_server in environ)
+        ):
             found.append(int(entry.name))
     return found
 
@@ -54,23 +63,28 @@ def is_alive(pid: int) -> bool:
 
 
 def stop_attempt_processes(
-    job_id: int, attempt: int, group_leader: int | None, grace_seconds: float
+    job_id: int,
+    attempt: int,
+    group_leader: int | None,
+    grace_seconds: float,
+    server_id: str | None = None,
 ) -> None:
     """SIGTERM the driver's process group and every tagged process, SIGKILL what is left
     after `grace_seconds`. Returns once nothing tagged is alive (or after a last SIGKILL)."""
     if group_leader is not None:
         _signal_group(group_leader, signal.SIGTERM)
-    for pid in tagged_processes(job_id, attempt):
+    for pid in tagged_processes(job_id, attempt, server_id):
         _send(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace_seconds
     while time.monotonic() < deadline:
         leader_alive = group_leader is not None and is_alive(group_leader)
-        if not leader_alive and not [p for p in tagged_processes(job_id, attempt) if is_alive(p)]:
+        tagged = tagged_processes(job_id, attempt, server_id)
+        if not leader_alive and not [p for p in tagged if is_alive(p)]:
             return
         time.sleep(0.1)
     if group_leader is not None:
         _signal_group(group_leader, signal.SIGKILL)
-    for pid in tagged_processes(job_id, attempt):
+    for pid in tagged_processes(job_id, attempt, server_id):
         _send(pid, signal.SIGKILL)
 
 
@@ -79,7 +93,9 @@ def _send(pid: int, sig: signal.Signals) -> None:
         os.kill(pid, sig)
 
 
-def _group_members(group: int) -> list[int]:
+def _session_members(leader: int) -> list[int]:
+    """Live processes of the session `leader` started (start_new_session=True): its process
+    group and the groups its children made (PySpark's Python workers have their own)."""
     members = []
     for entry in PROC.iterdir():
         if not entry.name.isdigit():
@@ -88,7 +104,7 @@ def _group_members(group: int) -> list[int]:
             fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
         except (OSError, IndexError):
             continue
-        if len(fields) > 2 and fields[2] == str(group) and fields[0] != "Z":
+        if len(fields) > 3 and fields[3] == str(leader) and fields[0] != "Z":
             members.append(int(entry.name))
     return members
 
@@ -99,17 +115,19 @@ def stop_group(group_leader: int, grace_seconds: float) -> None:
     _signal_group(group_leader, signal.SIGTERM)
     deadline = time.monotonic() + grace_seconds
     while time.monotonic() < deadline:
-        if not _group_members(group_leader):
+        if not _session_members(group_leader):
             return
         time.sleep(0.1)
     _signal_group(group_leader, signal.SIGKILL)
+    for pid in _session_members(group_leader):
+        _send(pid, signal.SIGKILL)
 
 
-def group_rss(group: int) -> int:
-    """Resident memory, in bytes, of every process in a process group."""
+def session_rss(leader: int) -> int:
+    """Resident memory, in bytes, of every process in the session `leader` started."""
     page = os.sysconf("SC_PAGE_SIZE")
     total = 0
-    for pid in _group_members(group):
+    for pid in _session_members(leader):
         try:
             total += int((PROC / str(pid) / "statm").read_text().split()[1]) * page
         except (OSError, IndexError, ValueError):

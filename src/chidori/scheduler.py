@@ -25,7 +25,7 @@ from chidori.backends.base import HostedBackend, LaunchRequest
 from chidori.driver_host import DriverHost, log_path_for
 from chidori.errors import ChidoriError, StoreUnavailable
 from chidori.processes import stop_attempt_processes
-from chidori.records import Claim, Outcome
+from chidori.records import Attempt, Claim, Outcome
 from chidori.states import AttemptState
 from chidori.store import Store
 from chidori.store.admission import AdmissionStore, WarmPlan
@@ -230,12 +230,7 @@ class Scheduler:
         for attempt in self._store.expired_attempts():
             if (attempt.job_id, attempt.number) in self.drivers.running():
                 continue  # ours and alive: the lease renewal was merely late
-            self._mark_lost(
-                attempt.job_id,
-                attempt.number,
-                attempt.pid,
-                "driver host stopped renewing its lease",
-            )
+            self._mark_lost(attempt, "driver host stopped renewing its lease")
 
     def recover_orphans(self, all_servers: bool) -> int:
         """At start: attempts left active by an earlier run of this server (or, on a store only
@@ -250,12 +245,11 @@ class Scheduler:
             if (a.job_id, a.number) not in self.drivers.running()
         ]
         for attempt in orphans:
-            self._mark_lost(
-                attempt.job_id, attempt.number, attempt.pid, "server restarted while the driver ran"
-            )
+            self._mark_lost(attempt, "server restarted while the driver ran")
         return len(orphans)
 
-    def _mark_lost(self, job_id: int, attempt: int, pid: int | None, reason: str) -> None:
+    def _mark_lost(self, lost: Attempt, reason: str) -> None:
+        job_id, attempt, pid = lost.job_id, lost.number, lost.pid
         # Record the loss first: from then on the old owner can no longer record an outcome
         # for this attempt (fencing), whatever its driver does while being stopped.
         self._store.finish_attempt(
@@ -265,7 +259,8 @@ class Scheduler:
             self._options.server_id,
             self._options.lost_retry_limit,
         )
-        stop_attempt_processes(job_id, attempt, None, 2.0)
+        # Its processes on this machine, if any (they carry their own server's id).
+        stop_attempt_processes(job_id, attempt, None, 2.0, lost.server_id)
         job = self._store.get_job(job_id)
         backend = self._backends.get(job.spec.cluster)
         if backend is not None:

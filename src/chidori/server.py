@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import logging
 import os
 import secrets
 import socket
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 
 from chidori.api.app import HttpLimits, create_app
 from chidori.api.deps import ProxyAuth
+from chidori.api.spark_rest import SparkRestOptions, build_spark_rest_app, spark_version
 from chidori.artifacts import ArtifactStore
 from chidori.auth import ensure_admin_token, ensure_secret_key
 from chidori.backends.base import HostedBackend
@@ -31,14 +34,20 @@ from chidori.services.identity import IdentityService
 from chidori.services.jobs import JobService
 from chidori.services.notify import ChangeNotifier
 from chidori.services.ratelimit import RateLimiter
+from chidori.services.sessions import SessionService
 from chidori.services.shares import ShareService
+from chidori.sessions.relay import SessionRelay
 from chidori.signing import Signer
 from chidori.store import Store, open_store
 from chidori.store.admission import AdmissionStore
 from chidori.store.identity import IdentityStore
+from chidori.store.sessions import SessionStore
 from chidori.store.shares import ShareStore
 from chidori.ui.routes import UiOptions
 from chidori.ui.session import SessionManager
+
+if TYPE_CHECKING:
+    import uvicorn
 
 log = logging.getLogger("chidori")
 
@@ -48,6 +57,7 @@ _PRIVATE_VARIABLES = (
     "CHIDORI_TOKEN",
     "CHIDORI_SECRET_KEY",
     "CHIDORI_DATABASE_URL",
+    "CHIDORI_SPARK_REST_JWS_SECRET",
 )
 
 
@@ -58,6 +68,8 @@ class Server:
     scheduler: Scheduler
     app: FastAPI
     admin_token_file: Path | None
+    # Spark's REST submission listener (chidori.api.spark_rest); None when its port is unset.
+    spark_rest_app: FastAPI | None = None
 
 
 def driver_environment(environ: Mapping[str, str]) -> dict[str, str]:
@@ -107,7 +119,7 @@ def build_server(settings: Settings) -> Server:
         raise ConfigError(f"policy in the config file is not valid: {exc}") from exc
     identity = IdentityService(IdentityStore(store), admin_token, default_policy)
     identity.bootstrap()
-    admission_service = AdmissionService(admission, identity)
+    admission_service = AdmissionService(admission, identity, settings.clusters)
     jobs = JobService(
         store,
         artifacts,
@@ -126,6 +138,10 @@ def build_server(settings: Settings) -> Server:
         raise ConfigError(f"security.trusted_proxies: {exc}") from exc
 
     signer = Signer(ensure_secret_key(settings.secret_key, settings.home))
+    # Livy sessions: the relay carries statements to and from the session drivers run here.
+    session_store = SessionStore(store)
+    livy_sessions = SessionService(jobs, session_store)
+    session_relay = SessionRelay(session_store, scheduler.drivers.running, settings.work_dir)
 
     def readiness() -> None:
         store.ping()
@@ -140,9 +156,11 @@ def build_server(settings: Settings) -> Server:
             log.info("found %d attempt(s) orphaned by an earlier run; marked LOST", recovered)
         scheduler.start()
         dispatcher.start()
+        session_relay.start()
         try:
             yield
         finally:
+            await asyncio.to_thread(session_relay.stop)
             await asyncio.to_thread(scheduler.stop)
             await asyncio.to_thread(dispatcher.stop)
             store.dispose()
@@ -158,8 +176,18 @@ def build_server(settings: Settings) -> Server:
         SessionManager(signer, identity),
         ShareService(ShareStore(store), signer, jobs, identity),
         UiOptions(history_server_url=settings.history_server_url),
+        warm_rss=scheduler.warm.memory_bytes,
+        livy_sessions=livy_sessions,
     )
-    return Server(settings, store, scheduler, app, token_file)
+    spark_rest_app = None
+    if settings.spark_rest_port is not None:
+        spark_rest_app = build_spark_rest_app(
+            jobs,
+            identity,
+            readiness,
+            SparkRestOptions.from_settings(settings, spark_version()),
+        )
+    return Server(settings, store, scheduler, app, token_file, spark_rest_app)
 
 
 def run_server(config_file: Path | None, host: str | None = None, port: int | None = None) -> None:
@@ -184,9 +212,59 @@ def run_server(config_file: Path | None, host: str | None = None, port: int | No
         settings.home,
         where,
     )
-    uvicorn.run(
-        server.app, host=settings.host, port=settings.port, access_log=False, log_level="info"
+    if server.spark_rest_app is None or settings.spark_rest_port is None:
+        uvicorn.run(
+            server.app, host=settings.host, port=settings.port, access_log=False, log_level="info"
+        )
+        return
+    main = uvicorn.Server(
+        uvicorn.Config(
+            server.app, host=settings.host, port=settings.port, access_log=False, log_level="info"
+        )
     )
+    rest_config = uvicorn.Config(
+        server.spark_rest_app,
+        host=settings.host,
+        port=settings.spark_rest_port,
+        access_log=False,
+        log_level="info",
+        lifespan="off",  # the main app's lifespan runs the scheduler, once
+    )
+    # Bound now, so a taken port stops the start before anything runs.
+    rest_socket = rest_config.bind_socket()
+    log.info("Spark REST submissions on spark://%s:%d", settings.host, settings.spark_rest_port)
+    asyncio.run(_serve_both(main, _follower(rest_config), rest_socket))
+
+
+def _follower(config: uvicorn.Config) -> uvicorn.Server:
+    """A uvicorn server that leaves signals to the main one, which stops it (two servers
+    capturing signals would each take them from the other)."""
+    import uvicorn
+
+    class Follower(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield
+
+    return Follower(config)
+
+
+async def _serve_both(main: uvicorn.Server, follower: uvicorn.Server, sock: socket.socket) -> None:
+    """Serve the main app and, once it is up (its lifespan has started the scheduler), the
+    follower on its bound socket; stop the follower as soon as the main server starts to stop,
+    so no submission arrives while the scheduler shuts down."""
+    main_task = asyncio.create_task(main.serve())
+    while not main.started and not main_task.done():
+        await asyncio.sleep(0.05)
+    if main_task.done():
+        await main_task  # its startup failed: re-raise that
+        return
+    follower_task = asyncio.create_task(follower.serve(sockets=[sock]))
+    while not main.should_exit and not main_task.done():
+        await asyncio.sleep(0.1)
+    follower.should_exit = True
+    await follower_task
+    await main_task
 
 
 def _replace(settings: Settings, **changes: object) -> Settings:

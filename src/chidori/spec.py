@@ -40,6 +40,7 @@ def _conf_value(value: object) -> str:
     raise ValueError("conf values must be strings, numbers or booleans")
 
 
+SESSION_APPLICATION = "chidori:session"  # the built-in driver of kind "session" jobs
 MAX_MEMORY_MIB = 1024 * 1024  # 1 TiB: with at most 2,000 executors, totals fit in 32 bits
 Memory = Annotated[str, BeforeValidator(_memory)]
 Identifier = Annotated[str, Field(pattern=_NAME_RE.pattern)]
@@ -54,7 +55,8 @@ class JobSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
 
     name: str | None = Field(None, min_length=1, max_length=200)
-    kind: Literal["spark", "python"] = "spark"
+    # "session": a Livy interactive session, whose driver Chidori provides (SESSION_APPLICATION).
+    kind: Literal["spark", "python", "session"] = "spark"
     application: str = Field(min_length=1, max_length=4096)
     main_class: str | None = Field(None, min_length=1, max_length=512)
     args: list[Annotated[str, Field(max_length=65536)]] = Field(
@@ -106,6 +108,14 @@ class JobSpec(BaseModel):
         for key in value:
             if not _LABEL_KEY_RE.match(key):
                 raise ValueError(f"{key!r} is not a valid label key (letters, digits, _ . - /)")
+        return value
+
+    @field_validator("application")
+    @classmethod
+    def _session_application(cls, value: str, info: ValidationInfo) -> str:
+        # A session runs Chidori's own driver: no other application, nor that one elsewhere.
+        if (info.data.get("kind") == "session") != (value == SESSION_APPLICATION):
+            raise ValueError(f"kind 'session' (and only it) runs {SESSION_APPLICATION!r}")
         return value
 
     @field_validator("main_class", "jars", "archives", "conf")

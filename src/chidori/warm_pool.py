@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from chidori.backends.base import DriverCommand
-from chidori.processes import group_rss, stop_group
+from chidori.processes import session_rss, stop_group
 
 log = logging.getLogger(__name__)
 GoneCallback = Callable[[str], None]
@@ -122,12 +122,12 @@ class WarmPool:
         return (self.control_dir(warm_id) / "ready").exists()
 
     def memory_bytes(self, warm_id: str) -> int:
-        """Resident memory of the driver's whole process group (JVM, Python, worker)."""
+        """Resident memory of the driver's whole session (JVM, Python driver, Python workers)."""
         with self._lock:
             driver = self._drivers.get(warm_id)
         if driver is None:
             return 0
-        return group_rss(driver.process.pid)
+        return session_rss(driver.process.pid)
 
     def hand_over(
         self, warm_id: str, job: dict[str, Any], log_path: Path, timeout: float = 10.0

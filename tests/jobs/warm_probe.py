@@ -16,7 +16,7 @@ if "leftover_view" in tables:
     leaks.append("temp view")
 if "leftover_global" in [t.name for t in spark.catalog.listTables("global_temp")]:
     leaks.append("global temp view")
-if context._jsc.getPersistentRDDs().size() > 0:  # type: ignore[union-attr]
+if context._jsc.getPersistentRDDs().size() > 0:
     leaks.append("cached data")
 if spark.conf.get("chidori.test.leftover", None) is not None:
     leaks.append("conf value")
@@ -31,5 +31,6 @@ if Path("leftover.txt").exists():
 print(f"probe application {context.applicationId}")
 print(f"probe conf {spark.conf.get('spark.sql.session.timeZone')}")
 print("leaks: " + (", ".join(leaks) if leaks else "none"))
-print(f"sum {spark.range(10).selectExpr('sum(id)').first()[0]}")
+total = spark.range(10).selectExpr("sum(id)").collect()[0][0]
+print(f"sum {total}")
 sys.exit(3 if leaks else 0)

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 from fastapi import APIRouter, Path
 from pydantic import BaseModel, Field
@@ -156,6 +155,7 @@ def _warm_pool(status: WarmPoolStatus, rss: Callable[[str], int]) -> WarmPoolOut
 
 SERVER_ALIVE_SECONDS = 30.0
 QueueName = Path(pattern=r"^[A-Za-z0-9_.\-]{1,128}$")
+ClusterName = Path(pattern=r"^[A-Za-z0-9_.\-]{1,128}$")  # one Path object per parameter
 
 
 def build_admission_router(
@@ -174,7 +174,7 @@ def build_admission_router(
         tags=["admin"],
         responses=error_responses(400, 404, 413),
     )
-    def put_warm_pool(body: WarmSize, who: CurrentActor, cluster: str = QueueName) -> WarmPoolOut:
+    def put_warm_pool(body: WarmSize, who: CurrentActor, cluster: str = ClusterName) -> WarmPoolOut:
         """Set how many warm drivers each server keeps for a cluster (admins; 0 turns the
         pool off, null returns to the config's size). Applies at once."""
         return _warm_pool(admission.set_warm_size(who, cluster, body.size), warm_rss)

@@ -16,6 +16,7 @@ from chidori.api.deps import ProxyAuth
 from chidori.api.errors import error_body, install_error_handlers
 from chidori.api.history_routes import build_history_router
 from chidori.api.livy_routes import build_livy_router
+from chidori.api.livy_session_routes import build_livy_session_router
 from chidori.api.middleware import RequestSizeLimit, SecurityHeaders
 from chidori.api.routes import build_router
 from chidori.api.schemas import Status, error_responses
@@ -26,6 +27,7 @@ from chidori.services.admission import AdmissionService
 from chidori.services.history import HistoryService
 from chidori.services.identity import IdentityService
 from chidori.services.jobs import JobService
+from chidori.services.sessions import SessionService
 from chidori.services.shares import ShareService
 from chidori.ui.routes import UiOptions, build_ui_router, static_files
 from chidori.ui.session import SessionManager
@@ -51,6 +53,8 @@ def create_app(
     sessions: SessionManager | None = None,
     shares: ShareService | None = None,
     ui_options: UiOptions | None = None,
+    warm_rss: Callable[[str], int] | None = None,
+    livy_sessions: SessionService | None = None,
 ) -> FastAPI:
     """`readiness` raises StoreUnavailable while the server cannot serve."""
     limits = limits or HttpLimits()
@@ -70,8 +74,10 @@ def create_app(
     app.state.proxy_auth = proxy_auth or ProxyAuth()
     app.include_router(build_router(jobs))
     app.include_router(build_admin_router(identity))
-    app.include_router(build_admission_router(admission))
-    app.include_router(build_livy_router(jobs))
+    app.include_router(build_admission_router(admission, warm_rss or (lambda _id: 0)))
+    app.include_router(build_livy_router(jobs, livy_sessions))
+    if livy_sessions is not None:
+        app.include_router(build_livy_session_router(livy_sessions))
     history = HistoryService(jobs)
     app.include_router(build_history_router(history))
     if shares is not None:

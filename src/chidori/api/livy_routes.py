@@ -17,11 +17,20 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from chidori.api.deps import current_actor
-from chidori.api.schemas import MAX_ID, ErrorResponse, error_responses
-from chidori.errors import ChidoriError, InvalidRequest, NotFound
+from chidori.api.livy_common import (
+    LIVY_ERRORS,
+    MAX_WINDOW,
+    LivyMessage,
+    invalid_body,
+    livy_error,
+)
+from chidori.api.livy_common import livy_failure as _failure
+from chidori.api.schemas import MAX_ID, error_responses
+from chidori.errors import ChidoriError, NotFound
 from chidori.records import Job, JobQuery
 from chidori.services.identity import Actor
 from chidori.services.jobs import JobService
+from chidori.services.sessions import SessionService
 from chidori.spec import JobSpec
 from chidori.states import JobState
 
@@ -34,7 +43,6 @@ LIVY_STATE = {
     JobState.FAILED: "dead",
     JobState.CANCELLED: "killed",
 }
-_STATUS = {"invalid_request": 400, "not_found": 404, "unauthenticated": 401, "forbidden": 403}
 
 
 class LivyBatchRequest(BaseModel):
@@ -81,14 +89,6 @@ class LivyBatchRequest(BaseModel):
         return JobSpec.model_validate({k: v for k, v in fields.items() if v not in (None, [], {})})
 
 
-def livy_error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"msg": message}, status_code=status)
-
-
-def _failure(exc: ChidoriError) -> JSONResponse:
-    return livy_error(_STATUS.get(exc.code, 500 if exc.code == "internal" else 400), exc.message)
-
-
 def batch_json(job: Job, log: list[str]) -> dict[str, Any]:
     return {
         "id": job.id,
@@ -102,28 +102,10 @@ def batch_json(job: Job, log: list[str]) -> dict[str, Any]:
     }
 
 
-class LivyMessage(BaseModel):
-    msg: str
-
-
-LIVY_ERRORS: dict[int | str, dict[str, Any]] = {
-    # Malformed JSON is refused before our handler runs, in Chidori's own error shape.
-    400: {"model": LivyMessage | ErrorResponse, "description": "Bad request"},
-}
-LIVY_ERRORS |= {
-    status: {"model": LivyMessage, "description": description}
-    for status, description in (
-        (401, "Not authenticated"),
-        (403, "Not allowed"),
-        (404, "No such batch"),
-        (503, "Database unavailable"),
-    )
-}
 BatchId = Annotated[int, Path(ge=1, le=MAX_ID)]
-MAX_WINDOW = 1000  # Livy lists are paged with from/size; deeper pages go through /api/v1/jobs
 
 
-def build_livy_router(jobs: JobService) -> APIRouter:
+def build_livy_router(jobs: JobService, livy_sessions: SessionService | None = None) -> APIRouter:
     router = APIRouter(tags=["livy"], responses={**LIVY_ERRORS, **error_responses(422)})
 
     def who(request: Request, authorization: str | None) -> Actor:
@@ -159,9 +141,7 @@ def build_livy_router(jobs: JobService) -> APIRouter:
             try:
                 spec = LivyBatchRequest.model_validate(body).spec()
             except ValidationError as exc:
-                first = exc.errors()[0]
-                where = ".".join(str(p) for p in first.get("loc", ()))
-                raise InvalidRequest(f"{where}: {first.get('msg')}") from exc
+                raise invalid_body(exc) from exc
             job, _ = jobs.submit(actor, spec)
             return JSONResponse(batch_json(job, []), status_code=201)
         except ChidoriError as exc:
@@ -177,10 +157,16 @@ def build_livy_router(jobs: JobService) -> APIRouter:
         """Livy: `{"from", "total", "sessions": [batch]}` (newest first)."""
         try:
             actor = who(request, authorization)
+            if livy_sessions is not None:
+                # Sessions are Livy jobs too, but not batches.
+                total, found = livy_sessions.list_batches(actor, from_, size)
+                batches = [batch_json(job, []) for job in found]
+                return JSONResponse({"from": from_, "total": total, "sessions": batches})
             page = jobs.search(
                 actor, JobQuery(labels=(("submitted-through", "livy"),), limit=from_ + size)
             )
-            sessions = [batch_json(job, []) for job in page.items[from_:]]
+            found = [job for job in page.items if job.spec.kind != "session"]
+            sessions = [batch_json(job, []) for job in found[from_:]]
             return JSONResponse({"from": from_, "total": len(sessions), "sessions": sessions})
         except ChidoriError as exc:
             return _failure(exc)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from chidori.backends.base import DriverCommand, HostedBackend, LaunchRequest
@@ -17,6 +18,11 @@ from chidori.config import ClusterConfig
 from chidori.errors import BackendError
 from chidori.files import write_private
 from chidori.spec import JobSpec
+
+# A plain script (stdlib and pyspark only) that spark-submit runs as a session's driver.
+SESSION_DRIVER = Path(__file__).resolve().parent.parent / "runtime" / "session_driver.py"
+# The same for a warm driver: starts Spark, then waits for one job (see chidori.warm_pool).
+WARM_DRIVER = SESSION_DRIVER.with_name("warm_driver.py")
 
 # Conf Chidori sets unless the cluster or the job says otherwise.
 DEFAULT_CONF = {
@@ -62,7 +68,9 @@ class SparkBackend(HostedBackend):
         self._base_env = base_env
         self._event_log_dir = event_log_dir
 
-    def _environment(self, request: LaunchRequest, spark_home: Path | None) -> dict[str, str]:
+    def _environment(
+        self, request: LaunchRequest | None, spark_home: Path | None
+    ) -> dict[str, str]:
         python = self.cluster.python or sys.executable
         env = dict(self._base_env)
         env.update(
@@ -71,39 +79,102 @@ class SparkBackend(HostedBackend):
                 "PYSPARK_DRIVER_PYTHON": python,
                 "SPARK_LOCAL_IP": env.get("SPARK_LOCAL_IP", "127.0.0.1"),
                 "PYTHONUNBUFFERED": "1",
-                "CHIDORI_JOB_ID": str(request.job.id),
-                "CHIDORI_ATTEMPT": str(request.attempt),
             }
         )
+        if request is not None:
+            env["CHIDORI_JOB_ID"] = str(request.job.id)
+            env["CHIDORI_ATTEMPT"] = str(request.attempt)
         if spark_home is not None:
             env["SPARK_HOME"] = str(spark_home)
         return env
 
-    def driver_command(self, request: LaunchRequest) -> DriverCommand:
-        spec = request.job.spec
-        if spec.kind == "python":
-            return self._python_command(request)
+    def _spark_home(self) -> Path:
         try:
-            spark_home = find_spark_home(
+            return find_spark_home(
                 {"SPARK_HOME": self.cluster.spark_home}
                 if self.cluster.spark_home
                 else self._base_env
             )
         except SparkNotFound as exc:
             raise BackendError(str(exc)) from exc
-        argv = [str(spark_submit_path(spark_home)), *self.submit_args(request)]
-        return DriverCommand(argv, self._environment(request, spark_home), request.work_dir)
 
-    def submit_args(self, request: LaunchRequest) -> list[str]:
-        """spark-submit's arguments for this attempt (everything after the program name)."""
-        spec = request.job.spec
-        resolve = request.resolve
+    def _start_conf(self) -> dict[str, str]:
+        """Conf every driver of this cluster starts with, before the job's own."""
         conf: dict[str, str] = dict(DEFAULT_CONF)
         if self._event_log_dir is not None:
             self._event_log_dir.mkdir(parents=True, exist_ok=True)
             conf["spark.eventLog.enabled"] = "true"
             conf["spark.eventLog.dir"] = self._event_log_dir.as_uri()
         conf.update(self.cluster.conf)
+        return conf
+
+    # ---- warm drivers -------------------------------------------------------------------------
+
+    def warm_conf(self) -> dict[str, str] | None:
+        """The conf this cluster's warm drivers start with (what a warm job cannot change).
+        Local clusters only: on a standalone master an idle driver would hold executors."""
+        if self.cluster.type != "local":
+            return None
+        pool = self.cluster.warm_pool
+        conf = self._start_conf()
+        conf.update(
+            {
+                "spark.driver.memory": pool.driver_memory,
+                "spark.driver.cores": str(pool.driver_cores),
+                "spark.app.name": "chidori-warm",
+            }
+        )
+        conf.update(pool.conf)
+        return conf
+
+    def warm_command(self, control_dir: Path) -> DriverCommand:
+        """The command of a warm driver; the pool appends its control directory."""
+        conf = self.warm_conf()
+        if conf is None:
+            raise BackendError(f"cluster {self.cluster.name!r} keeps no warm drivers")
+        spark_home = self._spark_home()
+        properties = control_dir / "spark.properties"
+        control_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        write_private(properties, java_properties(conf))
+        argv = [
+            str(spark_submit_path(spark_home)),
+            "--master", self.cluster.master,
+            "--deploy-mode", "client",
+            "--properties-file", str(properties),
+            str(WARM_DRIVER),
+        ]  # fmt: skip
+        return DriverCommand(argv, self._environment(None, spark_home), control_dir)
+
+    def warm_job(self, request: LaunchRequest) -> dict[str, object]:
+        """What a warm driver needs to run this attempt's application (paths resolved)."""
+        spec = request.job.spec
+        resolve = request.resolve
+        return {
+            "job_id": request.job.id,
+            "attempt": request.attempt,
+            "name": request.job.name,
+            "application": resolve(spec.application, "application"),
+            "args": list(spec.args),
+            "conf": dict(spec.conf),
+            "cwd": str(request.work_dir),
+            "py_files": [resolve(r, f"py_files[{i}]") for i, r in enumerate(spec.py_files)],
+            "files": [resolve(r, f"files[{i}]") for i, r in enumerate(spec.files)],
+        }
+
+    def driver_command(self, request: LaunchRequest) -> DriverCommand:
+        spec = request.job.spec
+        if spec.kind == "python":
+            return self._python_command(request)
+        spark_home = self._spark_home()
+        submit_args = session_submit_args if spec.kind == "session" else type(self).submit_args
+        argv = [str(spark_submit_path(spark_home)), *submit_args(self, request)]
+        return DriverCommand(argv, self._environment(request, spark_home), request.work_dir)
+
+    def submit_args(self, request: LaunchRequest) -> list[str]:
+        """spark-submit's arguments for this attempt (everything after the program name)."""
+        spec = request.job.spec
+        resolve = request.resolve
+        conf = self._start_conf()
         conf.update(self._resource_conf(spec))
         conf.update(spec.conf)
         args = [
@@ -166,3 +237,20 @@ class SparkBackend(HostedBackend):
         python = self.cluster.python or sys.executable
         argv = [python, "-u", request.resolve(spec.application, "application"), *spec.args]
         return DriverCommand(argv, env, request.work_dir)
+
+
+def session_submit_args(backend: SparkBackend, request: LaunchRequest) -> list[str]:
+    """spark-submit's arguments for a Livy session: as for a PySpark application, with
+    Chidori's session driver as the program and its control directory (where statements come
+    in and results go out) and the spec's args (the idle timeout) as its arguments."""
+    spec = request.job.spec
+    driver_path = str(SESSION_DRIVER)
+    control_dir = str(request.work_dir / "control")
+    session_spec = spec.model_copy(update={"args": [control_dir, *spec.args]})
+
+    def resolve(ref: str, field: str) -> str:
+        return driver_path if field == "application" else request.resolve(ref, field)
+
+    return backend.submit_args(
+        replace(request, job=replace(request.job, spec=session_spec), resolve=resolve)
+    )

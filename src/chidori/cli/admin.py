@@ -1,4 +1,5 @@
-"""``chidori admin users|policy|audit``: manage users, the job policy, read the audit trail.
+"""``chidori admin users|policy|warm-pool|audit``: manage users, the job policy and the warm
+pools, read the audit trail.
 
 ``admin limits`` and ``admin queues`` live in :mod:`chidori.cli.admission`.
 """
@@ -26,11 +27,17 @@ from chidori.cli.render import (
     AUDIT_COLUMNS,
     STATUS_STYLES,
     USER_COLUMNS,
+    WARM_DRIVER_COLUMNS,
+    WARM_POOL_COLUMNS,
+    WARM_STYLES,
     Output,
     audit_row,
     policy_pairs,
     user_pairs,
     user_row,
+    warm_driver_rows,
+    warm_pool_pairs,
+    warm_pool_row,
 )
 
 ROLES = ("admin", "user", "viewer")
@@ -50,12 +57,14 @@ AUDIT_PAGE_MAX = 1000
 
 def add_parsers(subparsers: argparse._SubParsersAction[ArgumentParser]) -> None:
     admin = subparsers.add_parser(
-        "admin", help="users, job policy, admission limits, queues, audit trail (admins)"
+        "admin",
+        help="users, job policy, admission limits, queues, warm pools, audit trail (admins)",
     )
     groups = admin.add_subparsers(dest="group", metavar="GROUP", required=True)
     _add_users(groups)
     _add_policy(groups)
     admission.add_admin_groups(groups)
+    _add_warm_pool(groups)
 
     p = groups.add_parser("audit", help="who changed users, tokens, policy; newest first")
     add_connection_flags(p)
@@ -169,6 +178,36 @@ def _add_policy(groups: argparse._SubParsersAction[ArgumentParser]) -> None:
         "--no-admins-exempt", action="store_false", dest="admins_exempt", help="admins are too"
     )
     p.set_defaults(handler=set_policy)
+
+
+def _add_warm_pool(groups: argparse._SubParsersAction[ArgumentParser]) -> None:
+    warm = groups.add_parser(
+        "warm-pool",
+        help="warm drivers kept ready per cluster: show, set, reset",
+        description="Without an action: every cluster's warm pool and its drivers.",
+    )
+    add_connection_flags(warm)
+    warm.set_defaults(handler=show_warm_pools)
+    actions = warm.add_subparsers(dest="action", metavar="ACTION")
+
+    p = actions.add_parser("show", help="every cluster's warm pool and its drivers (default)")
+    add_connection_flags(p)
+    p.set_defaults(handler=show_warm_pools)
+
+    p = actions.add_parser(
+        "set",
+        help="keep N warm drivers per server for a cluster (0 turns the pool off)",
+        description="Applies at once: missing drivers are started, extra idle ones stopped.",
+    )
+    p.add_argument("cluster", metavar="CLUSTER")
+    p.add_argument("size", type=positive_int, metavar="N")
+    add_connection_flags(p)
+    p.set_defaults(handler=set_warm_pool)
+
+    p = actions.add_parser("reset", help="back to the size the server's config gives")
+    p.add_argument("cluster", metavar="CLUSTER")
+    add_connection_flags(p)
+    p.set_defaults(handler=set_warm_pool, size=None)
 
 
 def _flag(key: str) -> str:
@@ -322,6 +361,43 @@ def _print_policy(policy: JsonObject, out: Output, *, json: bool) -> None:
         out.json(policy)
     else:
         out.pairs(policy_pairs(policy))
+
+
+# -- warm pools ----------------------------------------------------------------------------
+
+
+def show_warm_pools(ns: argparse.Namespace, out: Output) -> int:
+    with connect(ns) as client:
+        pools = client.warm_pools()
+    if ns.json:
+        out.json({"items": pools})
+        return 0
+    out.table(WARM_POOL_COLUMNS, [warm_pool_row(p) for p in pools], right=("SIZE", "CONFIGURED"))
+    _print_warm_drivers(pools, out)
+    return 0
+
+
+def set_warm_pool(ns: argparse.Namespace, out: Output) -> int:
+    cluster = ns.cluster.strip()
+    if not cluster:
+        raise UsageError("CLUSTER needs a cluster name")
+    with connect(ns) as client:
+        pool = client.set_warm_size(cluster, ns.size)
+    if ns.json:
+        out.json(pool)
+        return 0
+    out.pairs(warm_pool_pairs(pool))
+    _print_warm_drivers([pool], out)
+    return 0
+
+
+def _print_warm_drivers(pools: list[JsonObject], out: Output) -> None:
+    rows = warm_driver_rows(pools)
+    out.out()
+    if not rows:
+        out.out("no warm drivers")
+        return
+    out.table(WARM_DRIVER_COLUMNS, rows, right=("PID",), styles=WARM_STYLES)
 
 
 # -- audit ---------------------------------------------------------------------------------

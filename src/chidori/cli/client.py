@@ -373,6 +373,16 @@ class ChidoriClient:
         """``PUT /admin/limits``: replaces the whole limits document; returns it as stored."""
         return self._json(self._request("PUT", "/admin/limits", json_body=dict(limits)))
 
+    def warm_pools(self) -> list[JsonObject]:
+        """``GET /warm-pool``: every cluster's warm pool (size, driver shape, its drivers)."""
+        return _items(self._json(self._request("GET", "/warm-pool")))
+
+    def set_warm_size(self, cluster: str, size: int | None) -> JsonObject:
+        """``PUT /admin/warm-pool/{cluster}``: warm drivers per server (``None``: back to the
+        config's size); returns the cluster's pool."""
+        path = f"/admin/warm-pool/{quote(cluster, safe='')}"
+        return self._json(self._request("PUT", path, json_body={"size": size}))
+
     def audit(self, limit: int | None = None, cursor: str | None = None) -> JsonObject:
         """``GET /admin/audit``: ``{"items": [...], "next_cursor": ...}``, newest first."""
         params: list[tuple[str, str]] = []

@@ -364,9 +364,32 @@ def detail_pairs(job: JsonObject) -> list[tuple[str, str]]:
         ("started", format_time(job.get("started_at"))),
         ("finished", format_time(job.get("finished_at"))),
         ("duration", format_duration(job_duration(job))),
+        *start_pairs(job),
         ("attempts", text(job.get("attempts"))),
         ("spark app id", text(job.get("spark_app_id"))),
         ("exit code", text(job.get("exit_code"))),
+    ]
+
+
+def start_text(job: JsonObject) -> str:
+    """``warm``, ``cold (why)`` or ``-`` (not started, or an older server)."""
+    kind, note = job.get("start_type"), job.get("start_note")
+    if not kind:
+        return "-"
+    return f"{kind} ({note})" if note else str(kind)
+
+
+def seconds_text(value: Any) -> str:
+    return format_duration(float(value)) if isinstance(value, int | float) else "-"
+
+
+def start_pairs(job: JsonObject) -> list[tuple[str, str]]:
+    """How the job started and where its time went: queue, driver start-up, the run."""
+    return [
+        ("start", start_text(job)),
+        ("queue wait", seconds_text(job.get("queue_wait_seconds"))),
+        ("start-up", seconds_text(job.get("startup_seconds"))),
+        ("run time", seconds_text(job.get("run_seconds"))),
     ]
 
 
@@ -611,3 +634,76 @@ def demand_text(demand: Any) -> str:
 
 def _mapping(value: Any) -> Mapping[str, Any]:
     return value if isinstance(value, dict) else {}
+
+
+# -- warm pools ----------------------------------------------------------------------------
+
+WARM_POOL_COLUMNS = ("CLUSTER", "SIZE", "CONFIGURED", "DRIVER SIZE", "DRIVERS")
+WARM_DRIVER_COLUMNS = (
+    "CLUSTER", "DRIVER", "STATE", "SERVER", "PID", "RESERVED", "IN USE", "CREATED",
+)  # fmt: skip
+WARM_STATES = ("idle", "starting", "retiring")
+WARM_STYLES = {"STATE": {"idle": "green", "starting": "yellow", "retiring": "magenta"}}
+
+
+def warm_shape(memory: Any, cores: Any) -> str:
+    """One warm driver's size: ``1g, 1 core``."""
+    return f"{text(memory)}, {plural(cores, 'core')}"
+
+
+def warm_drivers(pool: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    drivers = pool.get("drivers")
+    return [d for d in drivers if isinstance(d, dict)] if isinstance(drivers, list) else []
+
+
+def warm_count_text(pool: Mapping[str, Any]) -> str:
+    """``1 idle, 1 starting`` (states in a fixed order), or ``none``."""
+    states = [str(d.get("state")) for d in warm_drivers(pool)]
+    order = [*WARM_STATES, *sorted(set(states) - set(WARM_STATES))]
+    parts = [f"{states.count(s)} {s}" for s in order if s in states]
+    return ", ".join(parts) if parts else "none"
+
+
+def warm_pool_row(pool: JsonObject) -> list[str]:
+    return [
+        text(pool.get("cluster")),
+        text(pool.get("size")),
+        text(pool.get("configured_size")),
+        warm_shape(pool.get("driver_memory"), pool.get("driver_cores")),
+        warm_count_text(pool),
+    ]
+
+
+def warm_driver_rows(pools: Sequence[JsonObject]) -> list[list[str]]:
+    """Every warm driver of every pool, by cluster then creation."""
+    rows = []
+    for pool in pools:
+        for driver in warm_drivers(pool):
+            rows.append(
+                [
+                    text(pool.get("cluster")),
+                    text(driver.get("id")),
+                    text(driver.get("state")),
+                    text(driver.get("server_id")),
+                    text(driver.get("pid")),
+                    warm_shape(driver.get("memory"), driver.get("cores")),
+                    text(driver.get("memory_in_use")),
+                    format_time(driver.get("created_at")),
+                ]
+            )
+    return rows
+
+
+def warm_pool_pairs(pool: JsonObject) -> list[tuple[str, str]]:
+    """One pool in detail (the answer of ``admin warm-pool set|reset``)."""
+    conf = _mapping(pool.get("conf"))
+    size, configured = pool.get("size"), pool.get("configured_size")
+    configured_text = text(configured) if size == configured else f"{text(configured)} (overridden)"
+    return [
+        ("cluster", text(pool.get("cluster"))),
+        ("size", f"{text(size)} per server" + (" (off)" if size == 0 else "")),
+        ("configured size", configured_text),
+        ("driver size", warm_shape(pool.get("driver_memory"), pool.get("driver_cores"))),
+        ("conf", ", ".join(f"{k}={v}" for k, v in sorted(conf.items())) or "-"),
+        ("drivers", warm_count_text(pool)),
+    ]

@@ -87,7 +87,8 @@ class JobService:
         if spec.cluster not in self._clusters:
             known = ", ".join(sorted(self._clusters))
             errors.append(("cluster", f"unknown cluster {spec.cluster!r}; known: {known}"))
-        refs = [("application", spec.application)]
+        # A session's application is Chidori's built-in driver, not a file to resolve.
+        refs = [] if spec.kind == "session" else [("application", spec.application)]
         for field in ("py_files", "jars", "files", "archives"):
             refs += [(f"{field}[{i}]", ref) for i, ref in enumerate(getattr(spec, field))]
         for field, ref in refs:

@@ -328,6 +328,8 @@ class AdmissionStore:
         jobs to this server's idle warm drivers, retire warm drivers (anyone's) that stand in
         a waiting job's way, and top this server's pools up when no job waits for room.
         One transaction."""
+        if self._still_full():
+            return AdmitResult([], [])
         now = self._store.now()
         warm = warm or WarmPlan({}, {})
         with self._store.writing() as session:
@@ -405,6 +407,20 @@ class AdmissionStore:
         if claims:
             self._store.notify_change([c.job.id for c in claims])
         return AdmitResult(claims, started)
+
+    def _still_full(self) -> bool:
+        """True when the running-jobs limit was reached at the last step and still is, and no
+        job arrived since: nothing to admit or explain, so no write transaction (submissions
+        wake the scheduler every few milliseconds under load; they must not queue behind it)."""
+        if not self._explained_up_to:
+            return False
+        with self._store.reading() as session:
+            cap = self._limits(session).max_running_jobs
+            active = session.scalar(
+                select(func.count()).select_from(JobRow).where(JobRow.state.in_(_ACTIVE))
+            )
+            newest = session.scalar(select(func.max(JobRow.id))) or 0
+        return cap is not None and int(active or 0) >= cap and newest <= self._explained_up_to
 
     def _explain_full(self, session: Session, cap: int) -> None:
         # Nothing can start: skip reading candidates; just explain the arrivals since the last

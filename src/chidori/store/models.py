@@ -67,6 +67,10 @@ class JobRow(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
     admitted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # How the current attempt started (see AttemptRow): shown per job without a join.
+    start_type: Mapped[str | None] = mapped_column(String(8))
+    start_note: Mapped[str | None] = mapped_column(Text)
+    ready_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     not_before: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -119,6 +123,9 @@ class AttemptRow(Base):
     spark_app_id: Mapped[str | None] = mapped_column(String(256))
     exit_code: Mapped[int | None] = mapped_column(Integer)
     reason: Mapped[str | None] = mapped_column(Text)
+    start_type: Mapped[str | None] = mapped_column(String(8))  # cold | warm
+    start_note: Mapped[str | None] = mapped_column(Text)  # why cold, when a warm one was kept
+    ready_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # Spark app up / handed over
 
     __table_args__ = (
         UniqueConstraint("job_id", "number", name="uq_attempts_job_number"),
@@ -233,6 +240,24 @@ class OutboxRow(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
+class WarmDriverRow(Base):
+    """A driver started ahead of any job, holding its reservation until a job takes it over
+    (the row is then deleted in the admitting transaction) or it is retired."""
+
+    __tablename__ = "warm_drivers"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    server_id: Mapped[str] = mapped_column(String(128))
+    cluster: Mapped[str] = mapped_column(String(128))
+    memory_mb: Mapped[int] = mapped_column(Integer)
+    cores: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(16))  # starting | idle | retiring
+    pid: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (Index("ix_warm_drivers_server", "server_id", "state"),)
+
+
 class ServerRow(Base):
     """A running (or once running) `chidori server` replica, and its last heartbeat."""
 
@@ -262,3 +287,39 @@ class ShareRow(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class LivySessionRow(Base):
+    """A Livy interactive session: the job of kind `session` it runs as, and what only a
+    session has (its default statement kind; which attempt's driver is ready)."""
+
+    __tablename__ = "livy_sessions"
+
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))  # pyspark | sql | shared
+    proxy_user: Mapped[str | None] = mapped_column(String(128))
+    ready_attempt: Mapped[int | None] = mapped_column(Integer)
+
+
+class LivyStatementRow(Base):
+    """A statement of a Livy session, numbered from 0 within it (as Livy does)."""
+
+    __tablename__ = "livy_statements"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    number: Mapped[int] = mapped_column(Integer)
+    code: Mapped[str] = mapped_column(Text)
+    kind: Mapped[str] = mapped_column(String(16))  # pyspark | sql
+    # waiting | running | available | error | cancelling | cancelled
+    state: Mapped[str] = mapped_column(String(16))
+    attempt: Mapped[int | None] = mapped_column(Integer)  # the driver it was handed to
+    output: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        UniqueConstraint("job_id", "number", name="uq_livy_statements_job_number"),
+        Index("ix_livy_statements_job_state", "job_id", "state"),
+    )

@@ -123,6 +123,9 @@ def job_record(row: JobRow) -> Job:
         created_at=row.created_at,
         updated_at=row.updated_at,
         admitted_at=row.admitted_at,
+        start_type=row.start_type,
+        start_note=row.start_note,
+        ready_at=row.ready_at,
         started_at=row.started_at,
         finished_at=row.finished_at,
         attempts=row.attempts,
@@ -150,6 +153,9 @@ def _attempt(row: AttemptRow) -> Attempt:
         spark_app_id=row.spark_app_id,
         exit_code=row.exit_code,
         reason=row.reason,
+        start_type=row.start_type,
+        start_note=row.start_note,
+        ready_at=row.ready_at,
     )
 
 
@@ -184,7 +190,15 @@ def retry_backoff(failed_attempts: int) -> timedelta:
 
 
 def claim_in_session(
-    session: Session, job_id: int, server_id: str, host: str, lease_seconds: float, now: datetime
+    session: Session,
+    job_id: int,
+    server_id: str,
+    host: str,
+    lease_seconds: float,
+    now: datetime,
+    start_type: str | None = None,
+    start_note: str | None = None,
+    warm_driver: str | None = None,
 ) -> Claim | None:
     """Move one QUEUED job to ADMITTED with a new attempt owned by `server_id`, inside the
     caller's transaction. None if the job is no longer QUEUED (another replica took it)."""
@@ -200,6 +214,9 @@ def claim_in_session(
             attempts=number,
             admitted_at=now,
             updated_at=now,
+            start_type=start_type,
+            start_note=start_note,
+            ready_at=None,
             reason=None,
             not_before=None,
             wait_reason=None,
@@ -217,6 +234,8 @@ def claim_in_session(
             host=host,
             started_at=now,
             lease_expires_at=now + timedelta(seconds=lease_seconds),
+            start_type=start_type,
+            start_note=start_note,
         )
     )
     session.add(
@@ -232,7 +251,7 @@ def claim_in_session(
     )
     session.flush()
     session.refresh(row)
-    return Claim(job=job_record(row), attempt=number)
+    return Claim(job=job_record(row), attempt=number, warm_driver=warm_driver)
 
 
 @dataclass
@@ -664,8 +683,12 @@ class Store:
         self._changed([claim.job.id])
         return claim
 
-    def mark_running(self, job_id: int, attempt: int, pid: int, log_path: str, actor: str) -> bool:
-        """The driver process started. False if this attempt is no longer current (fenced)."""
+    def mark_running(
+        self, job_id: int, attempt: int, pid: int, log_path: str, actor: str, ready: bool = False
+    ) -> bool:
+        """The driver process started (`ready`: and the application can run at once: a warm
+        driver took it, or no Spark session is needed). False if this attempt is no longer
+        current (fenced)."""
         now = self._clock()
         with self.writing() as session:
             moved = session.execute(
@@ -675,7 +698,12 @@ class Store:
                     AttemptRow.number == attempt,
                     AttemptRow.state == AttemptState.STARTING.value,
                 )
-                .values(state=AttemptState.RUNNING.value, pid=pid, log_path=log_path)
+                .values(
+                    state=AttemptState.RUNNING.value,
+                    pid=pid,
+                    log_path=log_path,
+                    ready_at=now if ready else None,
+                )
                 .execution_options(synchronize_session=False)
             )
             if moved.rowcount != 1:  # type: ignore[attr-defined]
@@ -687,7 +715,12 @@ class Store:
                     JobRow.attempts == attempt,
                     JobRow.state == JobState.ADMITTED.value,
                 )
-                .values(state=JobState.RUNNING.value, started_at=now, updated_at=now)
+                .values(
+                    state=JobState.RUNNING.value,
+                    started_at=now,
+                    updated_at=now,
+                    ready_at=now if ready else None,
+                )
                 .execution_options(synchronize_session=False)
             )
             self._add_event(
@@ -702,18 +735,42 @@ class Store:
         self._changed([job_id])
         return True
 
-    def set_app_id(self, job_id: int, attempt: int, app_id: str, actor: str) -> None:
+    def set_start(self, job_id: int, attempt: int, start_type: str, note: str | None) -> None:
+        """Record how an attempt is started (a warm driver refused it: it starts cold)."""
         with self.writing() as session:
             session.execute(
                 update(AttemptRow)
                 .where(AttemptRow.job_id == job_id, AttemptRow.number == attempt)
-                .values(spark_app_id=app_id)
+                .values(start_type=start_type, start_note=note)
                 .execution_options(synchronize_session=False)
             )
             session.execute(
                 update(JobRow)
                 .where(JobRow.id == job_id, JobRow.attempts == attempt)
-                .values(spark_app_id=app_id, updated_at=self._clock())
+                .values(start_type=start_type, start_note=note)
+                .execution_options(synchronize_session=False)
+            )
+
+    def set_app_id(self, job_id: int, attempt: int, app_id: str, actor: str) -> None:
+        with self.writing() as session:
+            session.execute(
+                update(AttemptRow)
+                .where(AttemptRow.job_id == job_id, AttemptRow.number == attempt)
+                .values(
+                    spark_app_id=app_id,
+                    # The id is printed once the SparkContext is up: the cold start is over.
+                    ready_at=func.coalesce(AttemptRow.ready_at, self._clock()),
+                )
+                .execution_options(synchronize_session=False)
+            )
+            session.execute(
+                update(JobRow)
+                .where(JobRow.id == job_id, JobRow.attempts == attempt)
+                .values(
+                    spark_app_id=app_id,
+                    updated_at=self._clock(),
+                    ready_at=func.coalesce(JobRow.ready_at, self._clock()),
+                )
                 .execution_options(synchronize_session=False)
             )
             self._add_event(

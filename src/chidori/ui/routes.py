@@ -70,6 +70,7 @@ def job_context(
     return {
         "job": job,
         "spec_json": views.spec_json(job),
+        "start_title": views.start_title(job),
         "history_server_link": views.history_server_link(history_server_url, job),
         "dataset_link": None if shared else views.dataset_link(job),
         "log_base": log_base,

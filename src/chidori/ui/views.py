@@ -197,6 +197,15 @@ def format_duration(seconds: float | None) -> str:
     return f"{minutes} m {secs:02d} s"
 
 
+def start_title(job: Job) -> str:
+    """The tooltip of the job's warm/cold badge: what the start type means, or why cold."""
+    if job.start_type == "warm":
+        return "Ran on a warm driver: its JVM, SparkSession and Python worker were already up"
+    if job.start_type == "cold":
+        return f"Started cold: {job.start_note}" if job.start_note else "Started a new driver"
+    return ""
+
+
 def format_time(moment: datetime | None) -> str:
     if moment is None:
         return ""

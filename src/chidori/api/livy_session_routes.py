@@ -1,0 +1,360 @@
+"""The Livy REST API for interactive sessions, at the server's root, so Livy clients (pylivy,
+sparkmagic, Airflow) work unchanged: `POST/GET /sessions`, `GET/DELETE /sessions/{id}`,
+`GET /sessions/{id}/state`, `GET /sessions/{id}/log`, `POST/GET /sessions/{id}/statements`,
+`GET /sessions/{id}/statements/{sid}`, `POST /sessions/{id}/statements/{sid}/cancel`, and
+`GET /version` (clients ask it which session kinds the server knows).
+
+Shapes and status codes follow Livy's; errors answer `{"msg": ...}`, malformed JSON included
+(these routes read their bodies themselves). A session is a Chidori job of kind `session`.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Path, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from chidori.api.deps import current_actor
+from chidori.api.livy_common import (
+    LIVY_ERRORS,
+    MAX_WINDOW,
+    LivyMessage,
+    invalid_body,
+    livy_failure,
+)
+from chidori.api.schemas import MAX_ID, error_responses
+from chidori.errors import ChidoriError, InvalidRequest
+from chidori.services.identity import Actor
+from chidori.services.sessions import SHARED, SessionService, SessionView
+from chidori.spec import SESSION_APPLICATION, JobSpec
+from chidori.store.sessions import AVAILABLE, CANCELLED, ERROR, Statement
+
+LIVY_VERSION = "0.8.0-incubating"  # the Livy REST API these routes follow
+SessionId = Annotated[int, Path(ge=1, le=MAX_ID)]
+StatementId = Annotated[int, Path(ge=0, le=2**31 - 1)]
+SESSION_LOG_LINES = 10  # Livy shows the last ten log lines in a session's JSON
+
+
+class LivySessionRequest(BaseModel):
+    """Livy's CreateInteractiveRequest."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    kind: str = SHARED
+    proxy_user: str | None = Field(None, alias="proxyUser", max_length=128)
+    jars: list[str] = Field(default_factory=list)
+    py_files: list[str] = Field(default_factory=list, alias="pyFiles")
+    files: list[str] = Field(default_factory=list)
+    driver_memory: str | None = Field(None, alias="driverMemory")
+    driver_cores: int | None = Field(None, alias="driverCores")
+    executor_memory: str | None = Field(None, alias="executorMemory")
+    executor_cores: int | None = Field(None, alias="executorCores")
+    num_executors: int | None = Field(None, alias="numExecutors")
+    archives: list[str] = Field(default_factory=list)
+    queue: str | None = None
+    name: str | None = None
+    conf: dict[str, Any] = Field(default_factory=dict)
+    heartbeat_timeout: int | None = Field(
+        None, alias="heartbeatTimeoutInSecond", ge=0, le=365 * 24 * 3600
+    )
+
+    def spec(self) -> JobSpec:
+        fields: dict[str, Any] = {
+            "kind": "session",
+            "application": SESSION_APPLICATION,
+            # The driver's idle timeout: a session nobody uses frees its slot.
+            "args": [str(self.heartbeat_timeout)] if self.heartbeat_timeout else None,
+            "jars": self.jars,
+            "py_files": self.py_files,
+            "files": self.files,
+            "archives": self.archives,
+            "conf": self.conf,
+            "name": self.name,
+            "queue": self.queue,
+            "driver_memory": self.driver_memory,
+            "driver_cores": self.driver_cores,
+            "executor_memory": self.executor_memory,
+            "executor_cores": self.executor_cores,
+            "executor_instances": self.num_executors,
+            "labels": {"submitted-through": "livy"},
+        }
+        return JobSpec.model_validate({k: v for k, v in fields.items() if v not in (None, [], {})})
+
+
+class LivyStatementRequest(BaseModel):
+    """Livy's ExecuteRequest."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    code: str
+    kind: str | None = None
+
+
+def session_json(view: SessionView, log: list[str]) -> dict[str, Any]:
+    job = view.job
+    return {
+        "id": job.id,
+        "name": job.spec.name,
+        "appId": job.spark_app_id,
+        "owner": job.owner,
+        "proxyUser": view.info.proxy_user,
+        "state": view.state,
+        "kind": view.info.kind,
+        "appInfo": {"driverLogUrl": None, "sparkUiUrl": None},
+        "log": log,
+    }
+
+
+def _millis(statement: Statement, which: str) -> int:
+    moment = statement.started_at if which == "started" else statement.completed_at
+    return 0 if moment is None else int(moment.timestamp() * 1000)
+
+
+def statement_json(statement: Statement) -> dict[str, Any]:
+    finished = statement.state in (AVAILABLE, CANCELLED, ERROR)
+    return {
+        "id": statement.number,
+        "code": statement.code,
+        "state": statement.state,
+        "output": statement.output,
+        "progress": 1.0 if finished else 0.0,
+        "started": _millis(statement, "started"),
+        "completed": _millis(statement, "completed"),
+    }
+
+
+def _body_schema(model: type[BaseModel]) -> dict[str, Any]:
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": model.model_json_schema(by_alias=True)}},
+        }
+    }
+
+
+async def _json_body(request: Request) -> dict[str, Any]:
+    """The request's JSON object; Livy's 400 otherwise (read here so that malformed JSON is
+    answered in Livy's shape too)."""
+    try:
+        body = json.loads(await request.body())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidRequest(f"the body is not valid JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise InvalidRequest("the body must be a JSON object")
+    return body
+
+
+def build_livy_session_router(sessions: SessionService) -> APIRouter:
+    router = APIRouter(tags=["livy"], responses={**LIVY_ERRORS, **error_responses(422)})
+
+    def who(request: Request, authorization: str | None) -> Actor:
+        return current_actor(request, authorization)
+
+    def tail(actor: Actor, session_id: int, lines: int) -> list[str]:
+        return sessions.log_lines(actor, session_id)[-lines:]
+
+    @router.get("/version", response_model=dict[str, Any])
+    def version(
+        request: Request, authorization: Annotated[str | None, Header()] = None
+    ) -> JSONResponse:
+        """Livy: the server's version (clients pick session kinds by it)."""
+        try:
+            who(request, authorization)
+            return JSONResponse({"version": LIVY_VERSION})
+        except ChidoriError as exc:
+            return livy_failure(exc)
+
+    @router.post(
+        "/sessions",
+        status_code=201,
+        response_model=dict[str, Any],
+        openapi_extra=_body_schema(LivySessionRequest),
+    )
+    async def create_session(
+        request: Request, authorization: Annotated[str | None, Header()] = None
+    ) -> JSONResponse:
+        """Livy: start an interactive session (201 with the session, `starting`)."""
+        try:
+            actor = await run_in_threadpool(who, request, authorization)
+            body = await _json_body(request)
+
+            def create() -> JSONResponse:
+                try:
+                    parsed = LivySessionRequest.model_validate(body)
+                    spec = parsed.spec()
+                except ValidationError as exc:
+                    raise invalid_body(exc) from exc
+                view = sessions.create(actor, spec, parsed.kind, parsed.proxy_user)
+                headers = {"Location": f"/sessions/{view.job.id}"}
+                return JSONResponse(session_json(view, []), status_code=201, headers=headers)
+
+            return await run_in_threadpool(create)
+        except ChidoriError as exc:
+            return livy_failure(exc)
+
+    @router.get("/sessions", response_model=dict[str, Any])
+    def list_sessions(
+        request: Request,
+        from_: Annotated[int, Query(alias="from", ge=0, le=MAX_WINDOW)] = 0,
+        size: Annotated[int, Query(ge=1, le=MAX_WINDOW)] = 100,
+        authorization: Annotated[str | None, Header()] = None,
+    ) -> JSONResponse:
+        """Livy: `{"from", "total", "sessions": [session]}` (newest first)."""
+        try:
+            total, views = sessions.list_sessions(who(request, authorization), from_, size)
+            found = [session_json(view, []) for view in views]
+            return JSONResponse({"from": from_, "total": total, "sessions": found})
+        except ChidoriError as exc:
+            return livy_failure(exc)
+
+    @router.get("/sessions/{session_id}", response_model=dict[str, Any])
+    def get_session(
+        request: Request,
+        session_id: SessionId,
+        authorization: Annotated[str | None, Header()] = None,
+    ) -> JSONResponse:
+        try:
+            actor = who(request, authorization)
+            view = sessions.get(actor, session_id)
+            return JSONResponse(session_json(view, tail(actor, session_id, SESSION_LOG_LINES)))
+        except ChidoriError as exc:
+            return livy_failure(exc)
+
+    @router.get("/sessions/{session_id}/state", response_model=dict[str, Any])
+    def session_state(
+        request: Request,
+        session_id: SessionId,
+        authorization: Annotated[str | None, Header()] = None,
+    ) -> JSONResponse:
+        try:
+            view = sessions.get(who(request, authorization), session_id)
+            return JSONResponse({"id": view.job.id, "state": view.state})
+        except ChidoriError as exc:
+            return livy_failure(exc)
+
+    @router.get("/sessions/{session_id}/log", response_model=dict[str, Any])
+    def session_log(
+        request: Request,
+        session_id: SessionId,
+        from_: Annotated[int | None, Query(alias="from", ge=0, le=2**31)] = None,
+        size: Annotated[int, Query(ge=0, le=100_000)] = 100,
+        authorization: Annotated[str | None, Header()] = None,
+    ) -> JSONResponse:
+        """Livy: lines `from` (default: the last `size`) — `{"id", "from", "total", "log"}`."""
+        try:
+            lines = sessions.log_lines(who(request, authorization), session_id)
+            start = max(0, len(lines) - size) if from_ is None else from_
+            return JSONResponse(
+                {
+                    "id": session_id,
+                    "from": start,
+                    "total": len(lines),
+                    "log": lines[start : start + size],
+                }
+            )
+        except ChidoriError as exc:
+            return livy_failure(exc)
+
+    @router.delete("/sessions/{session_id}", response_model=LivyMessage)
+    def delete_session(
+        request: Request,
+        session_id: SessionId,
+        authorization: Annotated[str | None, Header()] = None,
+    ) -> JSONResponse:
+        """Livy: stop the session — `{"msg": "deleted"}`."""
+        try:
+            sessions.stop(who(request, authorization), session_id)
+            return JSONResponse({"msg": "deleted"})
+        except ChidoriError as exc:
+            return livy_failure(exc)
+
+    @router.post(
+        "/sessions/{session_id}/statements",
+        status_code=201,
+        response_model=dict[str, Any],
+        openapi_extra=_body_schema(LivyStatementRequest),
+    )
+    async def run_statement(
+        request: Request,
+        session_id: SessionId,
+        authorization: Annotated[str | None, Header()] = None,
+    ) -> JSONResponse:
+        """Livy: run code (`{"code", "kind"}`) — 201 with the statement, `waiting`."""
+        try:
+            actor = await run_in_threadpool(who, request, authorization)
+            body = await _json_body(request)
+
+            def submit() -> JSONResponse:
+                try:
+                    parsed = LivyStatementRequest.model_validate(body)
+                except ValidationError as exc:
+                    raise invalid_body(exc) from exc
+                statement = sessions.submit(actor, session_id, parsed.code, parsed.kind)
+                location = f"/sessions/{session_id}/statements/{statement.number}"
+                return JSONResponse(
+                    statement_json(statement), status_code=201, headers={"Location": location}
+                )
+
+            return await run_in_threadpool(submit)
+        except ChidoriError as exc:
+            return livy_failure(exc)
+
+    @router.get("/sessions/{session_id}/statements", response_model=dict[str, Any])
+    def list_statements(
+        request: Request,
+        session_id: SessionId,
+        from_: Annotated[int, Query(alias="from", ge=0, le=2**31)] = 0,
+        size: Annotated[int | None, Query(ge=0, le=2**31)] = None,
+        order: Annotated[str | None, Query(max_length=8)] = None,
+        authorization: Annotated[str | None, Header()] = None,
+    ) -> JSONResponse:
+        """Livy: `{"total_statements", "statements"}` (`order=desc` for newest first)."""
+        try:
+            found = sessions.statements(who(request, authorization), session_id)
+            if order is not None and order.strip().lower() == "desc":
+                found.reverse()
+            end = None if size is None else from_ + size
+            return JSONResponse(
+                {
+                    "total_statements": len(found),
+                    "statements": [statement_json(s) for s in found[from_:end]],
+                }
+            )
+        except ChidoriError as exc:
+            return livy_failure(exc)
+
+    @router.get("/sessions/{session_id}/statements/{statement_id}", response_model=dict[str, Any])
+    def get_statement(
+        request: Request,
+        session_id: SessionId,
+        statement_id: StatementId,
+        authorization: Annotated[str | None, Header()] = None,
+    ) -> JSONResponse:
+        try:
+            actor = who(request, authorization)
+            return JSONResponse(statement_json(sessions.statement(actor, session_id, statement_id)))
+        except ChidoriError as exc:
+            return livy_failure(exc)
+
+    @router.post(
+        "/sessions/{session_id}/statements/{statement_id}/cancel", response_model=LivyMessage
+    )
+    def cancel_statement(
+        request: Request,
+        session_id: SessionId,
+        statement_id: StatementId,
+        authorization: Annotated[str | None, Header()] = None,
+    ) -> JSONResponse:
+        """Livy: cancel a statement — `{"msg": "canceled"}`. Its Spark jobs are cancelled; code
+        busy in pure Python runs on until it ends."""
+        try:
+            sessions.cancel(who(request, authorization), session_id, statement_id)
+            return JSONResponse({"msg": "canceled"})
+        except ChidoriError as exc:
+            return livy_failure(exc)
+
+    return router

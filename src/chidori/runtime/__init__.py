@@ -1,0 +1,1 @@
+"""Programs Chidori runs inside drivers (stdlib and pyspark only, no chidori imports)."""

@@ -1,0 +1,1 @@
+"""Livy interactive sessions: the relay between the store and session drivers."""
