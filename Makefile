@@ -16,6 +16,8 @@ $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	@# sparkmagic's Livy client only: its own dependencies pull in Jupyter and a Kerberos build.
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps sparkmagic hdijupyterutils
 	@touch $(STAMP)
 
 setup: check-tools $(STAMP)

@@ -11,8 +11,6 @@ import importlib
 import importlib.util
 import json
 import os
-import random
-import sqlite3
 import sys
 import time
 import types
@@ -32,28 +30,9 @@ from chidori.store.sessions import SessionInfo, SessionStore
 from tests.server import ChidoriServer
 
 
-def _start_job_ids_at(home: Path, first_id: int) -> None:
-    """Make the server's job ids start at `first_id`. Drivers are found by their job id and
-    attempt (chidori.processes): on a machine where other test servers run at the same time,
-    also numbering jobs from 1, cleaning up their job 1 would stop this server's job 1."""
-    home.mkdir(parents=True, exist_ok=True)
-    store = open_store(f"sqlite:///{home / 'chidori.db'}")
-    store.migrate()
-    job, _ = store.create_job(JobSpec(kind="python", application="seed.py"), "seed")
-    store.request_cancel(job.id, "seed")
-    store.dispose()
-    with sqlite3.connect(home / "chidori.db") as conn:  # foreign keys are off here
-        for table, column in (("jobs", "id"), ("job_labels", "job_id"), ("events", "job_id")):
-            conn.execute(
-                f"UPDATE {table} SET {column} = ? WHERE {column} = ?", (first_id - 1, job.id)
-            )
-
-
 @pytest.fixture(scope="module")
 def livy_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChidoriServer]:
-    home = tmp_path_factory.mktemp("livy-sessions")
-    _start_job_ids_at(home, random.randrange(10**6, 10**8))
-    with ChidoriServer(home) as running:
+    with ChidoriServer(tmp_path_factory.mktemp("livy-sessions")) as running:
         yield running
 
 
@@ -161,9 +140,10 @@ def _sparkmagic_client_module(conf_dir: Path) -> types.ModuleType:
     (used only for a constant in its configuration defaults)."""
     found = importlib.util.find_spec("sparkmagic")
     if found is None or found.submodule_search_locations is None:
-        pytest.skip(
-            "sparkmagic is not installed (pip install --no-deps sparkmagic hdijupyterutils)"
-        )
+        why = "sparkmagic is not installed (pip install --no-deps sparkmagic hdijupyterutils)"
+        if os.environ.get("CHIDORI_REQUIRE_SERVICES") == "1":
+            pytest.fail(why + "; `make setup` installs it")
+        pytest.skip(why)
     conf_dir.mkdir(parents=True, exist_ok=True)
     # Its logging config writes under SPARKMAGIC_CONF_DIR and would disable other loggers.
     quiet = {"version": 1, "disable_existing_loggers": False, "handlers": {}, "loggers": {}}

@@ -71,7 +71,7 @@ class RecordingQueue(DispatchQueue):
 def _write(store: Store, job_ids: range | list[int]) -> None:
     with store.writing() as session:
         for job_id in job_ids:
-            write_outbox(session, Message(job_id=job_id, queue="etl"), store.now())
+            write_outbox(session, [Message(job_id=job_id, queue="etl")], store.now())
 
 
 def _outbox_size(store: Store) -> int:
@@ -117,7 +117,7 @@ def test_failing_queue_keeps_the_rows_and_a_later_relay_delivers_each_once_in_or
 def test_a_rolled_back_transaction_publishes_nothing(store: Store, target: DispatchQueue) -> None:
     def create_job_that_fails() -> None:
         with store.writing() as session:
-            write_outbox(session, Message(job_id=1, queue="etl"), store.now())
+            write_outbox(session, [Message(job_id=1, queue="etl")], store.now())
             raise RuntimeError("the job could not be created")
 
     with pytest.raises(RuntimeError):

@@ -180,3 +180,20 @@ def test_leases_expire_unless_renewed(store: Store) -> None:
 def test_migrate_twice_is_harmless(store: Store) -> None:
     store.migrate()
     store.ping()
+
+
+def test_one_idempotency_key_submitted_many_times_at_once_makes_one_job(store: Store) -> None:
+    """Submissions arriving together are committed in one batch: repeats of a key inside the
+    batch must be answered from the first, not inserted (or refused) twice."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def submit(_n: int) -> tuple[int, bool]:
+        job, created = store.create_job(spec(), "a", idempotency_key="burst")
+        return job.id, created
+
+    with ThreadPoolExecutor(16) as pool:
+        results = list(pool.map(submit, range(16)))
+    assert len({job_id for job_id, _ in results}) == 1
+    assert sum(1 for _, created in results if created) == 1
+    with pytest.raises(Conflict):
+        store.create_job(spec(application="other.py"), "a", idempotency_key="burst")

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 
 from sqlalchemy.orm import Session
@@ -56,12 +56,12 @@ class Dispatcher:
             store.subscribe(lambda _job_id: self._relay_wake.set())
 
     @staticmethod
-    def _write_db_message(session: Session, job_id: int, queue: str, now: datetime) -> None:
-        enqueue_in_session(session, Message(job_id, queue), now)
+    def _write_db_message(session: Session, messages: Sequence[Message], now: datetime) -> None:
+        enqueue_in_session(session, messages, now)
 
     @staticmethod
-    def _write_outbox(session: Session, job_id: int, queue: str, now: datetime) -> None:
-        write_outbox(session, Message(job_id, queue), now)
+    def _write_outbox(session: Session, messages: Sequence[Message], now: datetime) -> None:
+        write_outbox(session, messages, now)
 
     def start(self) -> None:
         if self._consumer is not None:
@@ -98,10 +98,11 @@ class Dispatcher:
         backoff = 0.5
         while not self._stop.is_set():
             try:
-                delivery = self._consumer.claim(timeout=1.0)
-                if delivery is not None:
+                # Every message only says "look at the store": one wake-up covers a batch.
+                deliveries = self._consumer.claim_batch(256, timeout=1.0)
+                if deliveries:
                     self._wake()
-                    self._consumer.ack(delivery)
+                    self._consumer.ack_batch(deliveries)
                 self._healthy, backoff = True, 0.5
             except QueueUnavailable as exc:
                 if self._healthy:

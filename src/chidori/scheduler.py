@@ -47,6 +47,7 @@ class SchedulerOptions:
     shutdown_grace_seconds: float = 30.0
     tick_seconds: float = 1.0
     min_step_interval: float = 0.02
+    full_step_interval: float = 0.1
 
 
 class Scheduler:
@@ -93,6 +94,8 @@ class Scheduler:
         )
         self._warm_broken_until: dict[str, float] = {}
         self._last_warm_check = 0.0
+        self._last_cancel_check = 0.0
+        self._full = False
 
     # ---- lifecycle --------------------------------------------------------------------------
 
@@ -167,7 +170,10 @@ class Scheduler:
             self._wakeup.wait(self._options.tick_seconds)
             # Submissions arrive in bursts: let them gather, so one step admits them together.
             # A freed slot (a driver ended) is used at once.
-            pause = self._options.min_step_interval - (time.monotonic() - last_step)
+            # While the running-jobs limit is reached, only a job's end (capacity freed, which
+            # cuts the pause short) can start another: arrivals need not be seen at once.
+            interval = self._options.full_step_interval if self._full else 0.0
+            pause = max(self._options.min_step_interval, interval) - (time.monotonic() - last_step)
             if pause > 0 and not self._capacity_freed.is_set():
                 self._capacity_freed.wait(pause)
             self._capacity_freed.clear()
@@ -194,7 +200,11 @@ class Scheduler:
         if self._warm_plan.pools and now - self._last_warm_check >= 0.25:
             self._last_warm_check = now
             self.reconcile_warm()
-        self.apply_cancels()
+        # Under a burst of submissions steps come every few milliseconds; cancel requests are
+        # looked for at most five times a second (a query each).
+        if now - self._last_cancel_check >= 0.2:
+            self._last_cancel_check = now
+            self.apply_cancels()
         if self._admitting:
             self.admit()
 
@@ -302,6 +312,7 @@ class Scheduler:
         )
         # Starting a process and recording it take milliseconds each: do it beside the loop,
         # which goes straight back to admitting.
+        self._full = result.full
         for claim in result.claims:
             if claim.warm_driver is not None:
                 self.warm.claim(claim.warm_driver)

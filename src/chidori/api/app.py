@@ -68,6 +68,9 @@ def create_app(
         version=__version__,
         description="Control plane for Spark and AI/ML jobs.",
         lifespan=lifespan or no_lifespan,
+        # FastAPI's OpenTelemetry hooks look up the providers on every request (a few percent
+        # of the submission path); Chidori exports /metrics itself.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     install_error_handlers(app)
     app.state.identity = identity

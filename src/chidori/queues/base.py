@@ -57,5 +57,17 @@ class DispatchQueue(ABC):
     def depth(self) -> int:
         """How many messages wait (claimed ones excluded where the broker can tell)."""
 
+    def claim_batch(self, max_messages: int, timeout: float) -> list[Delivery]:
+        """Up to `max_messages` messages, waiting up to `timeout` seconds for the first.
+        The default claims one; implementations that can claim many in one round trip do."""
+        del max_messages
+        delivery = self.claim(timeout)
+        return [delivery] if delivery is not None else []
+
+    def ack_batch(self, deliveries: list[Delivery]) -> None:
+        """Ack each delivery (implementations may do it in one round trip)."""
+        for delivery in deliveries:
+            self.ack(delivery)
+
     def close(self) -> None:  # noqa: B027 - optional for implementations without resources
         """Release connections."""

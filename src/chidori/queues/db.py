@@ -14,12 +14,12 @@ commit in one transaction: no outbox is needed with this queue.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from chidori.errors import StoreUnavailable
@@ -36,18 +36,23 @@ class _Receipt:
     deliveries: int  # which delivery of the row this is: a stale one cannot requeue a newer
 
 
-def enqueue_in_session(session: Session, message: Message, now: datetime) -> None:
-    """Add `message` to the queue inside the caller's transaction (it is visible once that
-    transaction commits, and never if it rolls back)."""
-    session.add(
-        QueueMessageRow(
-            job_id=message.job_id,
-            queue=message.queue,
-            available_at=now,
-            deliveries=0,
-            created_at=now,
+def enqueue_in_session(session: Session, messages: Sequence[Message], now: datetime) -> None:
+    """Add `messages` to the queue inside the caller's transaction (they are visible once that
+    transaction commits, and never if it rolls back). One statement for them all."""
+    if messages:
+        session.execute(
+            insert(QueueMessageRow),
+            [
+                {
+                    "job_id": m.job_id,
+                    "queue": m.queue,
+                    "available_at": now,
+                    "deliveries": 0,
+                    "created_at": now,
+                }
+                for m in messages
+            ],
         )
-    )
 
 
 @contextmanager
@@ -70,21 +75,32 @@ class DatabaseQueue(DispatchQueue):
 
     def put(self, message: Message) -> None:
         with _translated(), self._store.writing() as session:
-            enqueue_in_session(session, message, self._store.now())
+            enqueue_in_session(session, [message], self._store.now())
 
     def claim(self, timeout: float) -> Delivery | None:
+        found = self.claim_batch(1, timeout)
+        return found[0] if found else None
+
+    def claim_batch(self, max_messages: int, timeout: float) -> list[Delivery]:
         deadline = time.monotonic() + max(timeout, 0.0)
         while True:
             # A plain read first: on SQLite it takes no write lock, so idle consumers polling
             # an empty queue do not hold up writers.
             if self._any_available():
-                delivery = self._take()
-                if delivery is not None:
-                    return delivery
+                deliveries = self._take(max_messages)
+                if deliveries:
+                    return deliveries
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                return None
+                return []
             time.sleep(min(POLL_INTERVAL, remaining))
+
+    def ack_batch(self, deliveries: list[Delivery]) -> None:
+        """Delete the messages, in one statement."""
+        ids = [_receipt(d).row_id for d in deliveries]
+        if ids:
+            with _translated(), self._store.writing() as session:
+                session.execute(delete(QueueMessageRow).where(QueueMessageRow.id.in_(ids)))
 
     def _any_available(self) -> bool:
         with _translated(), self._store.reading() as session:
@@ -95,26 +111,28 @@ class DatabaseQueue(DispatchQueue):
             )
             return found is not None
 
-    def _take(self) -> Delivery | None:
+    def _take(self, max_messages: int) -> list[Delivery]:
         with _translated(), self._store.writing() as session:
             now = self._store.now()
             stmt = (
                 select(QueueMessageRow)
                 .where(QueueMessageRow.available_at <= now)
                 .order_by(QueueMessageRow.id)
-                .limit(1)
+                .limit(max_messages)
             )
             if self._store.dialect == "postgresql":
                 stmt = stmt.with_for_update(skip_locked=True)
-            row = session.scalars(stmt).first()
-            if row is None:
-                return None
-            row.available_at = now + self._visibility
-            row.deliveries += 1
-            return Delivery(
-                message=Message(job_id=row.job_id, queue=row.queue),
-                receipt=_Receipt(row_id=row.id, deliveries=row.deliveries),
-            )
+            taken = []
+            for row in session.scalars(stmt):
+                row.available_at = now + self._visibility
+                row.deliveries += 1
+                taken.append(
+                    Delivery(
+                        message=Message(job_id=row.job_id, queue=row.queue),
+                        receipt=_Receipt(row_id=row.id, deliveries=row.deliveries),
+                    )
+                )
+            return taken
 
     def ack(self, delivery: Delivery) -> None:
         """Delete the message. Acking twice, or after the message was redelivered to another

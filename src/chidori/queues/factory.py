@@ -10,8 +10,11 @@ from chidori.store import Store
 
 ACCEPTED = (
     "db (the default), amqp://... or amqps://... (RabbitMQ), "
-    "pubsub://PROJECT/TOPIC (Google Pub/Sub)"
+    "pubsub://PROJECT/TOPIC (Google Pub/Sub), "
+    "azure://NAMESPACE/QUEUE?connection_env=VAR (Azure Service Bus)"
 )
+
+AZURE_CONNECTION_ENV = "CHIDORI_AZURE_SERVICEBUS_CONNECTION_STRING"
 
 
 def open_queue(url: str, store: Store) -> DispatchQueue:
@@ -50,10 +53,7 @@ def open_queue(url: str, store: Store) -> DispatchQueue:
     if scheme == "pubsub":
         return _open_pubsub(url)
     if scheme == "azure":
-        raise ConfigError(
-            "CHIDORI_QUEUE_URL: the azure:// queue (Azure Service Bus) is not available yet; "
-            f"use {ACCEPTED}"
-        )
+        return _open_azure(url)
     if separator and scheme.isalnum():
         raise ConfigError(f"CHIDORI_QUEUE_URL: unknown queue kind {scheme!r}; use {ACCEPTED}")
     raise ConfigError(f"CHIDORI_QUEUE_URL is not a queue URL; use {ACCEPTED}")
@@ -84,3 +84,57 @@ def _open_pubsub(url: str) -> DispatchQueue:
         return PubSubQueue(project, topic, names[-1] if names else None)
     except ValueError as exc:
         raise ConfigError(f"CHIDORI_QUEUE_URL: {exc}") from exc
+
+
+def _open_azure(url: str) -> DispatchQueue:
+    """`azure://[NAMESPACE]/[QUEUE][?connection_env=VAR][&queue=NAME]`: the Service Bus queue
+    QUEUE (default chidori-dispatch). The connection string, which holds the SAS key, is read
+    from the environment variable VAR (default CHIDORI_AZURE_SERVICEBUS_CONNECTION_STRING), never
+    from the URL, so the URL is safe to echo. NAMESPACE, if given, must be the connection
+    string's Endpoint host: a guard against a variable that points at another namespace."""
+    import os  # here, with the rest of this branch: the environment is read per call, not at import
+
+    try:
+        from chidori.queues.azure import DEFAULT_QUEUE, AzureServiceBusQueue
+    except ImportError as exc:
+        raise ConfigError(
+            "CHIDORI_QUEUE_URL names Azure Service Bus, but its client is not installed: "
+            "pip install 'chidori[azure]'"
+        ) from exc
+    form = "an Azure Service Bus queue is azure://[NAMESPACE]/[QUEUE][?connection_env=VAR]"
+    parts = urlsplit(url)
+    if parts.username is not None or parts.password is not None:
+        raise ConfigError(
+            f"CHIDORI_QUEUE_URL: {form}; put the connection string (with its key) in the "
+            "environment variable, not in the URL"
+        )
+    options = parse_qsl(parts.query, keep_blank_values=True)
+    unknown = sorted({key for key, _ in options if key not in ("connection_env", "queue")})
+    path = parts.path.strip("/")
+    names = [value for key, value in options if key == "queue"]
+    if unknown or "/" in path or (path and names and names[-1] != path):
+        raise ConfigError(
+            f"CHIDORI_QUEUE_URL: {form}"
+            + (f" (unknown options: {', '.join(unknown)})" if unknown else "")
+        )
+    queue_name = path or (names[-1] if names else DEFAULT_QUEUE)
+    variables = [value for key, value in options if key == "connection_env"]
+    variable = variables[-1] if variables else AZURE_CONNECTION_ENV
+    connection_string = os.environ.get(variable, "").strip()
+    if not connection_string:
+        raise ConfigError(
+            f"CHIDORI_QUEUE_URL names Azure Service Bus, but the environment variable {variable} "
+            "holding its connection string is not set"
+        )
+    try:
+        queue = AzureServiceBusQueue(connection_string, queue_name)
+    except ValueError as exc:
+        raise ConfigError(f"{variable}: {exc}") from exc
+    namespace = parts.hostname
+    if namespace and namespace.lower() != queue.namespace.split(":")[0].lower():
+        queue.close()
+        raise ConfigError(
+            f"CHIDORI_QUEUE_URL names the namespace {namespace}, but {variable} is a "
+            f"connection string for {queue.namespace}"
+        )
+    return queue

@@ -23,7 +23,7 @@ import threading
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, insert, select
 from sqlalchemy.orm import Session
 
 from chidori.errors import StoreUnavailable
@@ -38,9 +38,13 @@ FIRST_BACKOFF = 0.5
 MAX_BACKOFF = 10.0
 
 
-def write_outbox(session: Session, message: Message, now: datetime) -> None:
-    """Add `message` to the outbox inside the caller's transaction."""
-    session.add(OutboxRow(job_id=message.job_id, queue=message.queue, created_at=now))
+def write_outbox(session: Session, messages: Sequence[Message], now: datetime) -> None:
+    """Add `messages` to the outbox inside the caller's transaction (one statement)."""
+    if messages:
+        session.execute(
+            insert(OutboxRow),
+            [{"job_id": m.job_id, "queue": m.queue, "created_at": now} for m in messages],
+        )
 
 
 class OutboxRelay:

@@ -68,12 +68,28 @@ class JobService:
         """Check the caller may submit this, validate what the spec points at, then store the
         job QUEUED. Returns (job, created); created is False when an idempotent retry returned
         the first job."""
+        self.check_submission(actor, spec)
+        return self._store.create_job(
+            spec,
+            actor.name,
+            team=actor.principal.team,
+            idempotency_key=idempotency_key,
+            source=actor.source,
+        )
+
+    def check_submission(self, actor: Actor, spec: JobSpec) -> None:
+        """Everything `submit` checks before storing: role, rate, policy, references, limits."""
         actor.principal.require(Role.ADMIN, Role.USER)
         self._submit_limiter.take(actor.name)
         check_job(self._identity.policy(), spec, actor.principal)
         self.check_references(spec)
         self._admission.check_submission(spec)
-        return self._store.create_job(
+
+    async def submit_checked(
+        self, actor: Actor, spec: JobSpec, idempotency_key: str | None = None
+    ) -> tuple[Job, bool]:
+        """Store a submission `check_submission` accepted (from the event loop)."""
+        return await self._store.create_job_async(
             spec,
             actor.name,
             team=actor.principal.team,

@@ -8,6 +8,7 @@ from the jobs table itself in that transaction, so limits hold across replicas a
 from __future__ import annotations
 
 import secrets
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -72,6 +73,7 @@ class WarmDriver:
 class AdmitResult:
     claims: list[Claim]
     warm_to_start: list[tuple[str, str]]  # (warm driver id, cluster) reserved on this server
+    full: bool = False  # the running-jobs limit is reached: nothing can start until one ends
 
 
 def _warm(row: WarmDriverRow) -> WarmDriver:
@@ -133,6 +135,7 @@ class AdmissionStore:
         self._store = store
         self._default_limits = default_limits
         self._explained_up_to = 0
+        self._cap_read: tuple[float, int | None] | None = None
 
     # ---- limits and queues ------------------------------------------------------------------
 
@@ -145,6 +148,7 @@ class AdmissionStore:
             return self._limits(session)
 
     def put_limits(self, limits: LimitsDoc, by: str) -> LimitsDoc:
+        self._cap_read = None  # this replica's change applies at once
         value = limits.model_dump(mode="json")
         now = self._store.now()
         with self._store.writing() as session:
@@ -329,7 +333,7 @@ class AdmissionStore:
         a waiting job's way, and top this server's pools up when no job waits for room.
         One transaction."""
         if self._still_full():
-            return AdmitResult([], [])
+            return AdmitResult([], [], full=True)
         now = self._store.now()
         warm = warm or WarmPlan({}, {})
         with self._store.writing() as session:
@@ -343,7 +347,7 @@ class AdmissionStore:
             cap = limits.max_running_jobs
             if cap is not None and usage.total.jobs - len(warm_rows) >= cap:
                 self._explain_full(session, cap)
-                return AdmitResult([], [])
+                return AdmitResult([], [], full=True)
             self._explained_up_to = 0  # reasons are per job again below; start over next time
             queues = self._queues(session)
             queued = self._candidates(session, list(queues), clusters, now, per_queue)
@@ -415,7 +419,11 @@ class AdmissionStore:
         if not self._explained_up_to:
             return False
         with self._store.reading() as session:
-            cap = self._limits(session).max_running_jobs
+            now = time.monotonic()
+            if self._cap_read is None or now - self._cap_read[0] > 1.0:
+                # Limits change rarely; another replica's change is seen within a second.
+                self._cap_read = (now, self._limits(session).max_running_jobs)
+            cap = self._cap_read[1]
             active = session.scalar(
                 select(func.count()).select_from(JobRow).where(JobRow.state.in_(_ACTIVE))
             )
