@@ -256,7 +256,7 @@ def test_a_batch_claim_takes_several_messages_and_a_batch_ack_removes_them(
         queue.ack_batch(batch)
         taken += [d.message.job_id for d in batch]
     assert len(set(taken)) == 3
-    rest = []
+    rest: list[int] = []
     while len(rest) < 2 and time.monotonic() < deadline:
         delivery = queue.claim(2.0)
         if delivery is not None:

@@ -20,7 +20,8 @@ AZURE_CONNECTION_ENV = "CHIDORI_AZURE_SERVICEBUS_CONNECTION_STRING"
 def open_queue(url: str, store: Store) -> DispatchQueue:
     """The queue for `url`: `db` or empty for the in-database queue on `store`,
     `amqp://USER:PASSWORD@HOST:PORT/VHOST` or `amqps://...` for RabbitMQ,
-    `pubsub://PROJECT/TOPIC[?subscription=NAME]` for Google Pub/Sub. Raises ConfigError
+    `pubsub://PROJECT/TOPIC[?subscription=NAME]` for Google Pub/Sub,
+    `azure://NAMESPACE/QUEUE[?connection_env=VAR]` for Azure Service Bus. Raises ConfigError
     for anything else (without echoing the URL, which may hold a password)."""
     url = url.strip()
     scheme, separator, _rest = url.partition("://")
