@@ -39,6 +39,20 @@ def test_training_example_succeeds_and_its_log_holds_the_accuracy(server: Chidor
     assert len(attempts) == 1 and attempts[0]["state"] == "SUCCEEDED" and attempts[0]["pid"]
 
 
+def test_a_job_that_exits_at_once_still_records_its_start_and_log(server: ChidoriServer) -> None:
+    """A driver may exit before its start is written: its end must wait for that, or the job
+    would skip RUNNING and lose its pid and log path."""
+    ids = [server.submit(kind="python", application="bench/jobs/stamp.py")["id"] for _ in range(30)]
+    with server.client() as client:
+        for job_id in ids:
+            assert server.wait(job_id)["state"] == "SUCCEEDED"
+            states = [
+                e["state"] for e in client.get(f"/api/v1/jobs/{job_id}/events").json()["items"]
+            ]
+            assert states.index("RUNNING") < states.index("SUCCEEDED"), states
+            assert server.log(job_id).startswith("started ")
+
+
 def test_failing_job_ends_failed_with_the_error_as_reason(server: ChidoriServer) -> None:
     done = run_python(server, "crash.py")
     assert done["state"] == "FAILED" and done["exit_code"] == 1

@@ -46,10 +46,9 @@ class Limit:
             self.max_running_jobs is not None
             and reserved.jobs + demand.jobs > self.max_running_jobs
         ):
-            return (
-                f"{scope} running-jobs limit {self.max_running_jobs} reached "
-                f"({reserved.jobs} running)"
-            )
+            # No live count in the text: waiting jobs keep their reason while others come
+            # and go, so it need not be rewritten for each of them at every step.
+            return f"{scope} running-jobs limit {self.max_running_jobs} reached"
         if (
             self.max_memory_mb is not None
             and reserved.memory_mb + demand.memory_mb > self.max_memory_mb

@@ -43,6 +43,9 @@ class _Driver:
     stop_reason: str | None = None
     stop_state: AttemptState | None = None
     stopping: threading.Event = field(default_factory=threading.Event)
+    # Set once the start is recorded: a driver that exits at once must not have its end
+    # recorded before its start (the start carries the pid and the log path).
+    start_recorded: threading.Event = field(default_factory=threading.Event)
     waiter: threading.Thread | None = None
 
 
@@ -132,6 +135,13 @@ class DriverHost:
             self._drivers[(job_id, attempt)] = driver
         driver.waiter.start()
 
+    def start_recorded(self, job_id: int, attempt: int) -> None:
+        """The scheduler recorded this driver's start: its end may be reported now."""
+        with self._lock:
+            driver = self._drivers.get((job_id, attempt))
+        if driver is not None:
+            driver.start_recorded.set()
+
     def running(self) -> list[tuple[int, int]]:
         with self._lock:
             return list(self._drivers)
@@ -174,6 +184,7 @@ class DriverHost:
 
     def _wait(self, driver: _Driver) -> None:
         code = driver.process.wait()
+        driver.start_recorded.wait(timeout=30)
         if not driver.stopping.is_set():
             # The driver is gone, but processes it started may linger in the group.
             stop_attempt_processes(

@@ -396,14 +396,17 @@ class Scheduler:
                 job.id, attempt, Outcome(AttemptState.FAILED, f"could not start the driver: {exc}")
             )
             return
-        self._store.mark_running(
-            job.id,
-            attempt,
-            pid,
-            str(log_path),
-            self._options.server_id,
-            ready=job.spec.kind == "python",
-        )
+        try:
+            self._store.mark_running(
+                job.id,
+                attempt,
+                pid,
+                str(log_path),
+                self._options.server_id,
+                ready=job.spec.kind == "python",
+            )
+        finally:
+            self.drivers.start_recorded(job.id, attempt)
 
     def _launch_warm(self, claim: Claim, request: LaunchRequest) -> bool:
         """Hand the attempt to its warm driver. False (and the start recorded as cold, with
@@ -421,14 +424,17 @@ class Scheduler:
             self._store.set_start(job.id, attempt, "cold", f"the warm driver refused it: {exc}")
             return False
         self.drivers.adopt(job.id, attempt, handover.process, handover.log_path, job.spec.timeout)
-        self._store.mark_running(
-            job.id,
-            attempt,
-            handover.process.pid,
-            str(handover.log_path),
-            self._options.server_id,
-            ready=True,
-        )
+        try:
+            self._store.mark_running(
+                job.id,
+                attempt,
+                handover.process.pid,
+                str(handover.log_path),
+                self._options.server_id,
+                ready=True,
+            )
+        finally:
+            self.drivers.start_recorded(job.id, attempt)
         return True
 
     # ---- callbacks from the driver host -----------------------------------------------------

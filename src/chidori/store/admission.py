@@ -12,9 +12,9 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import delete, func, or_, select, text, update
+from sqlalchemy import Table, bindparam, delete, func, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from chidori.admission import (
@@ -95,7 +95,8 @@ class QueueStats:
     oldest_queued_at: datetime | None
 
 
-def _usage(session: Session) -> Usage:
+def _usage(session: Session) -> tuple[Usage, int]:
+    """What active jobs and warm drivers hold, and how many warm drivers there are."""
     rows = session.execute(
         select(
             JobRow.queue,
@@ -116,6 +117,7 @@ def _usage(session: Session) -> Usage:
         by_cluster[cluster] = by_cluster.get(cluster, Resources()) + held
         by_queue[queue] = by_queue.get(queue, Resources()) + held
     # Warm drivers hold a driver's memory and cores and a slot, like running jobs.
+    warm = 0
     for cluster, count, memory, cores in session.execute(
         select(
             WarmDriverRow.cluster,
@@ -125,9 +127,10 @@ def _usage(session: Session) -> Usage:
         ).group_by(WarmDriverRow.cluster)
     ):
         held = Resources(int(count), int(memory), int(cores))
+        warm += held.jobs
         total = total + held
         by_cluster[cluster] = by_cluster.get(cluster, Resources()) + held
-    return Usage(total, by_cluster, by_queue)
+    return Usage(total, by_cluster, by_queue), warm
 
 
 class AdmissionStore:
@@ -136,12 +139,20 @@ class AdmissionStore:
         self._default_limits = default_limits
         self._explained_up_to = 0
         self._cap_read: tuple[float, int | None] | None = None
+        self._parsed_limits: tuple[Any, LimitsDoc] | None = None
+        self._parsed_queues: tuple[list[tuple[Any, ...]], dict[str, QueueDoc]] | None = None
 
     # ---- limits and queues ------------------------------------------------------------------
 
     def _limits(self, session: Session) -> LimitsDoc:
-        row = session.get(SettingRow, LIMITS_KEY)
-        return LimitsDoc.model_validate(row.value) if row is not None else self._default_limits
+        value = session.scalar(select(SettingRow.value).where(SettingRow.key == LIMITS_KEY))
+        if value is None:
+            return self._default_limits
+        # Parsed again only when the stored value changed (the admit step reads it each time).
+        cached = self._parsed_limits
+        if cached is None or cached[0] != value:
+            cached = self._parsed_limits = (value, LimitsDoc.model_validate(value))
+        return cached[1]
 
     def get_limits(self) -> LimitsDoc:
         with self._store.reading() as session:
@@ -161,16 +172,33 @@ class AdmissionStore:
         return limits
 
     def _queues(self, session: Session) -> dict[str, QueueDoc]:
-        queues = {DEFAULT_QUEUE: QueueDoc()}
-        for row in session.scalars(select(QueueRow)):
-            queues[row.name] = QueueDoc(
-                priority=row.priority,
-                weight=row.weight,
-                max_running_jobs=row.max_running_jobs,
-                max_memory=f"{row.max_memory_mb}m" if row.max_memory_mb else None,
-                max_cores=row.max_cores,
+        rows = [
+            tuple(row)
+            for row in session.execute(
+                select(
+                    QueueRow.name,
+                    QueueRow.priority,
+                    QueueRow.weight,
+                    QueueRow.max_running_jobs,
+                    QueueRow.max_memory_mb,
+                    QueueRow.max_cores,
+                ).order_by(QueueRow.name)
             )
-        return queues
+        ]
+        cached = self._parsed_queues
+        if cached is not None and cached[0] == rows:
+            return dict(cached[1])
+        queues = {DEFAULT_QUEUE: QueueDoc()}
+        for name, priority, weight, max_jobs, max_memory_mb, max_cores in rows:
+            queues[str(name)] = QueueDoc(
+                priority=priority,
+                weight=weight,
+                max_running_jobs=max_jobs,
+                max_memory=f"{max_memory_mb}m" if max_memory_mb else None,
+                max_cores=max_cores,
+            )
+        self._parsed_queues = (rows, queues)
+        return dict(queues)
 
     def queues(self) -> dict[str, QueueDoc]:
         with self._store.reading() as session:
@@ -199,7 +227,7 @@ class AdmissionStore:
     def queue_stats(self) -> list[QueueStats]:
         with self._store.reading() as session:
             configs = self._queues(session)
-            usage = _usage(session)
+            usage, _ = _usage(session)
             waiting = {
                 queue: (int(count), oldest)
                 for queue, count, oldest in session.execute(
@@ -228,7 +256,7 @@ class AdmissionStore:
                 .select_from(JobRow)
                 .where(JobRow.state == JobState.QUEUED.value)
             )
-            return _usage(session), int(waiting or 0)
+            return _usage(session)[0], int(waiting or 0)
 
     def servers(self) -> list[Server]:
         return self._store.list_servers()
@@ -342,8 +370,8 @@ class AdmissionStore:
                     text("SELECT pg_advisory_xact_lock(:key)"), {"key": _ADMISSION_LOCK}
                 )
             limits = self._limits(session)
-            usage = _usage(session)
-            warm_rows = list(session.scalars(select(WarmDriverRow)))
+            usage, warm_count = _usage(session)
+            warm_rows = list(session.scalars(select(WarmDriverRow))) if warm_count else []
             cap = limits.max_running_jobs
             if cap is not None and usage.total.jobs - len(warm_rows) >= cap:
                 self._explain_full(session, cap)
@@ -624,12 +652,18 @@ class AdmissionStore:
     def _record_reasons(
         session: Session, decision: Decision, previous: dict[int, str | None]
     ) -> None:
-        # Only what changed is written: a full queue must not rewrite every job each step.
-        for job_id, reason in decision.waiting.items():
-            if previous.get(job_id) != reason:
-                session.execute(
-                    update(JobRow)
-                    .where(JobRow.id == job_id, JobRow.state == JobState.QUEUED.value)
-                    .values(wait_reason=reason)
-                    .execution_options(synchronize_session=False)
-                )
+        # Only what changed is written (a full queue must not rewrite every job each step), in
+        # one executemany.
+        changed = [
+            {"b_job_id": job_id, "b_reason": reason}
+            for job_id, reason in decision.waiting.items()
+            if previous.get(job_id) != reason
+        ]
+        if changed:
+            jobs = cast(Table, JobRow.__table__)
+            session.connection().execute(
+                update(jobs)
+                .where(jobs.c.id == bindparam("b_job_id"), jobs.c.state == JobState.QUEUED.value)
+                .values(wait_reason=bindparam("b_reason")),
+                changed,
+            )

@@ -212,16 +212,13 @@ def claim_in_session(
 ) -> Claim | None:
     """Move one QUEUED job to ADMITTED with a new attempt owned by `server_id`, inside the
     caller's transaction. None if the job is no longer QUEUED (another replica took it)."""
-    row = session.get(JobRow, job_id)
-    if row is None:
-        return None
-    number = row.attempts + 1
-    result = session.execute(
+    # One UPDATE ... RETURNING (a compare-and-set on the state) gives the row as it is now.
+    row = session.scalars(
         update(JobRow)
         .where(JobRow.id == job_id, JobRow.state == JobState.QUEUED.value)
         .values(
             state=JobState.ADMITTED.value,
-            attempts=number,
+            attempts=JobRow.attempts + 1,
             admitted_at=now,
             updated_at=now,
             start_type=start_type,
@@ -231,12 +228,14 @@ def claim_in_session(
             not_before=None,
             wait_reason=None,
         )
-        .execution_options(synchronize_session=False)
-    )
-    if result.rowcount != 1:  # type: ignore[attr-defined]
+        .returning(JobRow)
+        .execution_options(synchronize_session=False, populate_existing=True)
+    ).one_or_none()
+    if row is None:
         return None
-    session.add(
-        AttemptRow(
+    number = row.attempts
+    session.execute(
+        insert(AttemptRow).values(
             job_id=job_id,
             number=number,
             state=AttemptState.STARTING.value,
@@ -248,8 +247,8 @@ def claim_in_session(
             start_note=start_note,
         )
     )
-    session.add(
-        EventRow(
+    session.execute(
+        insert(EventRow).values(
             job_id=job_id,
             attempt=number,
             time=now,
@@ -259,8 +258,6 @@ def claim_in_session(
             reason=f"attempt {number} on {host}",
         )
     )
-    session.flush()
-    session.refresh(row)
     return Claim(job=job_record(row), attempt=number, warm_driver=warm_driver)
 
 
