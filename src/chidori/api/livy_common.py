@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from chidori.api.schemas import ErrorResponse
 from chidori.errors import ChidoriError, InvalidRequest
@@ -38,6 +38,45 @@ LIVY_ERRORS |= {
         (503, "Database unavailable"),
     )
 }
+
+
+class LivySparkRequest(BaseModel):
+    """The fields Livy's batch and session requests share (driver, executors, files, conf)."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    proxy_user: str | None = Field(None, alias="proxyUser", max_length=128)
+    jars: list[str] = Field(default_factory=list)
+    py_files: list[str] = Field(default_factory=list, alias="pyFiles")
+    files: list[str] = Field(default_factory=list)
+    driver_memory: str | None = Field(None, alias="driverMemory")
+    driver_cores: int | None = Field(None, alias="driverCores")
+    executor_memory: str | None = Field(None, alias="executorMemory")
+    executor_cores: int | None = Field(None, alias="executorCores")
+    num_executors: int | None = Field(None, alias="numExecutors")
+    archives: list[str] = Field(default_factory=list)
+    queue: str | None = None
+    name: str | None = None
+    conf: dict[str, Any] = Field(default_factory=dict)
+
+    def job_fields(self) -> dict[str, Any]:
+        """JobSpec fields (unset ones left out, so the spec's defaults apply)."""
+        fields: dict[str, Any] = {
+            "jars": self.jars,
+            "py_files": self.py_files,
+            "files": self.files,
+            "archives": self.archives,
+            "conf": self.conf,
+            "name": self.name,
+            "queue": self.queue,
+            "driver_memory": self.driver_memory,
+            "driver_cores": self.driver_cores,
+            "executor_memory": self.executor_memory,
+            "executor_cores": self.executor_cores,
+            "executor_instances": self.num_executors,
+            "labels": {"submitted-through": "livy"},
+        }
+        return {k: v for k, v in fields.items() if v not in (None, [], {})}
 
 
 def livy_error(status: int, message: str) -> JSONResponse:

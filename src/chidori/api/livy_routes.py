@@ -14,13 +14,14 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Header, Path, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
 from chidori.api.deps import current_actor
 from chidori.api.livy_common import (
     LIVY_ERRORS,
     MAX_WINDOW,
     LivyMessage,
+    LivySparkRequest,
     invalid_body,
     livy_error,
 )
@@ -45,48 +46,20 @@ LIVY_STATE = {
 }
 
 
-class LivyBatchRequest(BaseModel):
+class LivyBatchRequest(LivySparkRequest):
     """Livy's CreateBatchRequest."""
 
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
-
     file: str = Field(min_length=1)
-    proxy_user: str | None = Field(None, alias="proxyUser")
     class_name: str | None = Field(None, alias="className")
     args: list[str] = Field(default_factory=list)
-    jars: list[str] = Field(default_factory=list)
-    py_files: list[str] = Field(default_factory=list, alias="pyFiles")
-    files: list[str] = Field(default_factory=list)
-    driver_memory: str | None = Field(None, alias="driverMemory")
-    driver_cores: int | None = Field(None, alias="driverCores")
-    executor_memory: str | None = Field(None, alias="executorMemory")
-    executor_cores: int | None = Field(None, alias="executorCores")
-    num_executors: int | None = Field(None, alias="numExecutors")
-    archives: list[str] = Field(default_factory=list)
-    queue: str | None = None
-    name: str | None = None
-    conf: dict[str, Any] = Field(default_factory=dict)
 
     def spec(self) -> JobSpec:
-        fields: dict[str, Any] = {
-            "application": self.file,
-            "main_class": self.class_name,
-            "args": self.args,
-            "jars": self.jars,
-            "py_files": self.py_files,
-            "files": self.files,
-            "archives": self.archives,
-            "conf": self.conf,
-            "name": self.name,
-            "queue": self.queue,
-            "driver_memory": self.driver_memory,
-            "driver_cores": self.driver_cores,
-            "executor_memory": self.executor_memory,
-            "executor_cores": self.executor_cores,
-            "executor_instances": self.num_executors,
-            "labels": {"submitted-through": "livy"},
-        }
-        return JobSpec.model_validate({k: v for k, v in fields.items() if v not in (None, [], {})})
+        fields = self.job_fields() | {"application": self.file}
+        if self.class_name:
+            fields["main_class"] = self.class_name
+        if self.args:
+            fields["args"] = self.args
+        return JobSpec.model_validate(fields)
 
 
 def batch_json(job: Job, log: list[str]) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from chidori.api.livy_common import (
     LIVY_ERRORS,
     MAX_WINDOW,
     LivyMessage,
+    LivySparkRequest,
     invalid_body,
     livy_failure,
 )
@@ -39,50 +40,20 @@ StatementId = Annotated[int, Path(ge=0, le=2**31 - 1)]
 SESSION_LOG_LINES = 10  # Livy shows the last ten log lines in a session's JSON
 
 
-class LivySessionRequest(BaseModel):
+class LivySessionRequest(LivySparkRequest):
     """Livy's CreateInteractiveRequest."""
 
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
-
     kind: str = SHARED
-    proxy_user: str | None = Field(None, alias="proxyUser", max_length=128)
-    jars: list[str] = Field(default_factory=list)
-    py_files: list[str] = Field(default_factory=list, alias="pyFiles")
-    files: list[str] = Field(default_factory=list)
-    driver_memory: str | None = Field(None, alias="driverMemory")
-    driver_cores: int | None = Field(None, alias="driverCores")
-    executor_memory: str | None = Field(None, alias="executorMemory")
-    executor_cores: int | None = Field(None, alias="executorCores")
-    num_executors: int | None = Field(None, alias="numExecutors")
-    archives: list[str] = Field(default_factory=list)
-    queue: str | None = None
-    name: str | None = None
-    conf: dict[str, Any] = Field(default_factory=dict)
     heartbeat_timeout: int | None = Field(
         None, alias="heartbeatTimeoutInSecond", ge=0, le=365 * 24 * 3600
     )
 
     def spec(self) -> JobSpec:
-        fields: dict[str, Any] = {
-            "kind": "session",
-            "application": SESSION_APPLICATION,
+        fields = self.job_fields() | {"kind": "session", "application": SESSION_APPLICATION}
+        if self.heartbeat_timeout:
             # The driver's idle timeout: a session nobody uses frees its slot.
-            "args": [str(self.heartbeat_timeout)] if self.heartbeat_timeout else None,
-            "jars": self.jars,
-            "py_files": self.py_files,
-            "files": self.files,
-            "archives": self.archives,
-            "conf": self.conf,
-            "name": self.name,
-            "queue": self.queue,
-            "driver_memory": self.driver_memory,
-            "driver_cores": self.driver_cores,
-            "executor_memory": self.executor_memory,
-            "executor_cores": self.executor_cores,
-            "executor_instances": self.num_executors,
-            "labels": {"submitted-through": "livy"},
-        }
-        return JobSpec.model_validate({k: v for k, v in fields.items() if v not in (None, [], {})})
+            fields["args"] = [str(self.heartbeat_timeout)]
+        return JobSpec.model_validate(fields)
 
 
 class LivyStatementRequest(BaseModel):
