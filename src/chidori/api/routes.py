@@ -79,10 +79,9 @@ def build_router(jobs: JobService) -> APIRouter:
     async def submit_job(
         spec: JobSpec,
         request: Request,
-        response: Response,
         authorization: Annotated[str | None, Header()] = None,
         idempotency_key: Annotated[str | None, Header(max_length=256)] = None,
-    ) -> JobOut:
+    ) -> Response:
         """Submit a job. With `Idempotency-Key`, a retry with the same spec returns the first
         job (header `Idempotent-Replayed: true`); a different spec gets 409."""
 
@@ -95,9 +94,14 @@ def build_router(jobs: JobService) -> APIRouter:
         # commit is awaited without holding a thread (group commit batches the submissions).
         who = await run_in_threadpool(authorize_and_check)
         job, created = await jobs.submit_checked(who, spec, idempotency_key)
-        if not created:
-            response.headers["Idempotent-Replayed"] = "true"
-        return JobOut.of(job)
+        # Serialised here, once: a returned model would be validated again against the
+        # response model (JobOut documents the answer in the OpenAPI schema).
+        return Response(
+            JobOut.of(job).model_dump_json(by_alias=True),
+            status_code=201,
+            media_type="application/json",
+            headers=None if created else {"Idempotent-Replayed": "true"},
+        )
 
     @router.get("/jobs", response_model=JobPage, tags=["jobs"])
     def list_jobs(
