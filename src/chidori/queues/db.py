@@ -112,27 +112,40 @@ class DatabaseQueue(DispatchQueue):
             return found is not None
 
     def _take(self, max_messages: int) -> list[Delivery]:
+        """Hide up to `max_messages` available messages for the visibility timeout and return
+        them: one UPDATE ... RETURNING (rows other consumers hold are skipped on PostgreSQL)."""
         with _translated(), self._store.writing() as session:
             now = self._store.now()
-            stmt = (
-                select(QueueMessageRow)
+            oldest = (
+                select(QueueMessageRow.id)
                 .where(QueueMessageRow.available_at <= now)
                 .order_by(QueueMessageRow.id)
                 .limit(max_messages)
             )
             if self._store.dialect == "postgresql":
-                stmt = stmt.with_for_update(skip_locked=True)
-            taken = []
-            for row in session.scalars(stmt):
-                row.available_at = now + self._visibility
-                row.deliveries += 1
-                taken.append(
-                    Delivery(
-                        message=Message(job_id=row.job_id, queue=row.queue),
-                        receipt=_Receipt(row_id=row.id, deliveries=row.deliveries),
-                    )
+                oldest = oldest.with_for_update(skip_locked=True)
+            rows = session.execute(
+                update(QueueMessageRow)
+                .where(QueueMessageRow.id.in_(oldest.scalar_subquery()))
+                .values(
+                    available_at=now + self._visibility,
+                    deliveries=QueueMessageRow.deliveries + 1,
                 )
-            return taken
+                .returning(
+                    QueueMessageRow.id,
+                    QueueMessageRow.job_id,
+                    QueueMessageRow.queue,
+                    QueueMessageRow.deliveries,
+                )
+                .execution_options(synchronize_session=False)
+            ).all()
+            return [
+                Delivery(
+                    message=Message(job_id=job_id, queue=queue),
+                    receipt=_Receipt(row_id=row_id, deliveries=deliveries),
+                )
+                for row_id, job_id, queue, deliveries in sorted(rows)
+            ]
 
     def ack(self, delivery: Delivery) -> None:
         """Delete the message. Acking twice, or after the message was redelivered to another
