@@ -16,12 +16,9 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Sequence
-from datetime import datetime
+from collections.abc import Callable
 
-from sqlalchemy.orm import Session
-
-from chidori.queues.base import DispatchQueue, Message, QueueUnavailable
+from chidori.queues.base import DispatchQueue, QueueUnavailable
 from chidori.queues.db import enqueue_in_session
 from chidori.queues.factory import open_queue
 from chidori.queues.outbox import OutboxRelay, write_outbox
@@ -47,21 +44,13 @@ class Dispatcher:
         self._relay: OutboxRelay | None = None
         if _is_db(url):
             if store.dialect != "sqlite":
-                store.set_dispatch_writer(self._write_db_message)
+                store.set_dispatch_writer(enqueue_in_session)
                 self._consumer = open_queue(url, store)
         else:
-            store.set_dispatch_writer(self._write_outbox)
+            store.set_dispatch_writer(write_outbox)
             self._consumer = open_queue(url, store)
             self._relay = OutboxRelay(store, open_queue(url, store))
             store.subscribe(lambda _job_id: self._relay_wake.set())
-
-    @staticmethod
-    def _write_db_message(session: Session, messages: Sequence[Message], now: datetime) -> None:
-        enqueue_in_session(session, messages, now)
-
-    @staticmethod
-    def _write_outbox(session: Session, messages: Sequence[Message], now: datetime) -> None:
-        write_outbox(session, messages, now)
 
     def start(self) -> None:
         if self._consumer is not None:

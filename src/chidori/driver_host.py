@@ -13,7 +13,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,6 +51,26 @@ class _Driver:
 
 def log_path_for(log_dir: Path, job_id: int, attempt: int) -> Path:
     return log_dir / str(job_id) / f"attempt-{attempt}.log"
+
+
+def spawn_driver(
+    argv: list[str], env: Mapping[str, str], cwd: Path, log_path: Path
+) -> subprocess.Popen[bytes]:
+    """Start a driver process in its own session, its output appended to `log_path` (a file,
+    not a pipe, so it outlives this server without blocking). Raises OSError."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    cwd.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log_file:
+        return subprocess.Popen(
+            argv,
+            env=env,
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            close_fds=True,
+        )
 
 
 def _signal_name(code: int) -> str:
@@ -91,22 +111,10 @@ class DriverHost:
     ) -> tuple[int, Path]:
         """Start a driver. Returns (pid, log path). Raises OSError if it cannot be started."""
         log_path = log_path_for(self._log_dir, job_id, attempt)
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        command.cwd.mkdir(parents=True, exist_ok=True)
         # The server's tag lets its watchdog stop the driver if this server dies or stops
         # renewing its lease (see chidori.watchdog).
         env = {**command.env, "CHIDORI_SERVER_ID": self._server_id}
-        with open(log_path, "ab") as log_file:
-            process = subprocess.Popen(
-                command.argv,
-                env=env,
-                cwd=command.cwd,
-                stdin=subprocess.DEVNULL,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                close_fds=True,
-            )
+        process = spawn_driver(command.argv, env, command.cwd, log_path)
         self.adopt(job_id, attempt, process, log_path, timeout)
         return process.pid, log_path
 

@@ -396,17 +396,19 @@ class Scheduler:
                 job.id, attempt, Outcome(AttemptState.FAILED, f"could not start the driver: {exc}")
             )
             return
+        # A plain Python job needs no Spark session: it can run as soon as it has started.
+        self._record_start(job.id, attempt, pid, log_path, ready=job.spec.kind == "python")
+
+    def _record_start(
+        self, job_id: int, attempt: int, pid: int, log_path: Path, ready: bool
+    ) -> None:
+        """Record that the attempt's driver runs; only then may its end be recorded."""
         try:
             self._store.mark_running(
-                job.id,
-                attempt,
-                pid,
-                str(log_path),
-                self._options.server_id,
-                ready=job.spec.kind == "python",
+                job_id, attempt, pid, str(log_path), self._options.server_id, ready=ready
             )
         finally:
-            self.drivers.start_recorded(job.id, attempt)
+            self.drivers.start_recorded(job_id, attempt)
 
     def _launch_warm(self, claim: Claim, request: LaunchRequest) -> bool:
         """Hand the attempt to its warm driver. False (and the start recorded as cold, with
@@ -424,17 +426,7 @@ class Scheduler:
             self._store.set_start(job.id, attempt, "cold", f"the warm driver refused it: {exc}")
             return False
         self.drivers.adopt(job.id, attempt, handover.process, handover.log_path, job.spec.timeout)
-        try:
-            self._store.mark_running(
-                job.id,
-                attempt,
-                handover.process.pid,
-                str(handover.log_path),
-                self._options.server_id,
-                ready=True,
-            )
-        finally:
-            self.drivers.start_recorded(job.id, attempt)
+        self._record_start(job.id, attempt, handover.process.pid, handover.log_path, ready=True)
         return True
 
     # ---- callbacks from the driver host -----------------------------------------------------

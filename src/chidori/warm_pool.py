@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from chidori.backends.base import DriverCommand
+from chidori.driver_host import spawn_driver
 from chidori.processes import session_rss, stop_group
 
 log = logging.getLogger(__name__)
@@ -68,21 +69,9 @@ class WarmPool:
     def start(self, warm_id: str, cluster: str, command: DriverCommand) -> int:
         """Start a warm driver. Returns its pid. Raises OSError if it cannot be started."""
         control = self.control_dir(warm_id)
-        control.mkdir(parents=True, exist_ok=True, mode=0o700)
         log_path = self._log_dir / "warm" / f"{warm_id}.log"
-        log_path.parent.mkdir(parents=True, exist_ok=True)
         env = {**command.env, "CHIDORI_SERVER_ID": self._server_id, "CHIDORI_WARM_ID": warm_id}
-        with open(log_path, "ab") as log_file:
-            process = subprocess.Popen(
-                [*command.argv, str(control)],
-                env=env,
-                cwd=control,
-                stdin=subprocess.DEVNULL,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                close_fds=True,
-            )
+        process = spawn_driver(command.argv, env, control, log_path)
         driver = _WarmProcess(warm_id, cluster, process, control, log_path)
         with self._lock:
             self._drivers[warm_id] = driver

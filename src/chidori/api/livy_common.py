@@ -79,6 +79,14 @@ class LivySparkRequest(BaseModel):
         return {k: v for k, v in fields.items() if v not in (None, [], {})}
 
 
+def log_window(owner_id: int, lines: list[str], from_: int | None, size: int) -> JSONResponse:
+    """Livy's log answer: lines `from_` on (default: the last `size`)."""
+    start = max(0, len(lines) - size) if from_ is None else from_
+    return JSONResponse(
+        {"id": owner_id, "from": start, "total": len(lines), "log": lines[start : start + size]}
+    )
+
+
 def livy_error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"msg": message}, status_code=status)
 

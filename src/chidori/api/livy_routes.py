@@ -24,6 +24,7 @@ from chidori.api.livy_common import (
     LivySparkRequest,
     invalid_body,
     livy_error,
+    log_window,
 )
 from chidori.api.livy_common import livy_failure as _failure
 from chidori.api.schemas import MAX_ID, error_responses
@@ -184,15 +185,7 @@ def build_livy_router(jobs: JobService, livy_sessions: SessionService | None = N
                 .data.decode("utf-8", "replace")
                 .splitlines()
             )
-            start = max(0, len(lines) - size) if from_ is None else from_
-            return JSONResponse(
-                {
-                    "id": batch_id,
-                    "from": start,
-                    "total": len(lines),
-                    "log": lines[start : start + size],
-                }
-            )
+            return log_window(batch_id, lines, from_, size)
         except NotFound:
             return livy_error(404, f"Session '{batch_id}' not found.")
         except ChidoriError as exc:

@@ -26,6 +26,7 @@ from chidori.api.livy_common import (
     LivySparkRequest,
     invalid_body,
     livy_failure,
+    log_window,
 )
 from chidori.api.schemas import MAX_ID, error_responses
 from chidori.errors import ChidoriError, InvalidRequest
@@ -218,15 +219,7 @@ def build_livy_session_router(sessions: SessionService) -> APIRouter:
         """Livy: lines `from` (default: the last `size`) — `{"id", "from", "total", "log"}`."""
         try:
             lines = sessions.log_lines(who(request, authorization), session_id)
-            start = max(0, len(lines) - size) if from_ is None else from_
-            return JSONResponse(
-                {
-                    "id": session_id,
-                    "from": start,
-                    "total": len(lines),
-                    "log": lines[start : start + size],
-                }
-            )
+            return log_window(session_id, lines, from_, size)
         except ChidoriError as exc:
             return livy_failure(exc)
 

@@ -128,7 +128,7 @@ class SparkBackend(HostedBackend):
         return conf
 
     def warm_command(self, control_dir: Path) -> DriverCommand:
-        """The command of a warm driver; the pool appends its control directory."""
+        """The command of a warm driver, which waits for its job in `control_dir`."""
         conf = self.warm_conf()
         if conf is None:
             raise BackendError(f"cluster {self.cluster.name!r} keeps no warm drivers")
@@ -142,6 +142,7 @@ class SparkBackend(HostedBackend):
             "--deploy-mode", "client",
             "--properties-file", str(properties),
             str(WARM_DRIVER),
+            str(control_dir),
         ]  # fmt: skip
         return DriverCommand(argv, self._environment(None, spark_home), control_dir)
 

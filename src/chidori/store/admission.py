@@ -33,7 +33,6 @@ from chidori.records import Claim, Server
 from chidori.spec import JobSpec
 from chidori.states import ACTIVE_JOB_STATES, JobState
 from chidori.store.models import (
-    AttemptRow,
     JobRow,
     QueueRow,
     ServerRow,
@@ -395,6 +394,17 @@ class AdmissionStore:
                 limits.limits(),
                 {name: doc.config(name) for name, doc in queues.items()},
             )
+            admitted = set(decision.admitted)
+            notes.update(
+                self._cold_notes(
+                    session,
+                    [c for c in candidates if c.job_id in admitted],
+                    handed,
+                    notes,
+                    pool_clusters,
+                    warm,
+                )
+            )
             claims: list[Claim] = []
             taken: set[str] = set()
             for job_id in decision.admitted:
@@ -411,10 +421,9 @@ class AdmissionStore:
                     # The job holds what the warm driver held: one reservation, handed over.
                     session.execute(delete(WarmDriverRow).where(WarmDriverRow.id == warm_id))
                     taken.add(warm_id)
-            self._note_cold(session, claims, pool_clusters, warm)
             self._record_reasons(session, decision, dict((c.job_id, r) for c, r in queued))
             left = [r for r in warm_rows if r.id not in taken]
-            self._shrink(session, server_id, sizes, left)
+            self._shrink(server_id, sizes, left)
             left = [r for r in left if r.state != "retiring"]
             started: list[tuple[str, str]] = []
             if decision.short_of_capacity:
@@ -515,35 +524,40 @@ class AdmissionStore:
         return paired, handed, notes
 
     @staticmethod
-    def _note_cold(
-        session: Session, claims: list[Claim], pool_clusters: set[str], warm: WarmPlan
-    ) -> None:
-        """Say why a job of a cluster with a warm pool started cold."""
-        for claim in claims:
-            cluster = claim.job.spec.cluster
-            if claim.warm_driver is not None or cluster not in pool_clusters:
-                continue
-            reason = (
-                cold_reason(claim.job.spec, warm.pools[cluster], warm.fixed_conf.get(cluster, {}))
+    def _cold_notes(
+        session: Session,
+        admitted: list[Candidate],
+        handed: Mapping[int, str],
+        known: Mapping[int, str],
+        pool_clusters: set[str],
+        warm: WarmPlan,
+    ) -> dict[int, str]:
+        """Why admitted jobs of clusters with a warm pool start cold, for those
+        `_hand_to_warm` did not already judge (their cluster had no idle driver here)."""
+        unjudged = [
+            c
+            for c in admitted
+            if c.cluster in pool_clusters and c.job_id not in handed and c.job_id not in known
+        ]
+        if not unjudged:
+            return {}
+        specs: dict[int, dict[str, Any]] = dict(
+            session.execute(
+                select(JobRow.id, JobRow.spec).where(JobRow.id.in_([c.job_id for c in unjudged]))
+            ).tuples()
+        )
+        notes: dict[int, str] = {}
+        for candidate in unjudged:
+            cluster = candidate.cluster
+            spec = JobSpec.model_validate(specs[candidate.job_id])
+            notes[candidate.job_id] = (
+                cold_reason(spec, warm.pools[cluster], warm.fixed_conf.get(cluster, {}))
                 or "no idle warm driver on the admitting server"
             )
-            session.execute(
-                update(AttemptRow)
-                .where(AttemptRow.job_id == claim.job.id, AttemptRow.number == claim.attempt)
-                .values(start_note=reason)
-                .execution_options(synchronize_session=False)
-            )
-            session.execute(
-                update(JobRow)
-                .where(JobRow.id == claim.job.id)
-                .values(start_note=reason)
-                .execution_options(synchronize_session=False)
-            )
+        return notes
 
     @staticmethod
-    def _shrink(
-        session: Session, server_id: str, sizes: Mapping[str, int], rows: list[WarmDriverRow]
-    ) -> None:
+    def _shrink(server_id: str, sizes: Mapping[str, int], rows: list[WarmDriverRow]) -> None:
         """Retire this server's warm drivers beyond its pools' sizes (an admin made a pool
         smaller, or turned it off), newest first."""
         mine: dict[str, list[WarmDriverRow]] = {}
@@ -554,15 +568,8 @@ class AdmissionStore:
         for cluster, held in mine.items():
             held.sort(key=lambda r: r.created_at)
             extra += held[sizes.get(cluster, 0) :]
-        if extra:
-            session.execute(
-                update(WarmDriverRow)
-                .where(WarmDriverRow.id.in_([r.id for r in extra]))
-                .values(state="retiring")
-                .execution_options(synchronize_session=False)
-            )
-            for row in extra:
-                row.state = "retiring"
+        for row in extra:
+            row.state = "retiring"  # a loaded row: the session writes it at commit
 
     @staticmethod
     def _top_up(
