@@ -541,11 +541,12 @@ class AdmissionStore:
         ]
         if not unjudged:
             return {}
-        specs: dict[int, dict[str, Any]] = dict(
-            session.execute(
+        specs: dict[int, dict[str, Any]] = {
+            job_id: spec
+            for job_id, spec in session.execute(
                 select(JobRow.id, JobRow.spec).where(JobRow.id.in_([c.job_id for c in unjudged]))
-            ).tuples()
-        )
+            )
+        }
         notes: dict[int, str] = {}
         for candidate in unjudged:
             cluster = candidate.cluster
