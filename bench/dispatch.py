@@ -21,7 +21,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests.server import ChidoriServer  # noqa: E402
+from tests.server import TERMINAL, ChidoriServer  # noqa: E402
 
 from bench.common import percentile, print_table, write_results  # noqa: E402
 
@@ -75,17 +75,20 @@ def through_chidori(jobs: int) -> tuple[float, list[float]]:
                 ]
                 for _ in range(jobs)
             ]
-            began = time.perf_counter()
+            began = time.time()
             client.put(
                 "/api/v1/admin/limits",
                 json={"max_running_jobs": 2, "max_memory": None, "max_cores": None, "clusters": {}},
             )
+            # Look rarely, so watching does not take CPU from the run it watches; the time
+            # taken is read from the recorded end of the last job, not from when we looked.
+            while client.get(f"/api/v1/jobs/{ids[-1]}").json()["state"] not in TERMINAL:
+                time.sleep(0.5)
             done = [server.wait(job_id, timeout=600) for job_id in ids]
-            elapsed = time.perf_counter() - began
             starts = [float(server.log(job_id).split()[1]) for job_id in ids]
         ends = [datetime.fromisoformat(job["finished_at"]).timestamp() for job in done]
         assert all(job["state"] == "SUCCEEDED" for job in done)
-    return jobs / elapsed, gaps(starts, ends)
+    return jobs / (max(ends) - began), gaps(starts, ends)
 
 
 def main() -> int:

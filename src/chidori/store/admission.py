@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, delete, func, or_, select, text, update
+from sqlalchemy import Connection, Select, Table, bindparam, delete, func, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from chidori.admission import (
@@ -39,13 +40,65 @@ from chidori.store.models import (
     SettingRow,
     WarmDriverRow,
 )
-from chidori.store.sql import Store, claim_in_session
+from chidori.store.sql import JOBS, Store, claim_in_session
 from chidori.warm import cold_reason, warm_demand
 
 LIMITS_KEY = "limits"
 WARM_POOL_KEY = "warm_pool"
 _ADMISSION_LOCK = 4242002
 _ACTIVE = [s.value for s in ACTIVE_JOB_STATES]
+_SETTINGS = cast(Table, SettingRow.__table__)
+_QUEUES = cast(Table, QueueRow.__table__)
+_WARM = cast(Table, WarmDriverRow.__table__)
+# The admit step runs after every finished job: its statements are built once (see
+# chidori.store.sql) and run on the session's connection.
+_LOCK_ADMISSION = text("SELECT pg_advisory_xact_lock(:key)")
+_COUNT_ACTIVE = select(func.count()).select_from(JOBS).where(JOBS.c.state.in_(_ACTIVE))
+_NEWEST_JOB = select(func.max(JOBS.c.id))
+_ADMISSION_SETTINGS = select(_SETTINGS.c.key, _SETTINGS.c.value).where(
+    _SETTINGS.c.key.in_([LIMITS_KEY, WARM_POOL_KEY])
+)
+_LIMITS_SETTING = select(_SETTINGS.c.value).where(_SETTINGS.c.key == LIMITS_KEY)
+_USAGE_JOBS = (
+    select(
+        JOBS.c.queue,
+        JOBS.c.cluster,
+        func.count(),
+        func.coalesce(func.sum(JOBS.c.demand_memory_mb), 0),
+        func.coalesce(func.sum(JOBS.c.demand_cores), 0),
+    )
+    .where(JOBS.c.state.in_(_ACTIVE))
+    .group_by(JOBS.c.queue, JOBS.c.cluster)
+)
+_USAGE_WARM = select(
+    _WARM.c.cluster,
+    func.count(),
+    func.coalesce(func.sum(_WARM.c.memory_mb), 0),
+    func.coalesce(func.sum(_WARM.c.cores), 0),
+).group_by(_WARM.c.cluster)
+_QUEUE_CONFIGS = select(
+    _QUEUES.c.name,
+    _QUEUES.c.priority,
+    _QUEUES.c.weight,
+    _QUEUES.c.max_running_jobs,
+    _QUEUES.c.max_memory_mb,
+    _QUEUES.c.max_cores,
+).order_by(_QUEUES.c.name)
+_EXPLAIN_FULL = (
+    update(JOBS)
+    .where(
+        JOBS.c.id > bindparam("b_from"),
+        JOBS.c.id <= bindparam("b_to"),
+        JOBS.c.state == JobState.QUEUED.value,
+        JOBS.c.wait_reason.is_(None),
+    )
+    .values(wait_reason=bindparam("b_reason"))
+)
+_SET_WAIT_REASON = (
+    update(JOBS)
+    .where(JOBS.c.id == bindparam("b_job_id"), JOBS.c.state == JobState.QUEUED.value)
+    .values(wait_reason=bindparam("b_reason"))
+)
 
 
 @dataclass(frozen=True)
@@ -94,37 +147,19 @@ class QueueStats:
     oldest_queued_at: datetime | None
 
 
-def _usage(session: Session) -> tuple[Usage, int]:
+def _usage(conn: Connection) -> tuple[Usage, int]:
     """What active jobs and warm drivers hold, and how many warm drivers there are."""
-    rows = session.execute(
-        select(
-            JobRow.queue,
-            JobRow.cluster,
-            func.count(),
-            func.coalesce(func.sum(JobRow.demand_memory_mb), 0),
-            func.coalesce(func.sum(JobRow.demand_cores), 0),
-        )
-        .where(JobRow.state.in_(_ACTIVE))
-        .group_by(JobRow.queue, JobRow.cluster)
-    ).all()
     total = Resources()
     by_cluster: dict[str, Resources] = {}
     by_queue: dict[str, Resources] = {}
-    for queue, cluster, count, memory, cores in rows:
+    for queue, cluster, count, memory, cores in conn.execute(_USAGE_JOBS):
         held = Resources(int(count), int(memory), int(cores))
         total = total + held
         by_cluster[cluster] = by_cluster.get(cluster, Resources()) + held
         by_queue[queue] = by_queue.get(queue, Resources()) + held
     # Warm drivers hold a driver's memory and cores and a slot, like running jobs.
     warm = 0
-    for cluster, count, memory, cores in session.execute(
-        select(
-            WarmDriverRow.cluster,
-            func.count(),
-            func.coalesce(func.sum(WarmDriverRow.memory_mb), 0),
-            func.coalesce(func.sum(WarmDriverRow.cores), 0),
-        ).group_by(WarmDriverRow.cluster)
-    ):
+    for cluster, count, memory, cores in conn.execute(_USAGE_WARM):
         held = Resources(int(count), int(memory), int(cores))
         warm += held.jobs
         total = total + held
@@ -140,11 +175,14 @@ class AdmissionStore:
         self._cap_read: tuple[float, int | None] | None = None
         self._parsed_limits: tuple[Any, LimitsDoc] | None = None
         self._parsed_queues: tuple[list[tuple[Any, ...]], dict[str, QueueDoc]] | None = None
+        self._candidate_statements: dict[tuple[tuple[str, ...], int], Select[Any]] = {}
 
     # ---- limits and queues ------------------------------------------------------------------
 
     def _limits(self, session: Session) -> LimitsDoc:
-        value = session.scalar(select(SettingRow.value).where(SettingRow.key == LIMITS_KEY))
+        return self._parse_limits(session.connection().execute(_LIMITS_SETTING).scalar())
+
+    def _parse_limits(self, value: Any) -> LimitsDoc:
         if value is None:
             return self._default_limits
         # Parsed again only when the stored value changed (the admit step reads it each time).
@@ -171,19 +209,7 @@ class AdmissionStore:
         return limits
 
     def _queues(self, session: Session) -> dict[str, QueueDoc]:
-        rows = [
-            tuple(row)
-            for row in session.execute(
-                select(
-                    QueueRow.name,
-                    QueueRow.priority,
-                    QueueRow.weight,
-                    QueueRow.max_running_jobs,
-                    QueueRow.max_memory_mb,
-                    QueueRow.max_cores,
-                ).order_by(QueueRow.name)
-            )
-        ]
+        rows = [tuple(row) for row in session.connection().execute(_QUEUE_CONFIGS)]
         cached = self._parsed_queues
         if cached is not None and cached[0] == rows:
             return dict(cached[1])
@@ -226,7 +252,7 @@ class AdmissionStore:
     def queue_stats(self) -> list[QueueStats]:
         with self._store.reading() as session:
             configs = self._queues(session)
-            usage, _ = _usage(session)
+            usage, _ = _usage(session.connection())
             waiting = {
                 queue: (int(count), oldest)
                 for queue, count, oldest in session.execute(
@@ -255,7 +281,7 @@ class AdmissionStore:
                 .select_from(JobRow)
                 .where(JobRow.state == JobState.QUEUED.value)
             )
-            return _usage(session)[0], int(waiting or 0)
+            return _usage(session.connection())[0], int(waiting or 0)
 
     def servers(self) -> list[Server]:
         return self._store.list_servers()
@@ -364,36 +390,50 @@ class AdmissionStore:
         now = self._store.now()
         warm = warm or WarmPlan({}, {})
         with self._store.writing() as session:
+            conn = session.connection()
             if self._store.dialect == "postgresql":
-                session.execute(
-                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": _ADMISSION_LOCK}
-                )
-            limits = self._limits(session)
-            usage, warm_count = _usage(session)
+                conn.execute(_LOCK_ADMISSION, {"key": _ADMISSION_LOCK})
+            settings = dict(conn.execute(_ADMISSION_SETTINGS).tuples().all())
+            limits = self._parse_limits(settings.get(LIMITS_KEY))
+            usage, warm_count = _usage(conn)
             warm_rows = list(session.scalars(select(WarmDriverRow))) if warm_count else []
             cap = limits.max_running_jobs
             if cap is not None and usage.total.jobs - len(warm_rows) >= cap:
-                self._explain_full(session, cap)
+                self._explain_full(conn, cap)
                 return AdmitResult([], [], full=True)
             self._explained_up_to = 0  # reasons are per job again below; start over next time
             queues = self._queues(session)
-            queued = self._candidates(session, list(queues), clusters, now, per_queue)
-            sizes = {**{c: p.size for c, p in warm.pools.items()}, **self._warm_sizes(session)}
+            stored_sizes = settings.get(WARM_POOL_KEY) or {}
+            sizes = {
+                **{c: p.size for c, p in warm.pools.items()},
+                **{str(k): int(v) for k, v in stored_sizes.items()},
+            }
             pool_clusters = {c for c in warm.pools if sizes.get(c, 0) > 0}
             idle = [
                 row
                 for row in warm_rows
                 if row.server_id == server_id and row.state == "idle" and row.cluster in warm.pools
             ]
-            candidates, handed, notes = self._hand_to_warm(
-                session, [c for c, _ in queued], idle, warm
-            )
-            decision = admit(
-                candidates,
-                usage,
-                limits.limits(),
-                {name: doc.config(name) for name, doc in queues.items()},
-            )
+            # With only a few slots free, only a few jobs can start: look at the head of each
+            # queue first, and at the whole window only if the head admits fewer than that.
+            free = None if cap is None or warm_rows else cap - usage.total.jobs
+            windows = [per_queue]
+            if free is not None and 4 * free < per_queue:
+                windows.insert(0, max(8, 4 * free))
+            for window in windows:
+                queued = self._candidates(conn, list(queues), clusters, now, window)
+                candidates, handed, notes = self._hand_to_warm(
+                    session, [c for c, _ in queued], idle, warm
+                )
+                decision = admit(
+                    candidates,
+                    usage,
+                    limits.limits(),
+                    {name: doc.config(name) for name, doc in queues.items()},
+                )
+                heads = Counter(c.queue for c in candidates)
+                if len(decision.admitted) >= (free or 0) or max(heads.values(), default=0) < window:
+                    break
             admitted = set(decision.admitted)
             notes.update(
                 self._cold_notes(
@@ -421,7 +461,7 @@ class AdmissionStore:
                     # The job holds what the warm driver held: one reservation, handed over.
                     session.execute(delete(WarmDriverRow).where(WarmDriverRow.id == warm_id))
                     taken.add(warm_id)
-            self._record_reasons(session, decision, dict((c.job_id, r) for c, r in queued))
+            self._record_reasons(conn, decision, dict((c.job_id, r) for c, r in queued))
             left = [r for r in warm_rows if r.id not in taken]
             self._shrink(server_id, sizes, left)
             left = [r for r in left if r.state != "retiring"]
@@ -446,7 +486,7 @@ class AdmissionStore:
                     session, server_id, warm, sizes, left, decision.usage, limits, now
                 )
         if claims:
-            self._store.notify_change([c.job.id for c in claims])
+            self._store.notify_change([c.job.id for c in claims], progress=True)
         return AdmitResult(claims, started)
 
     def _still_full(self) -> bool:
@@ -461,27 +501,24 @@ class AdmissionStore:
                 # Limits change rarely; another replica's change is seen within a second.
                 self._cap_read = (now, self._limits(session).max_running_jobs)
             cap = self._cap_read[1]
-            active = session.scalar(
-                select(func.count()).select_from(JobRow).where(JobRow.state.in_(_ACTIVE))
-            )
-            newest = session.scalar(select(func.max(JobRow.id))) or 0
+            conn = session.connection()
+            active = conn.execute(_COUNT_ACTIVE).scalar()
+            newest = conn.execute(_NEWEST_JOB).scalar() or 0
         return cap is not None and int(active or 0) >= cap and newest <= self._explained_up_to
 
-    def _explain_full(self, session: Session, cap: int) -> None:
+    def _explain_full(self, conn: Connection, cap: int) -> None:
         # Nothing can start: skip reading candidates; just explain the arrivals since the last
         # step (an id range, so a long queue is not rescanned every time).
-        newest = session.scalar(select(func.max(JobRow.id))) or 0
-        session.execute(
-            update(JobRow)
-            .where(
-                JobRow.id > self._explained_up_to,
-                JobRow.id <= newest,
-                JobRow.state == JobState.QUEUED.value,
-                JobRow.wait_reason.is_(None),
+        newest = conn.execute(_NEWEST_JOB).scalar() or 0
+        if newest > self._explained_up_to:
+            conn.execute(
+                _EXPLAIN_FULL,
+                {
+                    "b_from": self._explained_up_to,
+                    "b_to": newest,
+                    "b_reason": f"global running-jobs limit {cap} reached",
+                },
             )
-            .values(wait_reason=f"global running-jobs limit {cap} reached")
-            .execution_options(synchronize_session=False)
-        )
         self._explained_up_to = newest
 
     @staticmethod
@@ -619,9 +656,9 @@ class AdmissionStore:
                 started.append((warm_id, cluster))
         return started
 
-    @staticmethod
     def _candidates(
-        session: Session,
+        self,
+        conn: Connection,
         names: Sequence[str],
         clusters: Sequence[str],
         now: datetime,
@@ -630,26 +667,30 @@ class AdmissionStore:
         """The first `per_queue` waiting jobs of every queue, with their current wait reason.
         (Jobs can only be submitted to configured queues, so `names` covers them all; each
         lookup is a walk of the (queue, state, priority, id) index.)"""
-        ready = [
-            JobRow.state == JobState.QUEUED.value,
-            JobRow.cluster.in_(list(clusters)),
-            or_(JobRow.not_before.is_(None), JobRow.not_before <= now),
-        ]
+        key = (tuple(clusters), per_queue)
+        statement = self._candidate_statements.get(key)
+        if statement is None:
+            statement = self._candidate_statements[key] = (
+                select(
+                    JOBS.c.id,
+                    JOBS.c.cluster,
+                    JOBS.c.priority,
+                    JOBS.c.demand_memory_mb,
+                    JOBS.c.demand_cores,
+                    JOBS.c.wait_reason,
+                )
+                .where(
+                    JOBS.c.state == JobState.QUEUED.value,
+                    JOBS.c.cluster.in_(list(clusters)),
+                    or_(JOBS.c.not_before.is_(None), JOBS.c.not_before <= bindparam("b_now")),
+                    JOBS.c.queue == bindparam("b_queue"),
+                )
+                .order_by(JOBS.c.priority.desc(), JOBS.c.id)
+                .limit(per_queue)
+            )
         found: list[tuple[Candidate, str | None]] = []
         for name in names:
-            rows = session.execute(
-                select(
-                    JobRow.id,
-                    JobRow.cluster,
-                    JobRow.priority,
-                    JobRow.demand_memory_mb,
-                    JobRow.demand_cores,
-                    JobRow.wait_reason,
-                )
-                .where(*ready, JobRow.queue == name)
-                .order_by(JobRow.priority.desc(), JobRow.id)
-                .limit(per_queue)
-            ).all()
+            rows = conn.execute(statement, {"b_now": now, "b_queue": name})
             found += [
                 (Candidate(job_id, name, cluster, priority, Resources(1, memory, cores)), reason)
                 for job_id, cluster, priority, memory, cores, reason in rows
@@ -658,7 +699,7 @@ class AdmissionStore:
 
     @staticmethod
     def _record_reasons(
-        session: Session, decision: Decision, previous: dict[int, str | None]
+        conn: Connection, decision: Decision, previous: dict[int, str | None]
     ) -> None:
         # Only what changed is written (a full queue must not rewrite every job each step), in
         # one executemany.
@@ -668,10 +709,4 @@ class AdmissionStore:
             if previous.get(job_id) != reason
         ]
         if changed:
-            jobs = cast(Table, JobRow.__table__)
-            session.connection().execute(
-                update(jobs)
-                .where(jobs.c.id == bindparam("b_job_id"), jobs.c.state == JobState.QUEUED.value)
-                .values(wait_reason=bindparam("b_reason")),
-                changed,
-            )
+            conn.execute(_SET_WAIT_REASON, changed)

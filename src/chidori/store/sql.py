@@ -14,12 +14,16 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import (
+    Connection,
     Engine,
+    Row,
+    Table,
+    bindparam,
     create_engine,
     event,
     exists,
@@ -57,6 +61,100 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 PG_STALL_LIMIT_MS = 5000
 _ACTIVE_JOB = [s.value for s in ACTIVE_JOB_STATES]
 _ACTIVE_ATTEMPT = [s.value for s in ACTIVE_ATTEMPT_STATES]
+# Core tables, for the statements the scheduler runs for every job: built once here, so each
+# run skips SQLAlchemy's per-statement construction and cache-key work (several times the cost
+# of the query itself on SQLite).
+JOBS = cast(Table, JobRow.__table__)
+ATTEMPTS = cast(Table, AttemptRow.__table__)
+EVENTS = cast(Table, EventRow.__table__)
+INSERT_EVENT = insert(EVENTS)
+_INSERT_ATTEMPT = insert(ATTEMPTS)
+_CLAIM = (
+    update(JOBS)
+    .where(JOBS.c.id == bindparam("b_id"), JOBS.c.state == JobState.QUEUED.value)
+    .values(
+        state=JobState.ADMITTED.value,
+        attempts=JOBS.c.attempts + 1,
+        admitted_at=bindparam("b_now"),
+        updated_at=bindparam("b_now"),
+        start_type=bindparam("b_start_type"),
+        start_note=bindparam("b_start_note"),
+        ready_at=None,
+        reason=None,
+        not_before=None,
+        wait_reason=None,
+    )
+    .returning(*JOBS.c)
+)
+_RUN_ATTEMPT = (
+    update(ATTEMPTS)
+    .where(
+        ATTEMPTS.c.job_id == bindparam("b_job"),
+        ATTEMPTS.c.number == bindparam("b_attempt"),
+        ATTEMPTS.c.state == AttemptState.STARTING.value,
+    )
+    .values(
+        state=AttemptState.RUNNING.value,
+        pid=bindparam("b_pid"),
+        log_path=bindparam("b_log"),
+        ready_at=bindparam("b_ready"),
+    )
+)
+_RUN_JOB = (
+    update(JOBS)
+    .where(
+        JOBS.c.id == bindparam("b_job"),
+        JOBS.c.attempts == bindparam("b_attempt"),
+        JOBS.c.state == JobState.ADMITTED.value,
+    )
+    .values(
+        state=JobState.RUNNING.value,
+        started_at=bindparam("b_now"),
+        updated_at=bindparam("b_now"),
+        ready_at=bindparam("b_ready"),
+    )
+)
+_END_ATTEMPT = (
+    update(ATTEMPTS)
+    .where(
+        ATTEMPTS.c.job_id == bindparam("b_job"),
+        ATTEMPTS.c.number == bindparam("b_attempt"),
+        ATTEMPTS.c.state.in_(_ACTIVE_ATTEMPT),
+    )
+    .values(
+        state=bindparam("b_state"),
+        finished_at=bindparam("b_now"),
+        exit_code=bindparam("b_code"),
+        reason=bindparam("b_reason"),
+    )
+)
+_JOB_TO_FINISH = (
+    select(
+        JOBS.c.attempts,
+        JOBS.c.state,
+        JOBS.c.cancel_requested,
+        JOBS.c.failed_attempts,
+        JOBS.c.lost_attempts,
+        JOBS.c.spec,
+    )
+    .where(JOBS.c.id == bindparam("b_job"))
+    .with_for_update()
+)
+_END_JOB = (
+    update(JOBS)
+    .where(JOBS.c.id == bindparam("b_job"))
+    .values(
+        state=bindparam("b_state"),
+        reason=bindparam("b_reason"),
+        exit_code=bindparam("b_code"),
+        updated_at=bindparam("b_now"),
+        finished_at=bindparam("b_finished"),
+        not_before=bindparam("b_not_before"),
+        failed_attempts=bindparam("b_failed"),
+        lost_attempts=bindparam("b_lost"),
+    )
+    .returning(*JOBS.c)
+)
 
 
 def utcnow() -> datetime:
@@ -122,7 +220,7 @@ def open_store(url: str, clock: Clock = utcnow) -> Store:
     return Store(engine, engine, clock)
 
 
-def job_record(row: JobRow) -> Job:
+def job_record(row: JobRow | Row[Any]) -> Job:
     return Job(
         id=row.id,
         name=row.name,
@@ -213,52 +311,75 @@ def claim_in_session(
     """Move one QUEUED job to ADMITTED with a new attempt owned by `server_id`, inside the
     caller's transaction. None if the job is no longer QUEUED (another replica took it)."""
     # One UPDATE ... RETURNING (a compare-and-set on the state) gives the row as it is now.
-    row = session.scalars(
-        update(JobRow)
-        .where(JobRow.id == job_id, JobRow.state == JobState.QUEUED.value)
-        .values(
-            state=JobState.ADMITTED.value,
-            attempts=JobRow.attempts + 1,
-            admitted_at=now,
-            updated_at=now,
-            start_type=start_type,
-            start_note=start_note,
-            ready_at=None,
-            reason=None,
-            not_before=None,
-            wait_reason=None,
-        )
-        .returning(JobRow)
-        .execution_options(synchronize_session=False, populate_existing=True)
+    conn = session.connection()
+    row = conn.execute(
+        _CLAIM,
+        {"b_id": job_id, "b_now": now, "b_start_type": start_type, "b_start_note": start_note},
     ).one_or_none()
     if row is None:
         return None
     number = row.attempts
-    session.execute(
-        insert(AttemptRow).values(
-            job_id=job_id,
-            number=number,
-            state=AttemptState.STARTING.value,
-            server_id=server_id,
-            host=host,
-            started_at=now,
-            lease_expires_at=now + timedelta(seconds=lease_seconds),
-            start_type=start_type,
-            start_note=start_note,
-        )
+    conn.execute(
+        _INSERT_ATTEMPT,
+        {
+            "job_id": job_id,
+            "number": number,
+            "state": AttemptState.STARTING.value,
+            "server_id": server_id,
+            "host": host,
+            "started_at": now,
+            "lease_expires_at": now + timedelta(seconds=lease_seconds),
+            "start_type": start_type,
+            "start_note": start_note,
+        },
     )
-    session.execute(
-        insert(EventRow).values(
-            job_id=job_id,
-            attempt=number,
-            time=now,
-            type="state",
-            state="ADMITTED",
-            actor=server_id,
-            reason=f"attempt {number} on {host}",
-        )
+    conn.execute(
+        INSERT_EVENT,
+        {
+            "job_id": job_id,
+            "attempt": number,
+            "time": now,
+            "type": "state",
+            "state": "ADMITTED",
+            "actor": server_id,
+            "reason": f"attempt {number} on {host}",
+        },
     )
     return Claim(job=job_record(row), attempt=number, warm_driver=warm_driver)
+
+
+@dataclass(frozen=True)
+class _NextState:
+    state: JobState
+    reason: str | None
+    failed: int  # the job's failed and lost attempts so far, this one counted
+    lost: int
+
+
+def _next_state(
+    outcome: Outcome,
+    cancel_requested: bool,
+    failed: int,
+    lost: int,
+    max_retries: int,
+    lost_retry_limit: int,
+) -> _NextState:
+    """Where a job goes when its current attempt ends: done, or back to the queue."""
+    if outcome.state is AttemptState.SUCCEEDED:
+        return _NextState(JobState.SUCCEEDED, None, failed, lost)
+    if outcome.state is AttemptState.CANCELLED or cancel_requested:
+        return _NextState(JobState.CANCELLED, outcome.reason or "cancelled", failed, lost)
+    if outcome.state is AttemptState.LOST:
+        lost += 1
+        if lost <= lost_retry_limit:
+            return _NextState(JobState.QUEUED, f"retrying: {outcome.reason}", failed, lost)
+        reason = f"driver host lost {lost} times: {outcome.reason}"
+        return _NextState(JobState.FAILED, reason, failed, lost)
+    failed += 1
+    if failed <= max_retries:
+        reason = f"retry {failed} of {max_retries} after: {outcome.reason}"
+        return _NextState(JobState.QUEUED, reason, failed, lost)
+    return _NextState(JobState.FAILED, outcome.reason, failed, lost)
 
 
 @dataclass
@@ -374,7 +495,7 @@ class Store:
         self._read_engine = read_engine
         self._write_engine = write_engine
         self._clock = clock
-        self._listeners: list[Callable[[int | None], None]] = []
+        self._listeners: list[tuple[Callable[[int | None], None], bool]] = []
         self._listeners_lock = threading.Lock()
         self._dispatch_writer: DispatchWriter | None = None
         self._committer = GroupCommitter(self._write_submissions)
@@ -391,24 +512,27 @@ class Store:
     def dialect(self) -> str:
         return self._write_engine.dialect.name
 
-    def subscribe(self, listener: Callable[[int | None], None]) -> None:
-        """Call `listener(job_id)` after every committed change to a job, in this process."""
+    def subscribe(self, listener: Callable[[int | None], None], progress: bool = True) -> None:
+        """Call `listener(job_id)` after every committed change to a job, in this process.
+        With `progress` False, not for changes that neither free nor ask for capacity (a
+        driver started, its application id found): the scheduler need not wake for them."""
         with self._listeners_lock:
-            self._listeners.append(listener)
+            self._listeners.append((listener, progress))
 
-    def _changed(self, job_ids: Sequence[int]) -> None:
+    def _changed(self, job_ids: Sequence[int], progress: bool = False) -> None:
         # Listeners only need to know that something changed: once per commit, however many
         # jobs it touched (a group commit may hold hundreds).
         if job_ids:
-            for listener in list(self._listeners):
-                listener(job_ids[0])
+            for listener, wants_progress in list(self._listeners):
+                if wants_progress or not progress:
+                    listener(job_ids[0])
 
-    def notify_change(self, job_ids: Sequence[int] = ()) -> None:
+    def notify_change(self, job_ids: Sequence[int] = (), progress: bool = False) -> None:
         """Tell listeners that jobs (or, with no ids, admission settings) changed."""
         if job_ids:
-            self._changed(job_ids)
+            self._changed(job_ids, progress)
         else:
-            for listener in list(self._listeners):
+            for listener, _ in list(self._listeners):
                 listener(None)
 
     @contextmanager
@@ -431,6 +555,17 @@ class Store:
                     session.begin(),
                 ):
                     yield session
+            except (OperationalError, SAInterfaceError) as exc:
+                raise StoreUnavailable(f"database unavailable: {exc.orig}") from exc
+
+    @contextmanager
+    def connecting(self) -> Iterator[Connection]:
+        """A write transaction on a plain connection, for the statements run for every job
+        (no ORM session to set up; see the prebuilt statements at the top)."""
+        with self._write_lock:
+            try:
+                with self._write_engine.begin() as conn:
+                    yield conn
             except (OperationalError, SAInterfaceError) as exc:
                 raise StoreUnavailable(f"database unavailable: {exc.orig}") from exc
 
@@ -804,49 +939,30 @@ class Store:
         driver took it, or no Spark session is needed). False if this attempt is no longer
         current (fenced)."""
         now = self._clock()
-        with self.writing() as session:
-            moved = session.execute(
-                update(AttemptRow)
-                .where(
-                    AttemptRow.job_id == job_id,
-                    AttemptRow.number == attempt,
-                    AttemptRow.state == AttemptState.STARTING.value,
-                )
-                .values(
-                    state=AttemptState.RUNNING.value,
-                    pid=pid,
-                    log_path=log_path,
-                    ready_at=now if ready else None,
-                )
-                .execution_options(synchronize_session=False)
-            )
-            if moved.rowcount != 1:  # type: ignore[attr-defined]
+        keys = {
+            "b_job": job_id,
+            "b_attempt": attempt,
+            "b_now": now,
+            "b_ready": now if ready else None,
+        }
+        with self.connecting() as conn:
+            moved = conn.execute(_RUN_ATTEMPT, {**keys, "b_pid": pid, "b_log": log_path})
+            if moved.rowcount != 1:
                 return False
-            session.execute(
-                update(JobRow)
-                .where(
-                    JobRow.id == job_id,
-                    JobRow.attempts == attempt,
-                    JobRow.state == JobState.ADMITTED.value,
-                )
-                .values(
-                    state=JobState.RUNNING.value,
-                    started_at=now,
-                    updated_at=now,
-                    ready_at=now if ready else None,
-                )
-                .execution_options(synchronize_session=False)
+            conn.execute(_RUN_JOB, keys)
+            conn.execute(
+                INSERT_EVENT,
+                {
+                    "job_id": job_id,
+                    "attempt": attempt,
+                    "time": now,
+                    "type": "state",
+                    "state": "RUNNING",
+                    "actor": actor,
+                    "reason": f"driver process {pid} started",
+                },
             )
-            self._add_event(
-                session,
-                job_id,
-                "state",
-                actor,
-                state="RUNNING",
-                reason=f"driver process {pid} started",
-                attempt=attempt,
-            )
-        self._changed([job_id])
+        self._changed([job_id], progress=True)
         return True
 
     def set_start(self, job_id: int, attempt: int, start_type: str, note: str | None) -> None:
@@ -895,7 +1011,7 @@ class Store:
                 reason=f"Spark application {app_id}",
                 attempt=attempt,
             )
-        self._changed([job_id])
+        self._changed([job_id], progress=True)
 
     def finish_attempt(
         self, job_id: int, attempt: int, outcome: Outcome, actor: str, lost_retry_limit: int = 3
@@ -903,81 +1019,59 @@ class Store:
         """Record how an attempt ended and move the job on: terminal, or back to QUEUED for a
         retry. Returns the job, or None if the attempt was already finished (fenced)."""
         now = self._clock()
-        with self.writing() as session:
-            moved = session.execute(
-                update(AttemptRow)
-                .where(
-                    AttemptRow.job_id == job_id,
-                    AttemptRow.number == attempt,
-                    AttemptRow.state.in_(_ACTIVE_ATTEMPT),
-                )
-                .values(
-                    state=outcome.state.value,
-                    finished_at=now,
-                    exit_code=outcome.exit_code,
-                    reason=outcome.reason,
-                )
-                .execution_options(synchronize_session=False)
+        with self.connecting() as conn:
+            moved = conn.execute(
+                _END_ATTEMPT,
+                {
+                    "b_job": job_id,
+                    "b_attempt": attempt,
+                    "b_state": outcome.state.value,
+                    "b_now": now,
+                    "b_code": outcome.exit_code,
+                    "b_reason": outcome.reason,
+                },
             )
-            if moved.rowcount != 1:  # type: ignore[attr-defined]
+            if moved.rowcount != 1:
                 return None
-            row = session.get(JobRow, job_id, with_for_update=True)
-            if row is None or row.attempts != attempt or row.state not in _ACTIVE_JOB:
+            current = conn.execute(_JOB_TO_FINISH, {"b_job": job_id}).one_or_none()
+            if current is None or current.attempts != attempt or current.state not in _ACTIVE_JOB:
                 return None
-            self._add_event(
-                session,
-                job_id,
-                "attempt",
-                actor,
-                state=outcome.state.value,
-                reason=outcome.reason,
-                attempt=attempt,
+            step = _next_state(
+                outcome,
+                bool(current.cancel_requested),
+                current.failed_attempts,
+                current.lost_attempts,
+                JobSpec.model_validate(current.spec).max_retries,
+                lost_retry_limit,
             )
-            spec = JobSpec.model_validate(row.spec)
-            row.updated_at = now
-            row.exit_code = outcome.exit_code
-            new_state, reason = self._next_state(row, spec, outcome, lost_retry_limit)
-            row.state = new_state.value
-            row.reason = reason
-            if new_state is JobState.QUEUED:
-                if outcome.state is AttemptState.FAILED:
-                    row.not_before = now + retry_backoff(row.failed_attempts)
-            else:
-                row.finished_at = now
-            self._add_event(
-                session,
-                job_id,
-                "state",
-                actor,
-                state=new_state.value,
-                reason=reason,
-                attempt=attempt,
-            )
-            session.flush()
+            retry = step.state is JobState.QUEUED
+            backoff = retry and outcome.state is AttemptState.FAILED
+            row = conn.execute(
+                _END_JOB,
+                {
+                    "b_job": job_id,
+                    "b_state": step.state.value,
+                    "b_reason": step.reason,
+                    "b_code": outcome.exit_code,
+                    "b_now": now,
+                    "b_finished": None if retry else now,
+                    "b_not_before": now + retry_backoff(step.failed) if backoff else None,
+                    "b_failed": step.failed,
+                    "b_lost": step.lost,
+                },
+            ).one()
+            event = {"job_id": job_id, "attempt": attempt, "time": now, "actor": actor}
+            conn.execute(
+                INSERT_EVENT,
+                [
+                    {**event, "type": "attempt", "state": outcome.state.value,
+                     "reason": outcome.reason},
+                    {**event, "type": "state", "state": step.state.value, "reason": step.reason},
+                ],
+            )  # fmt: skip
             job = job_record(row)
         self._changed([job_id])
         return job
-
-    @staticmethod
-    def _next_state(
-        row: JobRow, spec: JobSpec, outcome: Outcome, lost_retry_limit: int
-    ) -> tuple[JobState, str | None]:
-        if outcome.state is AttemptState.SUCCEEDED:
-            return JobState.SUCCEEDED, None
-        if outcome.state is AttemptState.CANCELLED or row.cancel_requested:
-            return JobState.CANCELLED, outcome.reason or "cancelled"
-        if outcome.state is AttemptState.LOST:
-            row.lost_attempts += 1
-            if row.lost_attempts <= lost_retry_limit:
-                return JobState.QUEUED, f"retrying: {outcome.reason}"
-            return JobState.FAILED, f"driver host lost {row.lost_attempts} times: {outcome.reason}"
-        row.failed_attempts += 1
-        if row.failed_attempts <= spec.max_retries:
-            return (
-                JobState.QUEUED,
-                f"retry {row.failed_attempts} of {spec.max_retries} after: {outcome.reason}",
-            )
-        return JobState.FAILED, outcome.reason
 
     def request_cancel(self, job_id: int, actor: str, source: str | None = None) -> Job:
         """Cancel a job: a QUEUED job is CANCELLED at once; an admitted or running one is
