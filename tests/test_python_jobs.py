@@ -87,6 +87,21 @@ def test_cancelling_a_running_job_stops_its_whole_process_tree(server: ChidoriSe
     assert tagged_processes(job["id"]) == []
 
 
+def test_processes_a_finished_job_leaves_behind_are_stopped(server: ChidoriServer) -> None:
+    """A child left in the driver's group is stopped as the job ends; one that left the group
+    (its own session) is found by its tag and stopped by the next stray sweep (about 1 s)."""
+    for flag in ("--child", "--detached-child"):
+        job = server.submit(kind="python", application=f"{JOBS}/sleeper.py", args=["0", flag])
+        done = server.wait(job["id"])
+        assert done["state"] == "SUCCEEDED", done
+        child = int(server.log(job["id"]).split("child ")[1].split()[0])
+        deadline = time.monotonic() + 10
+        while is_alive(child) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not is_alive(child), flag
+        assert tagged_processes(job["id"]) == []
+
+
 def test_cancelling_a_queued_job_is_immediate(tmp_path: Path) -> None:
     env = {"CHIDORI_MAX_RUNNING_JOBS": "1"}
     with ChidoriServer(tmp_path / "home", env=env) as server:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from chidori.backends.base import DriverCommand
 from chidori.backends.spark_logs import find_application_id, summarize_failure
-from chidori.processes import stop_attempt_processes
+from chidori.processes import group_alive, server_tagged_processes, stop_attempt_processes
 from chidori.records import Outcome
 from chidori.states import AttemptState
 
@@ -90,6 +90,7 @@ class DriverHost:
         fence_dir: Path,
         grace_seconds: float = 5.0,
         housekeeping_interval: float = 0.25,
+        sweep_interval: float = 1.0,
     ) -> None:
         self._log_dir = log_dir
         self._server_id = server_id
@@ -100,6 +101,11 @@ class DriverHost:
         self._interval = housekeeping_interval
         self._drivers: dict[tuple[int, int], _Driver] = {}
         self._lock = threading.Lock()
+        # Held from a driver's spawn until it is registered, so the stray sweep never takes a
+        # driver that is starting for a leftover.
+        self._spawning = threading.Lock()
+        self._sweep_interval = sweep_interval
+        self._strays_signalled: set[int] = set()
         self._closed = threading.Event()
         self._housekeeper = threading.Thread(
             target=self._housekeeping, name="driver-housekeeping", daemon=True
@@ -114,8 +120,9 @@ class DriverHost:
         # The server's tag lets its watchdog stop the driver if this server dies or stops
         # renewing its lease (see chidori.watchdog).
         env = {**command.env, "CHIDORI_SERVER_ID": self._server_id}
-        process = spawn_driver(command.argv, env, command.cwd, log_path)
-        self.adopt(job_id, attempt, process, log_path, timeout)
+        with self._spawning:
+            process = spawn_driver(command.argv, env, command.cwd, log_path)
+            self.adopt(job_id, attempt, process, log_path, timeout)
         return process.pid, log_path
 
     def adopt(
@@ -193,8 +200,10 @@ class DriverHost:
     def _wait(self, driver: _Driver) -> None:
         code = driver.process.wait()
         driver.start_recorded.wait(timeout=30)
-        if not driver.stopping.is_set():
-            # The driver is gone, but processes it started may linger in the group.
+        if not driver.stopping.is_set() and group_alive(driver.process.pid):
+            # The driver is gone, but processes it started linger in its group. (Ones that
+            # left the group are found by their tag in the next stray sweep: a scan of /proc
+            # per job would cost more than starting a small job.)
             stop_attempt_processes(
                 driver.job_id, driver.attempt, driver.process.pid, 1.0, self._server_id
             )
@@ -246,8 +255,36 @@ class DriverHost:
             except Exception:
                 log.exception("recording the application id of job %s", driver.job_id)
 
+    def sweep_strays(self) -> list[int]:
+        """Stop processes tagged with this server and an attempt it no longer runs (left
+        behind by a driver that has ended): SIGTERM when first seen, SIGKILL on the next sweep.
+        Returns the pids signalled."""
+        found = server_tagged_processes(self._server_id)
+        with self._spawning, self._lock:
+            live = set(self._drivers)
+        signalled = []
+        for pid, job_id, attempt in found:
+            if (job_id, attempt) in live:
+                continue
+            sig = signal.SIGKILL if pid in self._strays_signalled else signal.SIGTERM
+            try:
+                os.kill(pid, sig)
+            except (ProcessLookupError, PermissionError):
+                continue
+            log.info("stopping process %s left by job %s attempt %s", pid, job_id, attempt)
+            signalled.append(pid)
+        self._strays_signalled = set(signalled)
+        return signalled
+
     def _housekeeping(self) -> None:
+        last_sweep = time.monotonic()
         while not self._closed.wait(self._interval):
+            if time.monotonic() - last_sweep >= self._sweep_interval:
+                last_sweep = time.monotonic()
+                try:
+                    self.sweep_strays()
+                except Exception:
+                    log.exception("sweeping leftover processes failed")
             with self._lock:
                 drivers = list(self._drivers.values())
             now = time.monotonic()

@@ -43,6 +43,48 @@ def tagged_processes(
     return found
 
 
+def server_tagged_processes(server_id: str) -> list[tuple[int, int, int]]:
+    """(pid, job id, attempt) of every process that carries this server's tag and a job's:
+    one pass over /proc."""
+    wanted_server = f"CHIDORI_SERVER_ID={server_id}".encode()
+    found = []
+    if not PROC.is_dir():
+        return []
+    me = os.getpid()
+    for entry in PROC.iterdir():
+        if not entry.name.isdigit() or int(entry.name) == me:
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+        except OSError:
+            continue
+        if wanted_server not in environ:
+            continue
+        tags = dict(
+            item.split(b"=", 1) for item in environ.split(b"\0") if item.startswith(b"CHIDORI_")
+        )
+        if tags.get(b"CHIDORI_SERVER_ID") != server_id.encode():
+            continue
+        try:
+            found.append(
+                (int(entry.name), int(tags[b"CHIDORI_JOB_ID"]), int(tags[b"CHIDORI_ATTEMPT"]))
+            )
+        except (KeyError, ValueError):
+            continue
+    return found
+
+
+def group_alive(group_leader: int) -> bool:
+    """Whether any process is left in the process group `group_leader` started."""
+    try:
+        os.killpg(group_leader, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _signal_group(pid: int, sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, sig)

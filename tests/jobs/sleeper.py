@@ -1,6 +1,7 @@
 """Test job: prints, optionally starts a child process, sleeps, exits 0.
 
-Usage: sleeper.py SECONDS [--child] [--marker DIR]
+Usage: sleeper.py SECONDS [--child] [--detached-child] [--marker DIR]
+--detached-child starts the child in a session of its own (out of the driver's group).
 With --marker, writes DIR/job-<CHIDORI_JOB_ID>-attempt-<CHIDORI_ATTEMPT>-<pid> first, so
 tests can count runs.
 """
@@ -17,8 +18,10 @@ if "--marker" in sys.argv:
     name = f"job-{job}-attempt-{os.environ.get('CHIDORI_ATTEMPT')}-{os.getpid()}"
     with open(os.path.join(directory, name), "w") as handle:
         handle.write("started\n")
-if "--child" in sys.argv:
-    child = subprocess.Popen(["sleep", str(int(seconds) + 600)])
+if "--child" in sys.argv or "--detached-child" in sys.argv:
+    child = subprocess.Popen(
+        ["sleep", str(int(seconds) + 600)], start_new_session="--detached-child" in sys.argv
+    )
     print(f"child {child.pid}", flush=True)
 print("sleeper started", flush=True)
 time.sleep(seconds)
