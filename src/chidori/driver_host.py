@@ -38,6 +38,7 @@ class _Driver:
     log_path: Path
     deadline: float | None
     timeout: float | None
+    kind: str = ""
     app_id: str | None = None
     scanned: int = 0
     stop_reason: str | None = None
@@ -113,7 +114,12 @@ class DriverHost:
         self._housekeeper.start()
 
     def start(
-        self, job_id: int, attempt: int, command: DriverCommand, timeout: float | None
+        self,
+        job_id: int,
+        attempt: int,
+        command: DriverCommand,
+        timeout: float | None,
+        kind: str = "",
     ) -> tuple[int, Path]:
         """Start a driver. Returns (pid, log path). Raises OSError if it cannot be started."""
         log_path = log_path_for(self._log_dir, job_id, attempt)
@@ -122,7 +128,7 @@ class DriverHost:
         env = {**command.env, "CHIDORI_SERVER_ID": self._server_id}
         with self._spawning:
             process = spawn_driver(command.argv, env, command.cwd, log_path)
-            self.adopt(job_id, attempt, process, log_path, timeout)
+            self.adopt(job_id, attempt, process, log_path, timeout, kind)
         return process.pid, log_path
 
     def adopt(
@@ -132,6 +138,7 @@ class DriverHost:
         process: subprocess.Popen[bytes],
         log_path: Path,
         timeout: float | None,
+        kind: str = "",
     ) -> None:
         """Take charge of a driver that was started before its job (a warm driver that has
         just taken this attempt): its exit, log scanning, timeout and stop work as for any."""
@@ -142,6 +149,7 @@ class DriverHost:
             log_path=log_path,
             timeout=timeout,
             deadline=time.monotonic() + timeout if timeout else None,
+            kind=kind,
         )
         driver.waiter = threading.Thread(
             target=self._wait, args=(driver,), name=f"driver-{job_id}-{attempt}", daemon=True
@@ -157,9 +165,12 @@ class DriverHost:
         if driver is not None:
             driver.start_recorded.set()
 
-    def running(self) -> list[tuple[int, int]]:
+    def running(self, kind: str | None = None) -> list[tuple[int, int]]:
+        """(job id, attempt) of the drivers running here (of one job kind, if given)."""
         with self._lock:
-            return list(self._drivers)
+            if kind is None:
+                return list(self._drivers)
+            return [key for key, driver in self._drivers.items() if driver.kind == kind]
 
     def stop(self, job_id: int, attempt: int, state: AttemptState, reason: str) -> bool:
         """Stop a driver (its whole process group and every tagged process). The exit is then

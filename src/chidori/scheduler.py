@@ -383,7 +383,9 @@ class Scheduler:
             if claim.warm_driver is not None and self._launch_warm(claim, request):
                 return
             command = backend.driver_command(request)
-            pid, log_path = self.drivers.start(job.id, attempt, command, job.spec.timeout)
+            pid, log_path = self.drivers.start(
+                job.id, attempt, command, job.spec.timeout, job.spec.kind
+            )
         except ChidoriError as exc:
             self._finish(
                 job.id,

@@ -141,7 +141,9 @@ def build_server(settings: Settings) -> Server:
     # Livy sessions: the relay carries statements to and from the session drivers run here.
     session_store = SessionStore(store)
     livy_sessions = SessionService(jobs, session_store)
-    session_relay = SessionRelay(session_store, scheduler.drivers.running, settings.work_dir)
+    session_relay = SessionRelay(
+        session_store, lambda: scheduler.drivers.running("session"), settings.work_dir
+    )
 
     def readiness() -> None:
         store.ping()

@@ -140,6 +140,16 @@ _JOB_TO_FINISH = (
     .where(JOBS.c.id == bindparam("b_job"))
     .with_for_update()
 )
+_CANCEL_REQUESTED = (
+    select(*ATTEMPTS.c)
+    .join(JOBS, JOBS.c.id == ATTEMPTS.c.job_id)
+    .where(
+        ATTEMPTS.c.server_id == bindparam("b_server"),
+        ATTEMPTS.c.state.in_(_ACTIVE_ATTEMPT),
+        JOBS.c.cancel_requested.is_(True),
+        JOBS.c.attempts == ATTEMPTS.c.number,
+    )
+)
 _END_JOB = (
     update(JOBS)
     .where(JOBS.c.id == bindparam("b_job"))
@@ -246,7 +256,7 @@ def job_record(row: JobRow | Row[Any]) -> Job:
     )
 
 
-def _attempt(row: AttemptRow) -> Attempt:
+def _attempt(row: AttemptRow | Row[Any]) -> Attempt:
     return Attempt(
         job_id=row.job_id,
         number=row.number,
@@ -1116,16 +1126,7 @@ class Store:
     def cancel_requested_attempts(self, server_id: str) -> list[Attempt]:
         """Active attempts hosted by `server_id` whose job was asked to cancel."""
         with self.reading() as session:
-            rows = session.scalars(
-                select(AttemptRow)
-                .join(JobRow, JobRow.id == AttemptRow.job_id)
-                .where(
-                    AttemptRow.server_id == server_id,
-                    AttemptRow.state.in_(_ACTIVE_ATTEMPT),
-                    JobRow.cancel_requested.is_(True),
-                    JobRow.attempts == AttemptRow.number,
-                )
-            )
+            rows = session.connection().execute(_CANCEL_REQUESTED, {"b_server": server_id})
             return [_attempt(row) for row in rows]
 
     def active_attempts(self, server_id: str | None = None) -> list[Attempt]:
