@@ -247,7 +247,11 @@ class DriverHost:
         return Outcome(AttemptState.FAILED, f"{reason}: {detail}" if detail else reason, code)
 
     def _scan_app_id(self, driver: _Driver) -> None:
-        if driver.app_id is not None or driver.scanned >= _APP_ID_SCAN_LIMIT:
+        if (
+            driver.app_id is not None
+            or driver.scanned >= _APP_ID_SCAN_LIMIT
+            or driver.kind == "python"  # no Spark application to find
+        ):
             return
         try:
             with open(driver.log_path, "rb") as handle:

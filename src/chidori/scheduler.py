@@ -96,6 +96,8 @@ class Scheduler:
         self._last_warm_check = 0.0
         self._last_cancel_check = 0.0
         self._full = False
+        # One admit step at a time in this process (the loop's, or a driver exit's).
+        self._admit_lock = threading.Lock()
 
     # ---- lifecycle --------------------------------------------------------------------------
 
@@ -135,6 +137,8 @@ class Scheduler:
         period); then stop what still runs and hand those jobs back to the queue (their
         attempts end LOST), so another replica, or the next start, runs them again."""
         self._admitting = False
+        with self._admit_lock:
+            pass  # an admit step under way (a driver exit's) finishes its launches first
         if self._options.shutdown_mode == "wait":
             deadline = time.monotonic() + self._options.shutdown_grace_seconds
             while self.drivers.running() and time.monotonic() < deadline:
@@ -206,7 +210,8 @@ class Scheduler:
             self._last_cancel_check = now
             self.apply_cancels()
         if self._admitting:
-            self.admit()
+            with self._admit_lock:
+                self.admit()
 
     def _lease_loop(self) -> None:
         interval = self._options.lease_seconds / 5
@@ -316,7 +321,11 @@ class Scheduler:
         for claim in result.claims:
             if claim.warm_driver is not None:
                 self.warm.claim(claim.warm_driver)
-            self._launcher.submit(self._launch_logged, claim)
+                self._launcher.submit(self._launch_logged, claim)
+            else:
+                # Starting a process takes about a millisecond: here, with no hand-off to
+                # another thread; recording the start (a write) goes beside the loop.
+                self._launch_logged(claim)
         for warm_id, cluster in result.warm_to_start:
             self._launcher.submit(self._start_warm, warm_id, cluster)
         return len(result.claims)
@@ -374,6 +383,8 @@ class Scheduler:
             log.exception("launching job %s failed", claim.job.id)
 
     def launch(self, claim: Claim) -> None:
+        """Start the claim's driver (a cold one, or hand it to its warm driver). The start is
+        recorded by a launcher thread for cold starts, before returning for warm ones."""
         job, attempt = claim.job, claim.attempt
         backend = self._backends[job.spec.cluster]
         work_dir = self._options.work_dir / str(job.id) / f"attempt-{attempt}"
@@ -399,7 +410,17 @@ class Scheduler:
             )
             return
         # A plain Python job needs no Spark session: it can run as soon as it has started.
-        self._record_start(job.id, attempt, pid, log_path, ready=job.spec.kind == "python")
+        self._launcher.submit(
+            self._record_start_logged, job.id, attempt, pid, log_path, job.spec.kind == "python"
+        )
+
+    def _record_start_logged(
+        self, job_id: int, attempt: int, pid: int, log_path: Path, ready: bool
+    ) -> None:
+        try:
+            self._record_start(job_id, attempt, pid, log_path, ready)
+        except Exception:
+            log.exception("recording the start of job %s failed", job_id)
 
     def _record_start(
         self, job_id: int, attempt: int, pid: int, log_path: Path, ready: bool
@@ -446,6 +467,17 @@ class Scheduler:
                 break
             except StoreUnavailable as exc:
                 log.warning("recording the end of job %s failed, retrying: %s", job_id, exc)
+        # Use the freed capacity from this thread, at once, unless an admit step is already
+        # under way (then the loop runs another one after it).
+        if self._admit_lock.acquire(blocking=False):
+            try:
+                if self._admitting:
+                    self.admit()
+                    return
+            except Exception as exc:
+                log.warning("admitting after the end of job %s failed: %s", job_id, exc)
+            finally:
+                self._admit_lock.release()
         self._capacity_freed.set()
         self._wakeup.set()
 
