@@ -50,7 +50,7 @@ class Dispatcher:
             store.set_dispatch_writer(write_outbox)
             self._consumer = open_queue(url, store)
             self._relay = OutboxRelay(store, open_queue(url, store))
-            store.subscribe(lambda _job_id: self._relay_wake.set(), progress=False)
+            store.subscribe(lambda _job_id: self._relay_wake.set(), scheduling_only=True)
 
     def start(self) -> None:
         if self._consumer is not None:

@@ -111,7 +111,7 @@ def build_server(settings: Settings) -> Server:
     )
     notifier = ChangeNotifier()
     store.subscribe(notifier.notify)
-    store.subscribe(scheduler.wake, progress=False)
+    store.subscribe(scheduler.wake, scheduling_only=True)
     dispatcher = Dispatcher(store, settings.queue_url, scheduler.wake)
     try:
         default_policy = PolicyDoc.model_validate(dict(settings.policy))

@@ -486,7 +486,7 @@ class AdmissionStore:
                     session, server_id, warm, sizes, left, decision.usage, limits, now
                 )
         if claims:
-            self._store.notify_change([c.job.id for c in claims], progress=True)
+            self._store.notify_change([c.job.id for c in claims], wake_scheduler=False)
         return AdmitResult(claims, started)
 
     def _still_full(self) -> bool:

@@ -522,25 +522,27 @@ class Store:
     def dialect(self) -> str:
         return self._write_engine.dialect.name
 
-    def subscribe(self, listener: Callable[[int | None], None], progress: bool = True) -> None:
+    def subscribe(
+        self, listener: Callable[[int | None], None], scheduling_only: bool = False
+    ) -> None:
         """Call `listener(job_id)` after every committed change to a job, in this process.
-        With `progress` False, not for changes that neither free nor ask for capacity (a
-        driver started, its application id found): the scheduler need not wake for them."""
+        With `scheduling_only`, only after changes that may let a job start (a submission, a
+        cancel, a limit change): the scheduler need not wake for a driver's start, say."""
         with self._listeners_lock:
-            self._listeners.append((listener, progress))
+            self._listeners.append((listener, scheduling_only))
 
-    def _changed(self, job_ids: Sequence[int], progress: bool = False) -> None:
+    def _changed(self, job_ids: Sequence[int], wake_scheduler: bool = True) -> None:
         # Listeners only need to know that something changed: once per commit, however many
         # jobs it touched (a group commit may hold hundreds).
         if job_ids:
-            for listener, wants_progress in list(self._listeners):
-                if wants_progress or not progress:
+            for listener, scheduling_only in list(self._listeners):
+                if wake_scheduler or not scheduling_only:
                     listener(job_ids[0])
 
-    def notify_change(self, job_ids: Sequence[int] = (), progress: bool = False) -> None:
+    def notify_change(self, job_ids: Sequence[int] = (), wake_scheduler: bool = True) -> None:
         """Tell listeners that jobs (or, with no ids, admission settings) changed."""
         if job_ids:
-            self._changed(job_ids, progress)
+            self._changed(job_ids, wake_scheduler)
         else:
             for listener, _ in list(self._listeners):
                 listener(None)
@@ -972,7 +974,7 @@ class Store:
                     "reason": f"driver process {pid} started",
                 },
             )
-        self._changed([job_id], progress=True)
+        self._changed([job_id], wake_scheduler=False)
         return True
 
     def set_start(self, job_id: int, attempt: int, start_type: str, note: str | None) -> None:
@@ -1021,7 +1023,7 @@ class Store:
                 reason=f"Spark application {app_id}",
                 attempt=attempt,
             )
-        self._changed([job_id], progress=True)
+        self._changed([job_id], wake_scheduler=False)
 
     def finish_attempt(
         self, job_id: int, attempt: int, outcome: Outcome, actor: str, lost_retry_limit: int = 3
@@ -1080,7 +1082,9 @@ class Store:
                 ],
             )  # fmt: skip
             job = job_record(row)
-        self._changed([job_id])
+        # No wake-up for the scheduler: the one that records an end admits right after it
+        # (a driver's exit, or the scheduler's own step).
+        self._changed([job_id], wake_scheduler=False)
         return job
 
     def request_cancel(self, job_id: int, actor: str, source: str | None = None) -> Job:
@@ -1120,7 +1124,9 @@ class Store:
                 )
             session.flush()
             job = job_record(row)
-        self._changed([job_id])
+        # No wake-up for the scheduler: the one that records an end admits right after it
+        # (a driver's exit, or the scheduler's own step).
+        self._changed([job_id], wake_scheduler=False)
         return job
 
     def cancel_requested_attempts(self, server_id: str) -> list[Attempt]:
