@@ -12,6 +12,9 @@ class ChangeNotifier:
     def __init__(self) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._event: asyncio.Event | None = None
+        # How many are waiting: with nobody, a change does not wake the event loop (a busy
+        # scheduler records thousands of changes a minute).
+        self._waiting = 0
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -19,7 +22,7 @@ class ChangeNotifier:
 
     def notify(self, _job_id: int | None = None) -> None:
         loop = self._loop
-        if loop is not None and not loop.is_closed():
+        if self._waiting and loop is not None and not loop.is_closed():
             loop.call_soon_threadsafe(self._fire)
 
     def _fire(self) -> None:
@@ -34,5 +37,9 @@ class ChangeNotifier:
         if event is None:
             await asyncio.sleep(timeout)
             return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(event.wait(), timeout)
+        self._waiting += 1
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(event.wait(), timeout)
+        finally:
+            self._waiting -= 1
