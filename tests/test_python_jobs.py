@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from chidori.processes import is_alive, tagged_processes
-from tests.server import ChidoriServer
+from tests.server import REPO, ChidoriServer
 
 JOBS = "tests/jobs"
 
@@ -114,6 +114,30 @@ def test_cancelling_a_queued_job_is_immediate(tmp_path: Path) -> None:
             assert cancelled["state"] == "CANCELLED"
             client.delete(f"/api/v1/jobs/{blocker['id']}")
         assert server.wait(blocker["id"])["state"] == "CANCELLED"
+
+
+def test_a_driver_that_cannot_start_fails_its_job_and_frees_the_slot_at_once(
+    tmp_path: Path,
+) -> None:
+    """A driver that cannot be started (its file went away after submission) fails the job,
+    and the slot goes to the next job at once, not at the scheduler's next tick (1 s)."""
+    apps = tmp_path / "apps"
+    apps.mkdir()
+    script = apps / "gone.py"
+    script.write_text("print('never runs')\n")
+    env = {"CHIDORI_MAX_RUNNING_JOBS": "0"}
+    with ChidoriServer(tmp_path / "home", env=env, app_roots=[REPO, apps]) as server:
+        ids = [server.submit(kind="python", application=str(script))["id"] for _ in range(6)]
+        script.unlink()
+        with server.client() as client:
+            limits = {"max_running_jobs": 1, "max_memory": None, "max_cores": None}
+            assert client.put("/api/v1/admin/limits", json={**limits, "clusters": {}}).is_success
+        released = time.monotonic()
+        done = [server.wait(job_id, timeout=30) for job_id in ids]
+        elapsed = time.monotonic() - released
+    for job in done:
+        assert job["state"] == "FAILED" and "could not start the driver" in job["reason"], job
+    assert elapsed < 4, elapsed  # a tick per job would take 5 s or more
 
 
 def test_a_job_over_its_timeout_is_stopped_and_failed(server: ChidoriServer) -> None:

@@ -398,21 +398,24 @@ class Scheduler:
                 job.id, attempt, command, job.spec.timeout, job.spec.kind
             )
         except ChidoriError as exc:
-            self._finish(
-                job.id,
-                attempt,
-                Outcome(AttemptState.FAILED, f"could not start the driver: {exc.message}"),
-            )
+            self._fail_start(job.id, attempt, exc.message)
             return
         except OSError as exc:
-            self._finish(
-                job.id, attempt, Outcome(AttemptState.FAILED, f"could not start the driver: {exc}")
-            )
+            self._fail_start(job.id, attempt, str(exc))
             return
         # A plain Python job needs no Spark session: it can run as soon as it has started.
         self._launcher.submit(
             self._record_start_logged, job.id, attempt, pid, log_path, job.spec.kind == "python"
         )
+
+    def _fail_start(self, job_id: int, attempt: int, why: str) -> None:
+        self._finish(
+            job_id, attempt, Outcome(AttemptState.FAILED, f"could not start the driver: {why}")
+        )
+        # Its reservation is free again: the loop admits the next job (recorded ends do not
+        # wake it by themselves).
+        self._capacity_freed.set()
+        self._wakeup.set()
 
     def _record_start_logged(
         self, job_id: int, attempt: int, pid: int, log_path: Path, ready: bool
