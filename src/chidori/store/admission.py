@@ -147,6 +147,11 @@ class QueueStats:
     oldest_queued_at: datetime | None
 
 
+def _pool_sizes(value: Mapping[str, Any] | None) -> dict[str, int]:
+    """Warm pool sizes an admin set, from their stored setting."""
+    return {str(k): int(v) for k, v in (value or {}).items()}
+
+
 def _usage(conn: Connection) -> tuple[Usage, int]:
     """What active jobs and warm drivers hold, and how many warm drivers there are."""
     total = Resources()
@@ -290,7 +295,7 @@ class AdmissionStore:
 
     def _warm_sizes(self, session: Session) -> dict[str, int]:
         row = session.get(SettingRow, WARM_POOL_KEY)
-        return {str(k): int(v) for k, v in (row.value if row is not None else {}).items()}
+        return _pool_sizes(row.value if row is not None else None)
 
     def warm_sizes(self) -> dict[str, int]:
         """Warm pool sizes an admin set at run time, by cluster (they win over the config)."""
@@ -403,10 +408,9 @@ class AdmissionStore:
                 return AdmitResult([], [], full=True)
             self._explained_up_to = 0  # reasons are per job again below; start over next time
             queues = self._queues(session)
-            stored_sizes = settings.get(WARM_POOL_KEY) or {}
             sizes = {
                 **{c: p.size for c, p in warm.pools.items()},
-                **{str(k): int(v) for k, v in stored_sizes.items()},
+                **_pool_sizes(settings.get(WARM_POOL_KEY)),
             }
             pool_clusters = {c for c in warm.pools if sizes.get(c, 0) > 0}
             idle = [
