@@ -6,9 +6,29 @@ import contextlib
 import os
 import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 PROC = Path("/proc")
+
+
+def _other_processes() -> Iterator[Path]:
+    """/proc entries of every process but this one (none where there is no /proc)."""
+    if not PROC.is_dir():
+        return
+    me = os.getpid()
+    for entry in PROC.iterdir():
+        if entry.name.isdigit() and int(entry.name) != me:
+            yield entry
+
+
+def _environments() -> Iterator[tuple[int, bytes]]:
+    """(pid, environment block) of every other process whose environment we may read."""
+    for entry in _other_processes():
+        try:
+            yield int(entry.name), (entry / "environ").read_bytes()
+        except OSError:
+            continue
 
 
 def tagged_processes(
@@ -24,22 +44,14 @@ def tagged_processes(
     wanted_attempt = f"CHIDORI_ATTEMPT={attempt}".encode() if attempt is not None else None
     wanted_server = f"CHIDORI_SERVER_ID={server_id}".encode() if server_id is not None else None
     found = []
-    if not PROC.is_dir():
-        return []
-    me = os.getpid()
-    for entry in PROC.iterdir():
-        if not entry.name.isdigit() or int(entry.name) == me:
-            continue
-        try:
-            environ = (entry / "environ").read_bytes().split(b"\0")
-        except OSError:
-            continue
+    for pid, block in _environments():
+        environ = block.split(b"\0")
         if (
             wanted in environ
             and (wanted_attempt is None or wanted_attempt in environ)
             and (wanted_server is None or wanted_server in environ)
         ):
-            found.append(int(entry.name))
+            found.append(pid)
     return found
 
 
@@ -48,16 +60,7 @@ def server_tagged_processes(server_id: str) -> list[tuple[int, int, int]]:
     one pass over /proc."""
     wanted_server = f"CHIDORI_SERVER_ID={server_id}".encode()
     found = []
-    if not PROC.is_dir():
-        return []
-    me = os.getpid()
-    for entry in PROC.iterdir():
-        if not entry.name.isdigit() or int(entry.name) == me:
-            continue
-        try:
-            environ = (entry / "environ").read_bytes()
-        except OSError:
-            continue
+    for pid, environ in _environments():
         if wanted_server not in environ:
             continue
         tags = dict(
@@ -66,9 +69,7 @@ def server_tagged_processes(server_id: str) -> list[tuple[int, int, int]]:
         if tags.get(b"CHIDORI_SERVER_ID") != server_id.encode():
             continue
         try:
-            found.append(
-                (int(entry.name), int(tags[b"CHIDORI_JOB_ID"]), int(tags[b"CHIDORI_ATTEMPT"]))
-            )
+            found.append((pid, int(tags[b"CHIDORI_JOB_ID"]), int(tags[b"CHIDORI_ATTEMPT"])))
         except (KeyError, ValueError):
             continue
     return found
@@ -139,9 +140,7 @@ def _session_members(leader: int) -> list[int]:
     """Live processes of the session `leader` started (start_new_session=True): its process
     group and the groups its children made (PySpark's Python workers have their own)."""
     members = []
-    for entry in PROC.iterdir():
-        if not entry.name.isdigit():
-            continue
+    for entry in _other_processes():
         try:
             fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
         except (OSError, IndexError):

@@ -34,7 +34,7 @@ from chidori.store.sessions import (
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.05
-HostedDrivers = Callable[[], list[tuple[int, int]]]  # (job id, attempt) pairs run here
+HostedDrivers = Callable[[], list[tuple[int, int]]]  # (job id, attempt) of session drivers here
 
 
 def _from_ms(value: object, default: datetime) -> datetime:
@@ -63,8 +63,6 @@ class SessionRelay:
         self._poll = poll_seconds
         self._stopped = threading.Event()
         self._thread: threading.Thread | None = None
-        # Job kinds never change: remember which hosted jobs are not sessions.
-        self._not_sessions: set[int] = set()
         self._relaying: set[tuple[int, int]] = set()
 
     def start(self) -> None:
@@ -92,9 +90,8 @@ class SessionRelay:
 
     def step(self) -> None:
         """One pass over the session drivers hosted here (nothing to do without any)."""
-        hosted = [(j, a) for j, a in self._hosted() if j not in self._not_sessions]
+        hosted = self._hosted()
         sessions = self._store.sessions_among({j for j, _ in hosted}) if hosted else {}
-        self._not_sessions |= {j for j, _ in hosted if j not in sessions}
         current = {(j, a) for j, a in hosted if j in sessions}
         for job_id, attempt in sorted(self._relaying - current):
             self._driver_ended(job_id, attempt)
