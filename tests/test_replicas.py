@@ -86,7 +86,10 @@ def test_two_servers_share_the_limit_and_run_every_job_exactly_once(
         stop.set()
         sampler.join()
     assert len(set(ids)) == 200
-    assert all(job["state"] == "SUCCEEDED" and job["attempts"] == 1 for job in done)
+    unexpected = [job for job in done if job["state"] != "SUCCEEDED" or job["attempts"] != 1]
+    assert not unexpected, [
+        (job["id"], job["state"], job["attempts"], job.get("error")) for job in unexpected
+    ]
     runs = sorted(p.name.split("-attempt-")[0] for p in markers.iterdir())
     assert runs == sorted(f"job-{job_id}" for job_id in ids)  # each job ran exactly once
     assert 1 <= peak <= 3
