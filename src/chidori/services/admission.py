@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -13,6 +11,7 @@ from chidori.errors import FieldError, InvalidRequest, NotFound
 from chidori.identity import Role
 from chidori.limits import LimitsDoc, QueueDoc
 from chidori.records import Server
+from chidori.refreshed import Refreshed
 from chidori.services.identity import Actor, IdentityService
 from chidori.spec import JobSpec
 from chidori.store.admission import AdmissionStore, QueueStats, WarmDriver
@@ -62,23 +61,18 @@ class AdmissionService:
         self._store = store
         self._identity = identity
         self._clusters = dict(clusters or {})
-        self._cache: tuple[float, LimitsDoc, dict[str, QueueDoc]] | None = None
-        self._lock = threading.Lock()
-
-    def _settings(self) -> tuple[LimitsDoc, dict[str, QueueDoc]]:
         # Submissions read these on every request; a second of staleness on other replicas
         # only delays a refusal, admission itself always reads the store.
-        with self._lock:
-            if self._cache is not None and time.monotonic() - self._cache[0] < _CACHE_SECONDS:
-                return self._cache[1], self._cache[2]
-        limits, queues = self._store.get_limits(), self._store.queues()
-        with self._lock:
-            self._cache = (time.monotonic(), limits, queues)
-        return limits, queues
+        self._cache = Refreshed(self._load_settings, _CACHE_SECONDS)
+
+    def _settings(self) -> tuple[LimitsDoc, dict[str, QueueDoc]]:
+        return self._cache.get()
+
+    def _load_settings(self) -> tuple[LimitsDoc, dict[str, QueueDoc]]:
+        return self._store.get_limits(), self._store.queues()
 
     def _forget(self) -> None:
-        with self._lock:
-            self._cache = None
+        self._cache.forget()
 
     def check_submission(self, spec: JobSpec) -> None:
         """Refuse a job for an unknown queue, or one bigger than a whole limit (it would wait

@@ -7,7 +7,6 @@ import binascii
 import hashlib
 import hmac
 import secrets
-import time
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -15,6 +14,7 @@ from typing import Any
 from chidori.errors import Forbidden, InvalidRequest, NotFound, Unauthenticated
 from chidori.identity import AuditEntry, Principal, Role, TokenInfo, User
 from chidori.policy import PolicyDoc
+from chidori.refreshed import Refreshed
 from chidori.store.identity import IdentityStore
 
 BOOTSTRAP_ADMIN = "admin"
@@ -65,7 +65,9 @@ class IdentityService:
         self._store = store
         self._bootstrap_digest = hash_token(bootstrap_token)
         self._default_policy = default_policy
-        self._policy_cache: tuple[float, PolicyDoc] | None = None
+        # Read on every submission: another replica's change applies here within a second,
+        # this replica's at once.
+        self._policy = Refreshed(self._load_policy, _POLICY_CACHE_SECONDS)
 
     def bootstrap(self) -> None:
         """Make sure the first admin exists (its token is the bootstrap token)."""
@@ -206,21 +208,18 @@ class IdentityService:
     # ---- policy and audit -------------------------------------------------------------------
 
     def policy(self) -> PolicyDoc:
-        """The policy in force. Read on every submission, so kept for a second: another
-        replica's change applies here within that second; this replica's at once."""
-        cached = self._policy_cache
-        if cached is not None and time.monotonic() - cached[0] < _POLICY_CACHE_SECONDS:
-            return cached[1]
+        """The policy in force (see `Refreshed` for how fresh)."""
+        return self._policy.get()
+
+    def _load_policy(self) -> PolicyDoc:
         stored = self._store.get_setting(POLICY_KEY)
-        policy = PolicyDoc.model_validate(stored) if stored is not None else self._default_policy
-        self._policy_cache = (time.monotonic(), policy)
-        return policy
+        return PolicyDoc.model_validate(stored) if stored is not None else self._default_policy
 
     def set_policy(self, actor: Actor, policy: PolicyDoc) -> PolicyDoc:
         actor.principal.require(Role.ADMIN)
         value = policy.model_dump(mode="json")
         self._store.put_setting(POLICY_KEY, value, actor.name)
-        self._policy_cache = None
+        self._policy.forget()
         self._store.audit(actor.name, "policy.update", POLICY_KEY, actor.source, value)
         return policy
 
