@@ -58,14 +58,26 @@ def with_wrk(url: str, token: str, seconds: int, connections: int) -> dict[str, 
     return {"jobs_per_second": float(rate.group(1)), "p50_ms": ms("50%"), "p99_ms": ms("99%")}
 
 
+def user_token(server: ChidoriServer) -> str:
+    """A plain user's API token: submissions are checked as users' are, not as the bootstrap
+    admin's (whose token is never looked up in the store)."""
+    with server.client() as client:
+        made = client.post("/api/v1/admin/users", json={"name": "bench", "role": "user"})
+        assert made.status_code in (201, 409), made.text  # 409: a run before on this database
+        token = client.post("/api/v1/tokens", json={"user": "bench", "name": "bench"})
+        assert token.status_code == 201, token.text
+        return str(token.json()["token"])
+
+
 def run(name: str, env: dict[str, str], seconds: int, connections: int) -> dict[str, Any]:
     config = Path(tempfile.mkdtemp()) / "bench.yaml"
     config.write_text("security:\n  submit_rate_per_second: 0\n")
     with tempfile.TemporaryDirectory() as home:
         server = ChidoriServer(Path(home), env=env, config=config).start()
         try:
-            with_wrk(server.url, server.token, 2, connections)  # warm-up
-            figures = with_wrk(server.url, server.token, seconds, connections)
+            token = user_token(server)
+            with_wrk(server.url, token, 2, connections)  # warm-up
+            figures = with_wrk(server.url, token, seconds, connections)
         finally:
             server.stop()
     return {"setup": name, "connections": connections, "seconds": seconds, **figures}

@@ -299,3 +299,20 @@ def test_a_disabled_user_is_locked_out(world: World) -> None:
         assert httpx.get(f"{world.server.url}/api/v1/whoami", headers=headers).status_code == 200
         client.patch("/api/v1/admin/users/erin", json={"disabled": True})
         assert httpx.get(f"{world.server.url}/api/v1/whoami", headers=headers).status_code == 401
+
+
+def test_a_revoked_or_demoted_token_stops_working_at_once(world: World) -> None:
+    """Checked tokens are kept for a second (chidori.services.identity): a revocation or a
+    role change made through this server still applies to the very next request."""
+    url = world.server.url
+    with admin(world.server) as client:
+        client.post("/api/v1/admin/users", json={"name": "fay", "role": "user"})
+        made = client.post("/api/v1/tokens", json={"user": "fay"}).json()
+        headers = {"Authorization": f"Bearer {made['token']}"}
+        job = {"kind": "python", "application": "examples/train.py"}
+        assert httpx.post(f"{url}/api/v1/jobs", json=job, headers=headers).status_code == 201
+        client.patch("/api/v1/admin/users/fay", json={"role": "viewer"})
+        assert httpx.post(f"{url}/api/v1/jobs", json=job, headers=headers).status_code == 403
+        client.delete(f"/api/v1/tokens/{made['id']}")
+        assert httpx.post(f"{url}/api/v1/jobs", json=job, headers=headers).status_code == 401
+        assert httpx.get(f"{url}/api/v1/whoami", headers=headers).status_code == 401

@@ -41,7 +41,10 @@ class ArtifactStore:
 
     def __init__(self, root: Path, app_roots: Iterable[Path], max_bytes: int) -> None:
         self._root = root
-        self._app_roots = tuple(Path(os.path.realpath(p)) for p in app_roots)
+        self._root_texts = [os.path.realpath(p) for p in app_roots]
+        self._root_prefixes = [
+            (root, root if root.endswith(os.sep) else root + os.sep) for root in self._root_texts
+        ]
         self._max_bytes = max_bytes
 
     def save(self, stream: BinaryIO, filename: str) -> Upload:
@@ -109,27 +112,28 @@ class ArtifactStore:
     def _local_path(self, path_text: str, field: str) -> Path:
         if "\x00" in path_text:
             raise InvalidRequest.for_field(field, "path contains a NUL byte")
-        path = Path(path_text)
-        if not path.is_absolute():
-            path = self._app_roots[0] / path
+        # Plain strings, not Path objects: this runs for every file of every submission.
+        path = (
+            path_text if os.path.isabs(path_text) else os.path.join(self._root_texts[0], path_text)
+        )
         try:
-            real = Path(os.path.realpath(path))
+            real = os.path.realpath(path)
         except (OSError, ValueError) as exc:
             raise InvalidRequest.for_field(
                 field, f"{path_text[:200]!r} is not a usable path"
             ) from exc
-        if not any(real == root or root in real.parents for root in self._app_roots):
+        if not any(real == root or real.startswith(prefix) for root, prefix in self._root_prefixes):
             raise InvalidRequest.for_field(
                 field,
                 f"{path_text!r} is outside the allowed application roots; upload it with "
                 "chidori submit or ask an admin to add its folder to CHIDORI_APP_ROOTS",
             )
         try:
-            is_file = real.is_file()
-        except OSError:  # e.g. a name too long for the file system
+            is_file = os.path.isfile(real)
+        except (OSError, ValueError):  # e.g. a name too long for the file system
             is_file = False
         if not is_file:
             raise InvalidRequest.for_field(
                 field, f"{path_text[:200]!r} does not exist or is not a file"
             )
-        return real
+        return Path(real)

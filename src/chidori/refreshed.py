@@ -54,6 +54,11 @@ class Refreshed(Generic[T]):
         finally:
             self._loading.release()
 
+    def fresh(self) -> bool:
+        """Whether `get()` would answer now without loading."""
+        entry = self._entry
+        return entry is not None and self._clock() - entry[0] < self._max_age
+
     def forget(self) -> None:
         self._generation += 1
         self._entry = None

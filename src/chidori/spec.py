@@ -137,5 +137,10 @@ class JobSpec(BaseModel):
 
     def fingerprint(self) -> str:
         """A stable hash of the spec, used to tell an idempotent retry from a different job."""
-        canonical = json.dumps(self.public_dict(), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(canonical.encode()).hexdigest()
+        return fingerprint_of(self.public_dict())
+
+
+def fingerprint_of(public: dict[str, Any]) -> str:
+    """`JobSpec.fingerprint` from the spec's `public_dict()` (for a caller that has it)."""
+    canonical = json.dumps(public, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()

@@ -21,6 +21,7 @@ from chidori.api.middleware import RequestSizeLimit, SecurityHeaders
 from chidori.api.routes import build_router
 from chidori.api.schemas import Status, error_responses
 from chidori.api.share_routes import build_share_router
+from chidori.api.submit import SubmitLane, document_job_spec, submission_handler
 from chidori.errors import StoreUnavailable
 from chidori.queues.base import QueueUnavailable
 from chidori.services.admission import AdmissionService
@@ -75,7 +76,8 @@ def create_app(
     install_error_handlers(app)
     app.state.identity = identity
     app.state.proxy_auth = proxy_auth or ProxyAuth()
-    app.include_router(build_router(jobs))
+    submit = submission_handler(jobs, identity)
+    app.include_router(build_router(jobs, submit))
     app.include_router(build_admin_router(identity))
     app.include_router(build_admission_router(admission, warm_rss or (lambda _id: 0)))
     app.include_router(build_livy_router(jobs, livy_sessions))
@@ -91,6 +93,7 @@ def create_app(
         app.state.sessions = sessions
         app.include_router(build_ui_router(jobs, sessions, admission, shares, history, ui_options))
         app.mount("/ui/static", static_files, name="ui-static")
+    app.add_middleware(SubmitLane, handler=submit)  # inside the size limit and headers
     app.add_middleware(
         RequestSizeLimit,
         limit=limits.max_request_bytes,
@@ -113,4 +116,5 @@ def create_app(
             return JSONResponse(error_body(exc.code, exc.message), status_code=503)
         return Status(status="ready")
 
+    document_job_spec(app)
     return app

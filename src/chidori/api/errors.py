@@ -84,26 +84,34 @@ def _validation_fields(exc: RequestValidationError) -> tuple[str, list[FieldErro
     return code, fields
 
 
+def domain_error_response(exc: ChidoriError) -> JSONResponse:
+    headers = None
+    if isinstance(exc, Unauthenticated):
+        headers = {"WWW-Authenticate": "Bearer"}
+    elif isinstance(exc, RateLimited):
+        headers = {"Retry-After": str(max(1, round(exc.retry_after)))}
+    return JSONResponse(
+        error_body(exc.code, exc.message, exc.fields),
+        status_code=_status_for(exc),
+        headers=headers,
+    )
+
+
+def validation_error_response(exc: RequestValidationError) -> JSONResponse:
+    code, fields = _validation_fields(exc)
+    message = "; ".join(f"{f.field}: {f.message}" for f in fields) or "invalid request"
+    status = 400 if code == "malformed_json" else 422
+    return JSONResponse(error_body(code, message, fields), status_code=status)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ChidoriError)
     async def _domain(_request: Request, exc: ChidoriError) -> JSONResponse:
-        headers = None
-        if isinstance(exc, Unauthenticated):
-            headers = {"WWW-Authenticate": "Bearer"}
-        elif isinstance(exc, RateLimited):
-            headers = {"Retry-After": str(max(1, round(exc.retry_after)))}
-        return JSONResponse(
-            error_body(exc.code, exc.message, exc.fields),
-            status_code=_status_for(exc),
-            headers=headers,
-        )
+        return domain_error_response(exc)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        code, fields = _validation_fields(exc)
-        message = "; ".join(f"{f.field}: {f.message}" for f in fields) or "invalid request"
-        status = 400 if code == "malformed_json" else 422
-        return JSONResponse(error_body(code, message, fields), status_code=status)
+        return validation_error_response(exc)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:

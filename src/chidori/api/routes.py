@@ -6,11 +6,10 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, File, Header, Path, Query, Request, Response, UploadFile
+from fastapi import APIRouter, File, Path, Query, Response, UploadFile
 from fastapi.responses import FileResponse, StreamingResponse
-from starlette.concurrency import run_in_threadpool
 
-from chidori.api.deps import CurrentActor, current_actor
+from chidori.api.deps import CurrentActor
 from chidori.api.schemas import (
     MAX_ID,
     AttemptList,
@@ -24,11 +23,10 @@ from chidori.api.schemas import (
     encode_cursor,
     error_responses,
 )
+from chidori.api.submit import IDEMPOTENCY_KEY_MAX, Handler
 from chidori.errors import InvalidRequest, NotFound
 from chidori.records import JobQuery
-from chidori.services.identity import Actor
 from chidori.services.jobs import JobService
-from chidori.spec import JobSpec
 from chidori.states import JobState
 
 JobId = Annotated[int, Path(ge=1, le=MAX_ID)]
@@ -63,45 +61,41 @@ LOG_HEADERS = {
 }
 
 
-def build_router(jobs: JobService) -> APIRouter:
+def build_router(jobs: JobService, submit: Handler) -> APIRouter:
     router = APIRouter(prefix="/api/v1", responses=error_responses(401, 403, 422, 503))
 
-    @router.post(
+    # The handler parses its own body and headers (see chidori.api.submit): they are
+    # documented here.
+    router.add_api_route(
         "/jobs",
+        submit,
+        methods=["POST"],
         status_code=201,
         response_model=JobOut,
         tags=["jobs"],
+        summary="Submit Job",
+        description=submit.__doc__,
         responses=error_responses(400, 409, 413, 429),
         openapi_extra={
-            "requestBody": {"content": {"application/json": {"examples": SUBMIT_EXAMPLES}}}
+            "parameters": [
+                {
+                    "name": "Idempotency-Key",
+                    "in": "header",
+                    "required": False,
+                    "schema": {"type": "string", "maxLength": IDEMPOTENCY_KEY_MAX},
+                }
+            ],
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {"$ref": "#/components/schemas/JobSpec"},
+                        "examples": SUBMIT_EXAMPLES,
+                    }
+                },
+            },
         },
     )
-    async def submit_job(
-        spec: JobSpec,
-        request: Request,
-        authorization: Annotated[str | None, Header()] = None,
-        idempotency_key: Annotated[str | None, Header(max_length=256)] = None,
-    ) -> Response:
-        """Submit a job. With `Idempotency-Key`, a retry with the same spec returns the first
-        job (header `Idempotent-Replayed: true`); a different spec gets 409."""
-
-        def authorize_and_check() -> Actor:
-            who = current_actor(request, authorization)
-            jobs.check_submission(who, spec)
-            return who
-
-        # The hot path: one hop to a worker thread for what may read the database, then the
-        # commit is awaited without holding a thread (group commit batches the submissions).
-        who = await run_in_threadpool(authorize_and_check)
-        job, created = await jobs.submit_checked(who, spec, idempotency_key)
-        # Serialised here, once: a returned model would be validated again against the
-        # response model (JobOut documents the answer in the OpenAPI schema).
-        return Response(
-            JobOut.of(job).model_dump_json(by_alias=True),
-            status_code=201,
-            media_type="application/json",
-            headers=None if created else {"Idempotent-Replayed": "true"},
-        )
 
     @router.get("/jobs", response_model=JobPage, tags=["jobs"])
     def list_jobs(

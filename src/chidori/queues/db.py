@@ -18,9 +18,11 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import cast
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import Table, bindparam, delete, func, insert, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.sql import Select, Update
 
 from chidori.errors import StoreUnavailable
 from chidori.queues.base import Delivery, DispatchQueue, Message, QueueUnavailable
@@ -28,6 +30,36 @@ from chidori.store import Store
 from chidori.store.models import QueueMessageRow
 
 POLL_INTERVAL = 0.025  # seconds between looks at an empty queue while `claim` waits
+# The statements run for every batch, built once (see chidori.store.sql).
+_MESSAGES = cast(Table, QueueMessageRow.__table__)
+_INSERT_MESSAGES = insert(_MESSAGES)
+_ANY_AVAILABLE = (
+    select(_MESSAGES.c.id).where(_MESSAGES.c.available_at <= bindparam("b_now")).limit(1)
+)
+_OLDEST = (
+    select(_MESSAGES.c.id)
+    .where(_MESSAGES.c.available_at <= bindparam("b_now"))
+    .order_by(_MESSAGES.c.id)
+    .limit(bindparam("b_max"))
+)
+
+
+def _take_statement(oldest: Select[tuple[int]]) -> Update:
+    return (
+        update(_MESSAGES)
+        .where(_MESSAGES.c.id.in_(oldest.scalar_subquery()))
+        .values(
+            available_at=bindparam("b_hidden_until"),
+            deliveries=_MESSAGES.c.deliveries + 1,
+        )
+        .returning(_MESSAGES.c.id, _MESSAGES.c.job_id, _MESSAGES.c.queue, _MESSAGES.c.deliveries)
+    )
+
+
+_TAKE = _take_statement(_OLDEST)
+# Rows other consumers hold are skipped, not waited for (PostgreSQL).
+_TAKE_SKIP_LOCKED = _take_statement(_OLDEST.with_for_update(skip_locked=True))
+_ACK = delete(_MESSAGES).where(_MESSAGES.c.id.in_(bindparam("b_ids", expanding=True)))
 
 
 @dataclass(frozen=True)
@@ -40,8 +72,8 @@ def enqueue_in_session(session: Session, messages: Sequence[Message], now: datet
     """Add `messages` to the queue inside the caller's transaction (they are visible once that
     transaction commits, and never if it rolls back). One statement for them all."""
     if messages:
-        session.execute(
-            insert(QueueMessageRow),
+        session.connection().execute(
+            _INSERT_MESSAGES,
             [
                 {
                     "job_id": m.job_id,
@@ -99,45 +131,23 @@ class DatabaseQueue(DispatchQueue):
         """Delete the messages, in one statement."""
         ids = [_receipt(d).row_id for d in deliveries]
         if ids:
-            with _translated(), self._store.writing() as session:
-                session.execute(delete(QueueMessageRow).where(QueueMessageRow.id.in_(ids)))
+            with _translated(), self._store.connecting() as conn:
+                conn.execute(_ACK, {"b_ids": ids})
 
     def _any_available(self) -> bool:
         with _translated(), self._store.reading() as session:
-            found = session.scalar(
-                select(QueueMessageRow.id)
-                .where(QueueMessageRow.available_at <= self._store.now())
-                .limit(1)
-            )
-            return found is not None
+            found = session.connection().execute(_ANY_AVAILABLE, {"b_now": self._store.now()})
+            return found.first() is not None
 
     def _take(self, max_messages: int) -> list[Delivery]:
         """Hide up to `max_messages` available messages for the visibility timeout and return
-        them: one UPDATE ... RETURNING (rows other consumers hold are skipped on PostgreSQL)."""
-        with _translated(), self._store.writing() as session:
+        them: one UPDATE ... RETURNING."""
+        take = _TAKE_SKIP_LOCKED if self._store.dialect == "postgresql" else _TAKE
+        with _translated(), self._store.connecting() as conn:
             now = self._store.now()
-            oldest = (
-                select(QueueMessageRow.id)
-                .where(QueueMessageRow.available_at <= now)
-                .order_by(QueueMessageRow.id)
-                .limit(max_messages)
-            )
-            if self._store.dialect == "postgresql":
-                oldest = oldest.with_for_update(skip_locked=True)
-            rows = session.execute(
-                update(QueueMessageRow)
-                .where(QueueMessageRow.id.in_(oldest.scalar_subquery()))
-                .values(
-                    available_at=now + self._visibility,
-                    deliveries=QueueMessageRow.deliveries + 1,
-                )
-                .returning(
-                    QueueMessageRow.id,
-                    QueueMessageRow.job_id,
-                    QueueMessageRow.queue,
-                    QueueMessageRow.deliveries,
-                )
-                .execution_options(synchronize_session=False)
+            rows = conn.execute(
+                take,
+                {"b_now": now, "b_max": max_messages, "b_hidden_until": now + self._visibility},
             ).all()
             return [
                 Delivery(

@@ -22,8 +22,9 @@ import logging
 import threading
 from collections.abc import Sequence
 from datetime import datetime
+from typing import cast
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import Table, delete, insert, select
 from sqlalchemy.orm import Session
 
 from chidori.errors import StoreUnavailable
@@ -36,13 +37,14 @@ log = logging.getLogger(__name__)
 IDLE_INTERVAL = 1.0  # relay at least this often even when nobody wakes the relay
 FIRST_BACKOFF = 0.5
 MAX_BACKOFF = 10.0
+_INSERT_OUTBOX = insert(cast(Table, OutboxRow.__table__))
 
 
 def write_outbox(session: Session, messages: Sequence[Message], now: datetime) -> None:
     """Add `messages` to the outbox inside the caller's transaction (one statement)."""
     if messages:
-        session.execute(
-            insert(OutboxRow),
+        session.connection().execute(
+            _INSERT_OUTBOX,
             [{"job_id": m.job_id, "queue": m.queue, "created_at": now} for m in messages],
         )
 

@@ -68,6 +68,10 @@ class AdmissionService:
     def _settings(self) -> tuple[LimitsDoc, dict[str, QueueDoc]]:
         return self._cache.get()
 
+    def settings_fresh(self) -> bool:
+        """Whether `check_submission` runs now without reading the store."""
+        return self._cache.fresh()
+
     def _load_settings(self) -> tuple[LimitsDoc, dict[str, QueueDoc]]:
         return self._store.get_limits(), self._store.queues()
 

@@ -7,8 +7,9 @@ import binascii
 import hashlib
 import hmac
 import secrets
+import time
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from chidori.errors import Forbidden, InvalidRequest, NotFound, Unauthenticated
@@ -21,6 +22,10 @@ BOOTSTRAP_ADMIN = "admin"
 TOKEN_PREFIX = "chd_"  # noqa: S105 - a prefix, not a secret
 POLICY_KEY = "policy"
 _POLICY_CACHE_SECONDS = 1.0
+# Tokens already checked are trusted this long without reading the store again. A revocation,
+# or a change to the user, applies at once on the replica that made it, within this on others.
+_TOKEN_CACHE_SECONDS = 1.0
+_TOKEN_CACHE_SIZE = 10_000
 
 
 @dataclass(frozen=True)
@@ -68,6 +73,8 @@ class IdentityService:
         # Read on every submission: another replica's change applies here within a second,
         # this replica's at once.
         self._policy = Refreshed(self._load_policy, _POLICY_CACHE_SECONDS)
+        # token digest -> (when checked, monotonic; its principal; when the token expires)
+        self._known_tokens: dict[str, tuple[float, Principal, datetime | None]] = {}
 
     def bootstrap(self) -> None:
         """Make sure the first admin exists (its token is the bootstrap token)."""
@@ -83,8 +90,9 @@ class IdentityService:
 
     def authenticate_token(self, token: str) -> Principal:
         digest = hash_token(token)
-        if hmac.compare_digest(digest, self._bootstrap_digest):
-            return Principal(BOOTSTRAP_ADMIN, Role.ADMIN)
+        known = self._known_principal(digest)
+        if known is not None:
+            return known
         found = self._store.find_token(digest)
         if found is None:
             raise Unauthenticated("invalid token")
@@ -95,7 +103,28 @@ class IdentityService:
             raise Unauthenticated("token expired")
         if user.disabled:
             raise Unauthenticated("user disabled")
-        return user.principal(info.id)
+        principal = user.principal(info.id)
+        if len(self._known_tokens) >= _TOKEN_CACHE_SIZE:
+            self._known_tokens.clear()
+        self._known_tokens[digest] = (time.monotonic(), principal, info.expires_at)
+        return principal
+
+    def cached_principal(self, authorization: str | None) -> Principal | None:
+        """The caller's principal if it is known without reading the store (the bootstrap
+        token, or a token checked within the last second); None otherwise (authenticate)."""
+        token = token_from_header(authorization)
+        return self._known_principal(hash_token(token)) if token is not None else None
+
+    def _known_principal(self, digest: str) -> Principal | None:
+        if hmac.compare_digest(digest, self._bootstrap_digest):
+            return Principal(BOOTSTRAP_ADMIN, Role.ADMIN)
+        known = self._known_tokens.get(digest)
+        if known is None or time.monotonic() - known[0] >= _TOKEN_CACHE_SECONDS:
+            return None
+        _, principal, expires_at = known
+        if expires_at is not None and expires_at <= self._store.now():
+            return None
+        return principal
 
     def session_principal(self, name: str, token_id: int | None) -> Principal:
         """The principal behind a UI session, if the token it was opened with still holds
@@ -158,6 +187,7 @@ class IdentityService:
         ):
             raise InvalidRequest.for_field("role", "the bootstrap admin stays an enabled admin")
         user = self._store.update_user(name, changes)
+        self._known_tokens.clear()
         self._store.audit(
             actor.name,
             "user.update",
@@ -202,6 +232,7 @@ class IdentityService:
         if info.user != actor.name and not actor.principal.is_admin:
             raise NotFound(f"token {token_id} not found")
         revoked = self._store.revoke_token(token_id)
+        self._known_tokens.clear()
         self._store.audit(actor.name, "token.revoke", f"{info.user}/{token_id}", actor.source)
         return revoked
 
@@ -210,6 +241,10 @@ class IdentityService:
     def policy(self) -> PolicyDoc:
         """The policy in force (see `Refreshed` for how fresh)."""
         return self._policy.get()
+
+    def policy_fresh(self) -> bool:
+        """Whether `policy()` answers now without reading the store."""
+        return self._policy.fresh()
 
     def _load_policy(self) -> PolicyDoc:
         stored = self._store.get_setting(POLICY_KEY)

@@ -85,6 +85,11 @@ class JobService:
         self.check_references(spec)
         self._admission.check_submission(spec)
 
+    def checks_fresh(self) -> bool:
+        """Whether `check_submission` runs now without reading the store (so an event loop
+        may call it)."""
+        return self._identity.policy_fresh() and self._admission.settings_fresh()
+
     async def submit_checked(
         self, actor: Actor, spec: JobSpec, idempotency_key: str | None = None
     ) -> tuple[Job, bool]:

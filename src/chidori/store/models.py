@@ -62,6 +62,7 @@ class JobRow(Base):
     owner: Mapped[str] = mapped_column(String(128))
     team: Mapped[str | None] = mapped_column(String(128))
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # For telling an idempotent retry from a different job; empty for jobs without a key.
     spec_hash: Mapped[str] = mapped_column(String(64))
     idempotency_key: Mapped[str | None] = mapped_column(String(256), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -44,7 +44,7 @@ from chidori.admission import Resources, job_demand
 from chidori.errors import Conflict, NotFound, StoreUnavailable
 from chidori.queues.base import Message
 from chidori.records import Attempt, Claim, Event, Job, JobQuery, Outcome, Page, Server
-from chidori.spec import JobSpec
+from chidori.spec import JobSpec, fingerprint_of
 from chidori.states import (
     ACTIVE_ATTEMPT_STATES,
     ACTIVE_JOB_STATES,
@@ -68,6 +68,8 @@ JOBS = cast(Table, JobRow.__table__)
 ATTEMPTS = cast(Table, AttemptRow.__table__)
 EVENTS = cast(Table, EventRow.__table__)
 INSERT_EVENT = insert(EVENTS)
+_INSERT_JOBS = insert(JOBS).returning(JOBS.c.id, sort_by_parameter_order=True)
+_INSERT_LABELS = insert(cast(Table, JobLabelRow.__table__))
 _INSERT_ATTEMPT = insert(ATTEMPTS)
 _CLAIM = (
     update(JOBS)
@@ -256,6 +258,30 @@ def job_record(row: JobRow | Row[Any]) -> Job:
     )
 
 
+def _new_job(job_id: int, spec: JobSpec, values: dict[str, Any]) -> Job:
+    """The record of a job just inserted with `values` (no row to read back, no spec to
+    validate again)."""
+    return Job(
+        id=job_id,
+        name=values["name"],
+        state=JobState.QUEUED,
+        spec=spec,
+        owner=values["owner"],
+        team=values["team"],
+        created_at=values["created_at"],
+        updated_at=values["updated_at"],
+        admitted_at=None,
+        started_at=None,
+        finished_at=None,
+        attempts=0,
+        reason=None,
+        spark_app_id=None,
+        exit_code=None,
+        cancel_requested=False,
+        demand=Resources(1, values["demand_memory_mb"], values["demand_cores"]),
+    )
+
+
 def _attempt(row: AttemptRow | Row[Any]) -> Attempt:
     return Attempt(
         job_id=row.job_id,
@@ -399,11 +425,23 @@ class _Submission:
     team: str | None
     idempotency_key: str | None
     source: str | None
-    fingerprint: str
+    public: dict[str, Any] = field(init=False)  # the spec as stored and shown
+    # Compared only to tell an idempotent retry from a different job: without a key, none.
+    fingerprint: str = field(init=False)
     result: tuple[Job, bool] | None = None
     error: BaseException | None = None
-    done: threading.Event = field(default_factory=threading.Event)
-    on_done: Callable[[], None] | None = None  # wakes an asyncio waiter (submit_async)
+    done: threading.Event | None = None  # a thread's (submit)
+    waiter: asyncio.Future[None] | None = None  # an event loop's (submit_async)
+
+    def __post_init__(self) -> None:
+        self.public = self.spec.public_dict()
+        self.fingerprint = fingerprint_of(self.public) if self.idempotency_key else ""
+
+
+def _resolve(futures: list[asyncio.Future[None]]) -> None:
+    for future in futures:
+        if not future.done():
+            future.set_result(None)
 
 
 class GroupCommitter:
@@ -427,6 +465,7 @@ class GroupCommitter:
                 self._thread.start()
 
     def submit(self, item: _Submission) -> tuple[Job, bool]:
+        item.done = threading.Event()
         self._start()
         self._pending.put(item)
         item.done.wait()
@@ -434,20 +473,10 @@ class GroupCommitter:
 
     async def submit_async(self, item: _Submission) -> tuple[Job, bool]:
         """As `submit`, without holding a thread while the batch commits."""
-        loop = asyncio.get_running_loop()
-        committed: asyncio.Future[None] = loop.create_future()
-
-        def wake() -> None:
-            if not committed.done():
-                committed.set_result(None)
-
-        def wake_from_writer() -> None:
-            loop.call_soon_threadsafe(wake)
-
-        item.on_done = wake_from_writer
+        item.waiter = asyncio.get_running_loop().create_future()
         self._start()
         self._pending.put(item)
-        await committed
+        await item.waiter
         return self._outcome(item)
 
     @staticmethod
@@ -492,10 +521,15 @@ class GroupCommitter:
                     item.result = item.error = None
                     self._commit([item])
                 return
+        waiters: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
         for item in batch:
-            item.done.set()
-            if item.on_done is not None:
-                item.on_done()
+            if item.done is not None:
+                item.done.set()
+            if item.waiter is not None:
+                waiters.setdefault(item.waiter.get_loop(), []).append(item.waiter)
+        # One hand-over per event loop for the whole batch, not one per submission.
+        for loop, futures in waiters.items():
+            loop.call_soon_threadsafe(_resolve, futures)
 
 
 class Store:
@@ -646,7 +680,7 @@ class Store:
         False; for a different spec raises Conflict. Submissions arriving together are
         committed together (group commit), each still answered only once it is durable.
         """
-        item = _Submission(spec, owner, team, idempotency_key, source, spec.fingerprint())
+        item = _Submission(spec, owner, team, idempotency_key, source)
         try:
             return self._committer.submit(item)
         except IntegrityError:
@@ -665,7 +699,7 @@ class Store:
         source: str | None = None,
     ) -> tuple[Job, bool]:
         """`create_job` for the event loop: waits for the group commit without a thread."""
-        item = _Submission(spec, owner, team, idempotency_key, source, spec.fingerprint())
+        item = _Submission(spec, owner, team, idempotency_key, source)
         try:
             return await self._committer.submit_async(item)
         except IntegrityError:
@@ -713,27 +747,19 @@ class Store:
             firsts = [i for i in fresh if not self._repeats_key(i, fresh)]
             # Core inserts (one statement per table for the whole batch): the ORM's unit of
             # work costs more CPU than the database does at these rates.
+            conn = session.connection()
             values = [self._row_values(item, now) for item in firsts]
-            ids = (
-                list(
-                    session.scalars(
-                        insert(JobRow).returning(JobRow.id, sort_by_parameter_order=True),
-                        values,
-                    )
-                )
-                if values
-                else []
-            )
+            ids = list(conn.execute(_INSERT_JOBS, values).scalars()) if values else []
             labels = [
                 {"job_id": job_id, "key": key, "value": value}
                 for job_id, item in zip(ids, firsts, strict=True)
                 for key, value in item.spec.labels.items()
             ]
             if labels:
-                session.execute(insert(JobLabelRow), labels)
+                conn.execute(_INSERT_LABELS, labels)
             if ids:
-                session.execute(
-                    insert(EventRow),
+                conn.execute(
+                    INSERT_EVENT,
                     [
                         {
                             "job_id": job_id,
@@ -757,31 +783,29 @@ class Store:
                     ],
                     now,
                 )
-            created: list[tuple[_Submission, JobRow]] = []
-            by_new_key: dict[str, JobRow] = {}
+            created: list[Job] = []
+            by_new_key: dict[str, Job] = {}
             for job_id, item, row_values in zip(ids, firsts, values, strict=True):
-                row = JobRow(id=job_id, **row_values)
-                created.append((item, row))
+                job = _new_job(job_id, item.spec, row_values)
+                created.append(job)
+                item.result = (job, True)
                 if item.idempotency_key is not None:
-                    by_new_key[item.idempotency_key] = row
+                    by_new_key[item.idempotency_key] = job
             first_ids = {id(item) for item in firsts}
             for item in fresh:
                 if id(item) not in first_ids:
                     assert item.idempotency_key is not None
-                    twin = by_new_key[item.idempotency_key]
-                    if twin.spec_hash != item.fingerprint:
+                    twin_job = by_new_key[item.idempotency_key]
+                    if twin_job.spec.fingerprint() != item.fingerprint:
                         item.error = Conflict(
                             f"Idempotency-Key {item.idempotency_key!r} was already used for a "
                             "different job"
                         )
                     else:
-                        replays.append((item, twin))
-            session.flush()
-            for item, row in created:
-                item.result = (job_record(row), True)
+                        item.result = (twin_job, False)
             for item, row in replays:
                 item.result = (job_record(row), False)
-        self._changed([row.id for _, row in created])
+        self._changed([job.id for job in created])
 
     @staticmethod
     def _repeats_key(item: _Submission, batch: Sequence[_Submission]) -> bool:
@@ -811,7 +835,7 @@ class Store:
             table_name=spec.table_name,
             owner=item.owner,
             team=item.team,
-            spec=spec.public_dict(),
+            spec=item.public,
             spec_hash=item.fingerprint,
             idempotency_key=item.idempotency_key,
             created_at=now,
