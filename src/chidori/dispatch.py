@@ -1,11 +1,13 @@
-"""The dispatch channel: every job's message is written with the job, carried by the queue
-(`CHIDORI_QUEUE_URL`), and wakes a scheduler wherever it is consumed.
+"""The dispatch channel: a message is written with the jobs it announces, carried by the
+queue (`CHIDORI_QUEUE_URL`), and wakes a scheduler wherever it is consumed. Each commit of
+submissions writes one message per job queue it touched (naming that queue's newest job of
+the commit), not one per job: a message only says "look at the store".
 
 - `db` on SQLite: only one server can use the file, so the in-process signal the store sends
   after each commit is the whole channel; no message rows are written.
-- `db` on PostgreSQL: the message row is inserted in the job's own transaction
+- `db` on PostgreSQL: the message row is inserted in the jobs' own transaction
   (`queue_messages`, claimed with SKIP LOCKED by every replica).
-- an external broker (RabbitMQ): the message goes to the `outbox` table in the job's
+- an external broker (RabbitMQ): the message goes to the `outbox` table in the jobs'
   transaction, and a relay publishes it (with publisher confirms) and then deletes it; a
   broker outage delays messages, never loses them.
 Consumers only wake their scheduler: admission always re-reads the store, so a message lost

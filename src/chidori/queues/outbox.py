@@ -22,9 +22,9 @@ import logging
 import threading
 from collections.abc import Sequence
 from datetime import datetime
-from typing import cast
+from typing import Any, cast
 
-from sqlalchemy import Table, delete, insert, select
+from sqlalchemy import Row, Table, bindparam, delete, insert, select
 from sqlalchemy.orm import Session
 
 from chidori.errors import StoreUnavailable
@@ -37,7 +37,16 @@ log = logging.getLogger(__name__)
 IDLE_INTERVAL = 1.0  # relay at least this often even when nobody wakes the relay
 FIRST_BACKOFF = 0.5
 MAX_BACKOFF = 10.0
-_INSERT_OUTBOX = insert(cast(Table, OutboxRow.__table__))
+_OUTBOX = cast(Table, OutboxRow.__table__)
+_INSERT_OUTBOX = insert(_OUTBOX)
+# Built once: the relay runs these after every commit of submissions.
+_OLDEST = (
+    select(_OUTBOX.c.id, _OUTBOX.c.job_id, _OUTBOX.c.queue)
+    .order_by(_OUTBOX.c.id)
+    .limit(bindparam("b_batch"))
+)
+_OLDEST_UNLOCKED = _OLDEST.with_for_update(skip_locked=True)
+_DELETE = delete(_OUTBOX).where(_OUTBOX.c.id.in_(bindparam("b_ids", expanding=True)))
 
 
 def write_outbox(session: Session, messages: Sequence[Message], now: datetime) -> None:
@@ -73,30 +82,23 @@ class OutboxRelay:
         return self._relay_then_delete()
 
     def _relay_locked(self) -> tuple[int, bool]:
-        with self._store.writing() as session:
-            rows = session.scalars(
-                select(OutboxRow)
-                .order_by(OutboxRow.id)
-                .limit(self._batch)
-                .with_for_update(skip_locked=True)
-            ).all()
+        with self._store.connecting() as conn:
+            rows = conn.execute(_OLDEST_UNLOCKED, {"b_batch": self._batch}).all()
             done, failed = self._publish(rows)
             if done:
-                session.execute(delete(OutboxRow).where(OutboxRow.id.in_(done)))
+                conn.execute(_DELETE, {"b_ids": done})
         return len(done), failed
 
     def _relay_then_delete(self) -> tuple[int, bool]:
         with self._store.reading() as session:
-            rows = session.scalars(
-                select(OutboxRow).order_by(OutboxRow.id).limit(self._batch)
-            ).all()
+            rows = session.connection().execute(_OLDEST, {"b_batch": self._batch}).all()
         done, failed = self._publish(rows)
         if done:
-            with self._store.writing() as session:
-                session.execute(delete(OutboxRow).where(OutboxRow.id.in_(done)))
+            with self._store.connecting() as conn:
+                conn.execute(_DELETE, {"b_ids": done})
         return len(done), failed
 
-    def _publish(self, rows: Sequence[OutboxRow]) -> tuple[list[int], bool]:
+    def _publish(self, rows: Sequence[Row[Any, Any, Any]]) -> tuple[list[int], bool]:
         done: list[int] = []
         for row in rows:
             try:

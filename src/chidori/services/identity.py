@@ -7,7 +7,6 @@ import binascii
 import hashlib
 import hmac
 import secrets
-import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -63,6 +62,13 @@ def token_from_header(authorization: str | None) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class _TokenCheck:
+    principal: Principal | None  # None: refused
+    refusal: str | None
+    expires_at: datetime | None
+
+
 class IdentityService:
     def __init__(
         self, store: IdentityStore, bootstrap_token: str, default_policy: PolicyDoc
@@ -73,8 +79,8 @@ class IdentityService:
         # Read on every submission: another replica's change applies here within a second,
         # this replica's at once.
         self._policy = Refreshed(self._load_policy, _POLICY_CACHE_SECONDS)
-        # token digest -> (when checked, monotonic; its principal; when the token expires)
-        self._known_tokens: dict[str, tuple[float, Principal, datetime | None]] = {}
+        # What the store said of each token seen lately (see _TOKEN_CACHE_SECONDS).
+        self._known_tokens: dict[str, Refreshed[_TokenCheck]] = {}
 
     def bootstrap(self) -> None:
         """Make sure the first admin exists (its token is the bootstrap token)."""
@@ -90,41 +96,53 @@ class IdentityService:
 
     def authenticate_token(self, token: str) -> Principal:
         digest = hash_token(token)
-        known = self._known_principal(digest)
-        if known is not None:
-            return known
-        found = self._store.find_token(digest)
-        if found is None:
-            raise Unauthenticated("invalid token")
-        user, info = found
-        if info.revoked_at is not None:
-            raise Unauthenticated("token revoked")
-        if info.expires_at is not None and info.expires_at <= self._store.now():
+        if hmac.compare_digest(digest, self._bootstrap_digest):
+            return Principal(BOOTSTRAP_ADMIN, Role.ADMIN)
+        check = self._token_check(digest).get()
+        if check.refusal is not None:
+            raise Unauthenticated(check.refusal)
+        if check.expires_at is not None and check.expires_at <= self._store.now():
             raise Unauthenticated("token expired")
-        if user.disabled:
-            raise Unauthenticated("user disabled")
-        principal = user.principal(info.id)
-        if len(self._known_tokens) >= _TOKEN_CACHE_SIZE:
-            self._known_tokens.clear()
-        self._known_tokens[digest] = (time.monotonic(), principal, info.expires_at)
-        return principal
+        assert check.principal is not None
+        return check.principal
 
     def cached_principal(self, authorization: str | None) -> Principal | None:
         """The caller's principal if it is known without reading the store (the bootstrap
         token, or a token checked within the last second); None otherwise (authenticate)."""
         token = token_from_header(authorization)
-        return self._known_principal(hash_token(token)) if token is not None else None
-
-    def _known_principal(self, digest: str) -> Principal | None:
+        if token is None:
+            return None
+        digest = hash_token(token)
         if hmac.compare_digest(digest, self._bootstrap_digest):
             return Principal(BOOTSTRAP_ADMIN, Role.ADMIN)
         known = self._known_tokens.get(digest)
-        if known is None or time.monotonic() - known[0] >= _TOKEN_CACHE_SECONDS:
+        if known is None or not known.fresh():
             return None
-        _, principal, expires_at = known
-        if expires_at is not None and expires_at <= self._store.now():
+        check = known.get()
+        if check.expires_at is not None and check.expires_at <= self._store.now():
             return None
-        return principal
+        return check.principal
+
+    def _token_check(self, digest: str) -> Refreshed[_TokenCheck]:
+        known = self._known_tokens.get(digest)
+        if known is None:
+            if len(self._known_tokens) >= _TOKEN_CACHE_SIZE:
+                self._known_tokens.clear()
+            known = self._known_tokens.setdefault(
+                digest, Refreshed(lambda: self._look_up(digest), _TOKEN_CACHE_SECONDS)
+            )
+        return known
+
+    def _look_up(self, digest: str) -> _TokenCheck:
+        found = self._store.find_token(digest)
+        if found is None:
+            return _TokenCheck(None, "invalid token", None)
+        user, info = found
+        if info.revoked_at is not None:
+            return _TokenCheck(None, "token revoked", None)
+        if user.disabled:
+            return _TokenCheck(None, "user disabled", None)
+        return _TokenCheck(user.principal(info.id), None, info.expires_at)
 
     def session_principal(self, name: str, token_id: int | None) -> Principal:
         """The principal behind a UI session, if the token it was opened with still holds

@@ -774,14 +774,13 @@ class Store:
                         for job_id, item in zip(ids, firsts, strict=True)
                     ],
                 )
-            if self._dispatch_writer is not None:
+            if self._dispatch_writer is not None and ids:
+                # A message only tells schedulers to look at the store (chidori.dispatch):
+                # one per job queue per commit, naming its newest job, wakes them as well as
+                # one per job would, at a fraction of the broker traffic.
+                newest = {item.spec.queue: job_id for job_id, item in zip(ids, firsts, strict=True)}
                 self._dispatch_writer(
-                    session,
-                    [
-                        Message(job_id, item.spec.queue)
-                        for job_id, item in zip(ids, firsts, strict=True)
-                    ],
-                    now,
+                    session, [Message(job_id, queue) for queue, job_id in newest.items()], now
                 )
             created: list[Job] = []
             by_new_key: dict[str, Job] = {}
