@@ -1,14 +1,16 @@
 """The driver host: runs each admitted attempt's driver as a child process of this server.
 
 Each driver gets its own process group and a per-attempt log file (stdout and stderr). One
-thread per driver waits for its exit, so an exit is reported at once; a housekeeping loop scans
-new log output for the Spark application id and enforces timeouts.
+thread per running driver waits for its exit, so an exit is reported at once (the threads are
+reused from driver to driver); a housekeeping loop scans new log output for the Spark
+application id and enforces timeouts.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import queue
 import signal
 import subprocess
 import threading
@@ -47,7 +49,46 @@ class _Driver:
     # Set once the start is recorded: a driver that exits at once must not have its end
     # recorded before its start (the start carries the pid and the log path).
     start_recorded: threading.Event = field(default_factory=threading.Event)
-    waiter: threading.Thread | None = None
+    ended: threading.Event = field(default_factory=threading.Event)  # its exit was reported
+
+
+class ReusedThreads:
+    """Daemon threads that run one task at a time and are kept for the next task. Starting a
+    new thread per driver put a thread start, a few milliseconds on a busy machine, between
+    a freed slot and the next process. Threads idle for `idle_seconds` end."""
+
+    def __init__(self, name: str, idle_seconds: float = 60.0) -> None:
+        self._name = name
+        self._idle_seconds = idle_seconds
+        self._tasks: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._idle = 0  # threads waiting for a task that no caller has counted on yet
+
+    def run(self, task: Callable[[], None]) -> None:
+        with self._lock:
+            spare = self._idle > 0
+            if spare:
+                self._idle -= 1
+        self._tasks.put(task)
+        if not spare:
+            threading.Thread(target=self._work, name=self._name, daemon=True).start()
+
+    def _work(self) -> None:
+        while True:
+            try:
+                task = self._tasks.get(timeout=self._idle_seconds)
+            except queue.Empty:
+                with self._lock:
+                    if self._idle > 0:  # no caller counts on this thread: end it
+                        self._idle -= 1
+                        return
+                continue  # a caller counted on it: its task is (or will be) in the queue
+            try:
+                task()
+            except Exception:
+                log.exception("%s: task failed", self._name)
+            with self._lock:
+                self._idle += 1
 
 
 def log_path_for(log_dir: Path, job_id: int, attempt: int) -> Path:
@@ -108,6 +149,7 @@ class DriverHost:
         self._sweep_interval = sweep_interval
         self._strays_signalled: set[int] = set()
         self._closed = threading.Event()
+        self._waiters = ReusedThreads("driver-waiter")
         self._housekeeper = threading.Thread(
             target=self._housekeeping, name="driver-housekeeping", daemon=True
         )
@@ -151,12 +193,9 @@ class DriverHost:
             deadline=time.monotonic() + timeout if timeout else None,
             kind=kind,
         )
-        driver.waiter = threading.Thread(
-            target=self._wait, args=(driver,), name=f"driver-{job_id}-{attempt}", daemon=True
-        )
         with self._lock:
             self._drivers[(job_id, attempt)] = driver
-        driver.waiter.start()
+        self._waiters.run(lambda: self._wait(driver))
 
     def start_recorded(self, job_id: int, attempt: int) -> None:
         """The scheduler recorded this driver's start: its end may be reported now."""
@@ -203,13 +242,18 @@ class DriverHost:
             self._stop(driver, AttemptState.LOST, reason)
         deadline = time.monotonic() + self._grace + 5
         for driver in drivers:
-            if driver.waiter is not None:
-                driver.waiter.join(timeout=max(0.1, deadline - time.monotonic()))
-                if driver.waiter.is_alive():
-                    log.warning("driver of job %s did not stop in time", driver.job_id)
+            if not driver.ended.wait(timeout=max(0.1, deadline - time.monotonic())):
+                log.warning("driver of job %s did not stop in time", driver.job_id)
 
     def _wait(self, driver: _Driver) -> None:
-        code = driver.process.wait()
+        threading.current_thread().name = f"driver-{driver.job_id}-{driver.attempt}"
+        try:
+            self._report_exit(driver, driver.process.wait())
+        finally:
+            threading.current_thread().name = "driver-waiter"
+            driver.ended.set()
+
+    def _report_exit(self, driver: _Driver, code: int) -> None:
         driver.start_recorded.wait(timeout=30)
         if not driver.stopping.is_set() and group_alive(driver.process.pid):
             # The driver is gone, but processes it started linger in its group. (Ones that
