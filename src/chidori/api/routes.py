@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated
@@ -74,7 +75,7 @@ def build_router(jobs: JobService, submit: Handler) -> APIRouter:
         response_model=JobOut,
         tags=["jobs"],
         summary="Submit Job",
-        description=submit.__doc__,
+        description=inspect.cleandoc(submit.__doc__ or ""),
         responses=error_responses(400, 409, 413, 429),
         openapi_extra={
             "parameters": [
