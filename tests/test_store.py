@@ -7,10 +7,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from chidori.errors import Conflict, NotFound
-from chidori.records import Claim, JobQuery, Outcome
+from chidori.limits import LimitsDoc
+from chidori.records import Claim, Ending, JobQuery, Outcome
 from chidori.spec import JobSpec
 from chidori.states import AttemptState, JobState
 from chidori.store import Store
+from chidori.store.admission import AdmissionStore
 
 
 def spec(**fields: object) -> JobSpec:
@@ -197,3 +199,26 @@ def test_one_idempotency_key_submitted_many_times_at_once_makes_one_job(store: S
     assert sum(1 for _, created in results if created) == 1
     with pytest.raises(Conflict):
         store.create_job(spec(application="other.py"), "a", idempotency_key="burst")
+
+
+def test_an_end_and_the_admit_step_after_it_share_one_transaction(store: Store) -> None:
+    """A driver's exit records its end inside the admit step: the freed slot is used by the
+    same transaction, and an end recorded before (fenced) is not recorded again."""
+    admission = AdmissionStore(store, LimitsDoc.model_validate({"max_running_jobs": 1}))
+    first, _ = store.create_job(spec(), "a")
+    second, _ = store.create_job(spec(), "a")
+    [running] = admission.admit("s1", "host", ["local"], 15).claims
+    assert running.job.id == first.id
+    assert admission.admit("s1", "host", ["local"], 15).claims == []  # the one slot is taken
+    done = Outcome(AttemptState.SUCCEEDED, None, 0)
+    [next_claim] = admission.admit(
+        "s1", "host", ["local"], 15, ending=Ending(first.id, 1, done, "s1")
+    ).claims
+    assert next_claim.job.id == second.id
+    assert store.get_job(first.id).state is JobState.SUCCEEDED
+    states = [e.state for e in store.list_events(first.id) if e.type == "state"]
+    assert states == ["QUEUED", "ADMITTED", "SUCCEEDED"]
+    # The same end again (a retry after a failure that had committed): nothing changes.
+    again = admission.admit("s1", "host", ["local"], 15, ending=Ending(first.id, 1, done, "s1"))
+    assert again.claims == []
+    assert [e.state for e in store.list_events(first.id) if e.type == "state"] == states

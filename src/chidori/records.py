@@ -162,3 +162,15 @@ class Outcome:
     state: AttemptState
     reason: str | None
     exit_code: int | None = None
+
+
+@dataclass(frozen=True)
+class Ending:
+    """An attempt's end to record (by itself, or with the admit step after it in one
+    transaction)."""
+
+    job_id: int
+    attempt: int
+    outcome: Outcome
+    actor: str
+    lost_retry_limit: int = 3

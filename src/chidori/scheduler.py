@@ -25,7 +25,7 @@ from chidori.backends.base import HostedBackend, LaunchRequest
 from chidori.driver_host import DriverHost, log_path_for
 from chidori.errors import ChidoriError, StoreUnavailable
 from chidori.processes import stop_attempt_processes
-from chidori.records import Attempt, Claim, Outcome
+from chidori.records import Attempt, Claim, Ending, Outcome
 from chidori.states import AttemptState
 from chidori.store import Store
 from chidori.store.admission import AdmissionStore, WarmPlan
@@ -299,8 +299,9 @@ class Scheduler:
                     Outcome(AttemptState.CANCELLED, "cancelled on request"),
                 )
 
-    def admit(self) -> int:
-        """Admit every waiting job that fits now and launch its driver. Returns how many."""
+    def admit(self, ending: Ending | None = None) -> int:
+        """Admit every waiting job that fits now and launch its driver. Returns how many.
+        With an `ending`, record that attempt's end in the same transaction first."""
         now = time.monotonic()
         plan = self._warm_plan
         if any(until > now for until in self._warm_broken_until.values()):
@@ -314,6 +315,7 @@ class Scheduler:
             list(self._backends),
             self._options.lease_seconds,
             warm=plan,
+            ending=ending,
         )
         # Starting a process and recording it take milliseconds each: do it beside the loop,
         # which goes straight back to admitting.
@@ -463,6 +465,22 @@ class Scheduler:
         )
 
     def _driver_exited(self, job_id: int, attempt: int, outcome: Outcome) -> None:
+        ending = Ending(
+            job_id, attempt, outcome, self._options.server_id, self._options.lost_retry_limit
+        )
+        # Record the end and use the freed capacity from this thread, in one transaction,
+        # unless an admit step is already under way (then the loop runs another one after it).
+        if self._admit_lock.acquire(blocking=False):
+            try:
+                if self._admitting:
+                    self.admit(ending)
+                    return
+            except Exception as exc:
+                # Recorded below instead (a second record of an end already committed is
+                # refused by the store, so nothing is recorded twice).
+                log.warning("recording the end of job %s and admitting failed: %s", job_id, exc)
+            finally:
+                self._admit_lock.release()
         for delay in (0.0, 0.5, 1, 2, 4, 8):
             time.sleep(delay)
             try:
@@ -470,17 +488,6 @@ class Scheduler:
                 break
             except StoreUnavailable as exc:
                 log.warning("recording the end of job %s failed, retrying: %s", job_id, exc)
-        # Use the freed capacity from this thread, at once, unless an admit step is already
-        # under way (then the loop runs another one after it).
-        if self._admit_lock.acquire(blocking=False):
-            try:
-                if self._admitting:
-                    self.admit()
-                    return
-            except Exception as exc:
-                log.warning("admitting after the end of job %s failed: %s", job_id, exc)
-            finally:
-                self._admit_lock.release()
         self._capacity_freed.set()
         self._wakeup.set()
 

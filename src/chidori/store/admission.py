@@ -30,7 +30,7 @@ from chidori.admission import (
 )
 from chidori.config import WarmPoolConfig
 from chidori.limits import DEFAULT_QUEUE, LimitsDoc, QueueDoc
-from chidori.records import Claim, Server
+from chidori.records import Claim, Ending, Server
 from chidori.spec import JobSpec
 from chidori.states import ACTIVE_JOB_STATES, JobState
 from chidori.store.models import (
@@ -384,13 +384,33 @@ class AdmissionStore:
         lease_seconds: float,
         per_queue: int = 64,
         warm: WarmPlan | None = None,
+        ending: Ending | None = None,
     ) -> AdmitResult:
         """Admit every waiting job that fits now (see `chidori.admission`), each with a new
         attempt owned by `server_id`, and record why the others wait. With a `warm` plan, hand
         jobs to this server's idle warm drivers, retire warm drivers (anyone's) that stand in
         a waiting job's way, and top this server's pools up when no job waits for room.
-        One transaction."""
-        if self._still_full():
+        With an `ending`, first record that attempt's end (the capacity it frees is used at
+        once, and a driver's exit costs one transaction, not two). One transaction."""
+        try:
+            return self._admit(server_id, host, clusters, lease_seconds, per_queue, warm, ending)
+        finally:
+            if ending is not None:
+                # Told even when the admit step failed after the end committed; harmless if
+                # it did not (listeners re-read the store).
+                self._store.notify_change([ending.job_id], wake_scheduler=False)
+
+    def _admit(
+        self,
+        server_id: str,
+        host: str,
+        clusters: Sequence[str],
+        lease_seconds: float,
+        per_queue: int,
+        warm: WarmPlan | None,
+        ending: Ending | None,
+    ) -> AdmitResult:
+        if ending is None and self._still_full():
             return AdmitResult([], [], full=True)
         now = self._store.now()
         warm = warm or WarmPlan({}, {})
@@ -398,7 +418,9 @@ class AdmissionStore:
             conn = session.connection()
             if self._store.dialect == "postgresql":
                 conn.execute(_LOCK_ADMISSION, {"key": _ADMISSION_LOCK})
-            settings = dict(conn.execute(_ADMISSION_SETTINGS).tuples().all())
+            if ending is not None:
+                self._store.finish_in(conn, ending)
+            settings = {key: value for key, value in conn.execute(_ADMISSION_SETTINGS)}
             limits = self._parse_limits(settings.get(LIMITS_KEY))
             usage, warm_count = _usage(conn)
             warm_rows = list(session.scalars(select(WarmDriverRow))) if warm_count else []

@@ -43,7 +43,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from chidori.admission import Resources, job_demand
 from chidori.errors import Conflict, NotFound, StoreUnavailable
 from chidori.queues.base import Message
-from chidori.records import Attempt, Claim, Event, Job, JobQuery, Outcome, Page, Server
+from chidori.records import Attempt, Claim, Ending, Event, Job, JobQuery, Outcome, Page, Server
 from chidori.spec import JobSpec, fingerprint_of
 from chidori.states import (
     ACTIVE_ATTEMPT_STATES,
@@ -1055,62 +1055,69 @@ class Store:
     ) -> Job | None:
         """Record how an attempt ended and move the job on: terminal, or back to QUEUED for a
         retry. Returns the job, or None if the attempt was already finished (fenced)."""
-        now = self._clock()
         with self.connecting() as conn:
-            moved = conn.execute(
-                _END_ATTEMPT,
-                {
-                    "b_job": job_id,
-                    "b_attempt": attempt,
-                    "b_state": outcome.state.value,
-                    "b_now": now,
-                    "b_code": outcome.exit_code,
-                    "b_reason": outcome.reason,
-                },
-            )
-            if moved.rowcount != 1:
-                return None
-            current = conn.execute(_JOB_TO_FINISH, {"b_job": job_id}).one_or_none()
-            if current is None or current.attempts != attempt or current.state not in _ACTIVE_JOB:
-                return None
-            step = _next_state(
-                outcome,
-                bool(current.cancel_requested),
-                current.failed_attempts,
-                current.lost_attempts,
-                JobSpec.model_validate(current.spec).max_retries,
-                lost_retry_limit,
-            )
-            retry = step.state is JobState.QUEUED
-            backoff = retry and outcome.state is AttemptState.FAILED
-            row = conn.execute(
-                _END_JOB,
-                {
-                    "b_job": job_id,
-                    "b_state": step.state.value,
-                    "b_reason": step.reason,
-                    "b_code": outcome.exit_code,
-                    "b_now": now,
-                    "b_finished": None if retry else now,
-                    "b_not_before": now + retry_backoff(step.failed) if backoff else None,
-                    "b_failed": step.failed,
-                    "b_lost": step.lost,
-                },
-            ).one()
-            event = {"job_id": job_id, "attempt": attempt, "time": now, "actor": actor}
-            conn.execute(
-                INSERT_EVENT,
-                [
-                    {**event, "type": "attempt", "state": outcome.state.value,
-                     "reason": outcome.reason},
-                    {**event, "type": "state", "state": step.state.value, "reason": step.reason},
-                ],
-            )  # fmt: skip
-            job = job_record(row)
-        # No wake-up for the scheduler: the one that records an end admits right after it
-        # (a driver's exit, or the scheduler's own step).
-        self._changed([job_id], wake_scheduler=False)
+            job = self.finish_in(conn, Ending(job_id, attempt, outcome, actor, lost_retry_limit))
+        if job is not None:
+            # No wake-up for the scheduler: the one that records an end admits right after it
+            # (a driver's exit, or the scheduler's own step).
+            self._changed([job_id], wake_scheduler=False)
         return job
+
+    def finish_in(self, conn: Connection, ending: Ending) -> Job | None:
+        """`finish_attempt` inside the caller's write transaction. The caller tells listeners
+        (`notify_change`, without waking the scheduler) once it has committed."""
+        job_id, attempt, outcome = ending.job_id, ending.attempt, ending.outcome
+        now = self._clock()
+        moved = conn.execute(
+            _END_ATTEMPT,
+            {
+                "b_job": job_id,
+                "b_attempt": attempt,
+                "b_state": outcome.state.value,
+                "b_now": now,
+                "b_code": outcome.exit_code,
+                "b_reason": outcome.reason,
+            },
+        )
+        if moved.rowcount != 1:
+            return None
+        current = conn.execute(_JOB_TO_FINISH, {"b_job": job_id}).one_or_none()
+        if current is None or current.attempts != attempt or current.state not in _ACTIVE_JOB:
+            return None
+        step = _next_state(
+            outcome,
+            bool(current.cancel_requested),
+            current.failed_attempts,
+            current.lost_attempts,
+            JobSpec.model_validate(current.spec).max_retries,
+            ending.lost_retry_limit,
+        )
+        retry = step.state is JobState.QUEUED
+        backoff = retry and outcome.state is AttemptState.FAILED
+        row = conn.execute(
+            _END_JOB,
+            {
+                "b_job": job_id,
+                "b_state": step.state.value,
+                "b_reason": step.reason,
+                "b_code": outcome.exit_code,
+                "b_now": now,
+                "b_finished": None if retry else now,
+                "b_not_before": now + retry_backoff(step.failed) if backoff else None,
+                "b_failed": step.failed,
+                "b_lost": step.lost,
+            },
+        ).one()
+        event = {"job_id": job_id, "attempt": attempt, "time": now, "actor": ending.actor}
+        conn.execute(
+            INSERT_EVENT,
+            [
+                {**event, "type": "attempt", "state": outcome.state.value,
+                 "reason": outcome.reason},
+                {**event, "type": "state", "state": step.state.value, "reason": step.reason},
+            ],
+        )  # fmt: skip
+        return job_record(row)
 
     def request_cancel(self, job_id: int, actor: str, source: str | None = None) -> Job:
         """Cancel a job: a QUEUED job is CANCELLED at once; an admitted or running one is
