@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -222,3 +223,15 @@ def test_an_end_and_the_admit_step_after_it_share_one_transaction(store: Store) 
     again = admission.admit("s1", "host", ["local"], 15, ending=Ending(first.id, 1, done, "s1"))
     assert again.claims == []
     assert [e.state for e in store.list_events(first.id) if e.type == "state"] == states
+
+
+def test_submissions_committed_together_each_get_their_own_job(store: Store) -> None:
+    """Group commit: many submissions in one batch, each answered with the job made from its
+    own spec (ids matched to rows in order, on both databases)."""
+    names = [f"job-{i}" for i in range(60)]
+    with ThreadPoolExecutor(30) as pool:
+        answers = list(pool.map(lambda name: store.create_job(spec(name=name), "a")[0], names))
+    assert [job.name for job in answers] == names
+    assert len({job.id for job in answers}) == len(names)
+    for job in answers:
+        assert store.get_job(job.id).name == job.name

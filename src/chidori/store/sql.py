@@ -7,6 +7,7 @@ safe to re-run on any replica and a stale actor (an old attempt) cannot overwrit
 from __future__ import annotations
 
 import asyncio
+import functools
 import queue
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -258,6 +259,34 @@ def job_record(row: JobRow | Row[Any]) -> Job:
         demand=Resources(1, row.demand_memory_mb, row.demand_cores),
         waiting_reason=row.wait_reason if row.state == JobState.QUEUED.value else None,
     )
+
+
+def _insert_jobs_pipelined(conn: Connection, values: list[dict[str, Any]]) -> list[int]:
+    """Insert jobs on PostgreSQL and return their ids, in order: one short INSERT sent for
+    every row in one pipeline (psycopg's `executemany`). SQLAlchemy's single multi-row
+    statement is long and different for each batch size, so psycopg parsed it anew for every
+    batch: a tenth of the server's CPU at 1,000 submissions a second."""
+    from psycopg.types.json import Json
+
+    columns = tuple(values[0])
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    cursor.executemany(
+        _pg_insert_job(columns),
+        [tuple(Json(v) if k == "spec" else v for k, v in row.items()) for row in values],
+        returning=True,
+    )
+    ids = []
+    while True:
+        ids.append(int(cursor.fetchone()[0]))
+        if not cursor.nextset():
+            return ids
+
+
+@functools.cache
+def _pg_insert_job(columns: tuple[str, ...]) -> str:
+    names = ", ".join(f'"{c}"' for c in columns)
+    marks = ", ".join(["%s"] * len(columns))
+    return f"INSERT INTO jobs ({names}) VALUES ({marks}) RETURNING id"
 
 
 def _new_job(job_id: int, spec: JobSpec, values: dict[str, Any]) -> Job:
@@ -751,7 +780,12 @@ class Store:
             # work costs more CPU than the database does at these rates.
             conn = session.connection()
             values = [self._row_values(item, now) for item in firsts]
-            ids = list(conn.execute(_INSERT_JOBS, values).scalars()) if values else []
+            if not values:
+                ids = []
+            elif self.dialect == "postgresql":
+                ids = _insert_jobs_pipelined(conn, values)
+            else:
+                ids = list(conn.execute(_INSERT_JOBS, values).scalars())
             labels = [
                 {"job_id": job_id, "key": key, "value": value}
                 for job_id, item in zip(ids, firsts, strict=True)
