@@ -36,7 +36,7 @@ class Refreshed(Generic[T]):
     def get(self) -> T:
         entry = self._entry
         if entry is not None:
-            if self._clock() - entry[0] < self._max_age:
+            if self._is_fresh(entry):
                 return entry[1]
             if not self._loading.acquire(blocking=False):
                 return entry[1]  # another caller is reading it again
@@ -44,7 +44,7 @@ class Refreshed(Generic[T]):
             self._loading.acquire()
         try:
             entry = self._entry
-            if entry is not None and self._clock() - entry[0] < self._max_age:
+            if entry is not None and self._is_fresh(entry):
                 return entry[1]  # loaded while this caller waited
             generation = self._generation
             value = self._load()
@@ -57,7 +57,10 @@ class Refreshed(Generic[T]):
     def fresh(self) -> bool:
         """Whether `get()` would answer now without loading."""
         entry = self._entry
-        return entry is not None and self._clock() - entry[0] < self._max_age
+        return entry is not None and self._is_fresh(entry)
+
+    def _is_fresh(self, entry: tuple[float, T]) -> bool:
+        return self._clock() - entry[0] < self._max_age
 
     def forget(self) -> None:
         self._generation += 1

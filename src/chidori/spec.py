@@ -135,12 +135,9 @@ class JobSpec(BaseModel):
         """The spec as the API shows it (field names as users write them)."""
         return self.model_dump(by_alias=True, mode="json")
 
-    def fingerprint(self) -> str:
-        """A stable hash of the spec, used to tell an idempotent retry from a different job."""
-        return fingerprint_of(self.public_dict())
-
 
 def fingerprint_of(public: dict[str, Any]) -> str:
-    """`JobSpec.fingerprint` from the spec's `public_dict()` (for a caller that has it)."""
+    """A stable hash of a spec's `public_dict()`, used to tell an idempotent retry from a
+    different job."""
     canonical = json.dumps(public, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()

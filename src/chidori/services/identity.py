@@ -99,10 +99,9 @@ class IdentityService:
         if hmac.compare_digest(digest, self._bootstrap_digest):
             return Principal(BOOTSTRAP_ADMIN, Role.ADMIN)
         check = self._token_check(digest).get()
-        if check.refusal is not None:
-            raise Unauthenticated(check.refusal)
-        if check.expires_at is not None and check.expires_at <= self._store.now():
-            raise Unauthenticated("token expired")
+        refusal = self._refusal(check)
+        if refusal is not None:
+            raise Unauthenticated(refusal)
         assert check.principal is not None
         return check.principal
 
@@ -119,9 +118,15 @@ class IdentityService:
         if known is None or not known.fresh():
             return None
         check = known.get()
+        return check.principal if self._refusal(check) is None else None
+
+    def _refusal(self, check: _TokenCheck) -> str | None:
+        """Why a token the store has answered for is refused now, if it is."""
+        if check.refusal is not None:
+            return check.refusal
         if check.expires_at is not None and check.expires_at <= self._store.now():
-            return None
-        return check.principal
+            return "token expired"
+        return None
 
     def _token_check(self, digest: str) -> Refreshed[_TokenCheck]:
         known = self._known_tokens.get(digest)

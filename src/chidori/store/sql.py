@@ -819,19 +819,19 @@ class Store:
                     session, [Message(job_id, queue) for queue, job_id in newest.items()], now
                 )
             created: list[Job] = []
-            by_new_key: dict[str, Job] = {}
+            by_new_key: dict[str, tuple[_Submission, Job]] = {}
             for job_id, item, row_values in zip(ids, firsts, values, strict=True):
                 job = _new_job(job_id, item.spec, row_values)
                 created.append(job)
                 item.result = (job, True)
                 if item.idempotency_key is not None:
-                    by_new_key[item.idempotency_key] = job
+                    by_new_key[item.idempotency_key] = (item, job)
             first_ids = {id(item) for item in firsts}
             for item in fresh:
                 if id(item) not in first_ids:
                     assert item.idempotency_key is not None
-                    twin_job = by_new_key[item.idempotency_key]
-                    if twin_job.spec.fingerprint() != item.fingerprint:
+                    first, twin_job = by_new_key[item.idempotency_key]
+                    if first.fingerprint != item.fingerprint:
                         item.error = Conflict(
                             f"Idempotency-Key {item.idempotency_key!r} was already used for a "
                             "different job"
