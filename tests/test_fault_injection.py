@@ -101,12 +101,14 @@ def attempts_of(server: ChidoriServer, job_id: int) -> list[dict[str, Any]]:
         return items
 
 
-def running_on(server: ChidoriServer, victim_id: str, ids: list[int]) -> list[int]:
+def active_on(server: ChidoriServer, victim_id: str, ids: list[int]) -> list[int]:
+    """Jobs with an attempt the victim holds: running, or admitted and still starting (a
+    start not yet recorded when the victim stopped is lost with it all the same)."""
     return [
         job_id
         for job_id in ids
         if any(
-            a["server_id"] == victim_id and a["state"] == "RUNNING"
+            a["server_id"] == victim_id and a["state"] in ("STARTING", "RUNNING")
             for a in attempts_of(server, job_id)
         )
     ]
@@ -171,7 +173,7 @@ def test_killing_a_replica_loses_no_job_and_runs_its_jobs_once_more(
         ids = submit_mix(cluster_of_three, markers)
         victim, victim_id, (a, b) = pick_victim(cluster_of_three, ids)
         victim.kill()
-        hit = running_on(a, victim_id, ids)  # what it ran when it died
+        hit = active_on(a, victim_id, ids)  # what it ran when it died
         assert hit
         check_outcome(b, ids, hit, markers, sampler)
     finally:
@@ -191,7 +193,7 @@ def test_a_frozen_replica_stops_its_drivers_and_does_not_overwrite_the_retry(
         victim, victim_id, (a, b) = pick_victim(cluster_of_three, ids)
         assert victim.process is not None
         victim.process.send_signal(signal.SIGSTOP)
-        hit = running_on(a, victim_id, ids)  # what it ran when it froze
+        hit = active_on(a, victim_id, ids)  # what it ran when it froze
         assert hit
         # Frozen well past its lease: the others take its jobs over.
         deadline = time.monotonic() + 60
