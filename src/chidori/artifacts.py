@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -67,6 +68,8 @@ class ArtifactStore:
         sha = digest.hexdigest()
         target = self._root / sha / name
         target.parent.mkdir(parents=True, exist_ok=True)
+        # Readable by the sandboxed jobs it is linked to (the folder stays the server's).
+        os.chmod(tmp.name, 0o644)
         os.replace(tmp.name, target)
         return Upload(uri=f"{UPLOAD_SCHEME}://{sha}/{name}", sha256=sha, size=size)
 
@@ -102,6 +105,31 @@ class ArtifactStore:
         if not path.is_file():
             raise NotFound(f"upload {uri} not found")
         return path
+
+    def stage(self, resolved: str, inputs: Path) -> str:
+        """`resolved` (from `resolve`) as a path a sandboxed job can read: an upload is linked
+        (or copied, across file systems) into `inputs`, a folder of the job's attempt; any
+        other reference is returned as it is."""
+        path, fragment = resolved, ""
+        if "#" in resolved:
+            path, alias = resolved.rsplit("#", 1)
+            fragment = f"#{alias}"
+        root = str(self._root) + os.sep
+        if not path.startswith(root):
+            return resolved
+        relative = path[len(root) :]
+        target = inputs / relative
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.chmod(inputs, 0o755)
+            if not os.stat(path).st_mode & 0o004:  # stored before uploads were made readable
+                os.chmod(path, 0o644)
+            try:
+                os.link(path, target)
+            except OSError:
+                shutil.copyfile(path, target)
+                os.chmod(target, 0o644)
+        return str(target) + fragment
 
     def _upload_path(self, uri: str, field: str) -> Path:
         try:

@@ -52,6 +52,27 @@ class ClusterConfig:
     warm_pool: WarmPoolConfig = field(default_factory=WarmPoolConfig)
 
 
+ISOLATION_MODES = ("auto", "sandbox", "none")
+NETWORK_MODES = ("host", "none")
+
+
+@dataclass(frozen=True)
+class IsolationConfig:
+    """How jobs are kept away from the server and from each other (see chidori.isolation).
+
+    `auto` sandboxes when the server can (root), and otherwise accepts jobs from admins only;
+    `sandbox` refuses to start without it; `none` runs jobs as the server's own user
+    (single-tenant: every submitter can read what the server can)."""
+
+    mode: str = "auto"
+    uid_range: tuple[int, int] = (40000, 49999)
+    lock_dir: Path = Path("/run/chidori/identities")
+    hide: tuple[Path, ...] = ()
+    expose: tuple[Path, ...] = ()
+    network: str = "host"
+    pass_env: tuple[str, ...] = ()
+
+
 @dataclass(frozen=True)
 class Settings:
     home: Path
@@ -84,6 +105,8 @@ class Settings:
     spark_rest_allowed_networks: tuple[str, ...] = SPARK_REST_DEFAULT_NETWORKS
     spark_rest_user: str | None = None  # None: the bootstrap admin
     spark_rest_jws_secret: str | None = None
+    isolation: IsolationConfig = field(default_factory=IsolationConfig)
+    config_file: Path | None = None
 
     @property
     def log_dir(self) -> Path:
@@ -217,6 +240,47 @@ def _spark_rest(environ: Mapping[str, str], raw: Any, main_port: int) -> dict[st
     }
 
 
+def _isolation(environ: Mapping[str, str], raw: Any) -> IsolationConfig:
+    if raw is None:
+        raw = {}
+    elif isinstance(raw, str):
+        raw = {"mode": raw}
+    elif not isinstance(raw, Mapping):
+        raise ConfigError("isolation must be a mode (auto, sandbox, none) or a mapping")
+    mode = str(environ.get("CHIDORI_ISOLATION") or raw.get("mode", "auto"))
+    if mode not in ISOLATION_MODES:
+        raise ConfigError(f"isolation mode must be one of {', '.join(ISOLATION_MODES)}, not {mode!r}")
+    network = str(raw.get("network", "host"))
+    if network not in NETWORK_MODES:
+        raise ConfigError(f"isolation.network must be host or none, not {network!r}")
+    range_text = str(raw.get("uid_range", "40000-49999"))
+    try:
+        first, last = (int(part) for part in range_text.split("-", 1))
+    except ValueError as exc:
+        raise ConfigError(f"isolation.uid_range must be FIRST-LAST, not {range_text!r}") from exc
+    if not 1000 <= first <= last < 2**31:
+        raise ConfigError("isolation.uid_range must lie between 1000 and 2^31, first <= last")
+
+    def paths(key: str) -> tuple[Path, ...]:
+        value = raw.get(key) or []
+        if not isinstance(value, list):
+            raise ConfigError(f"isolation.{key} must be a list of paths")
+        return tuple(Path(str(p)).resolve() for p in value)
+
+    pass_env = raw.get("pass_env") or []
+    if not isinstance(pass_env, list):
+        raise ConfigError("isolation.pass_env must be a list of variable names")
+    return IsolationConfig(
+        mode=mode,
+        uid_range=(first, last),
+        lock_dir=Path(str(raw.get("lock_dir", "/run/chidori/identities"))),
+        hide=paths("hide"),
+        expose=paths("expose"),
+        network=network,
+        pass_env=tuple(str(name) for name in pass_env),
+    )
+
+
 def load_settings(
     environ: Mapping[str, str], config_file: Path | None = None, cwd: Path | None = None
 ) -> Settings:
@@ -286,5 +350,7 @@ def load_settings(
         trusted_proxies=tuple(security.get("trusted_proxies", ("127.0.0.1/32", "::1/128"))),
         policy=dict(data.get("policy") or {}),
         environ=dict(environ),
+        isolation=_isolation(environ, data.get("isolation")),
+        config_file=file_name.resolve() if file_name else None,
         **_spark_rest(environ, data.get("spark_rest"), port),
     )

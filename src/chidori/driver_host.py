@@ -16,11 +16,12 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from chidori.backends.base import DriverCommand
 from chidori.backends.spark_logs import find_application_id, summarize_failure
+from chidori.isolation import Isolation, Launch
 from chidori.processes import group_alive, server_tagged_processes, stop_attempt_processes
 from chidori.records import Outcome
 from chidori.states import AttemptState
@@ -95,24 +96,27 @@ def log_path_for(log_dir: Path, job_id: int, attempt: int) -> Path:
     return log_dir / str(job_id) / f"attempt-{attempt}.log"
 
 
-def spawn_driver(
-    argv: list[str], env: Mapping[str, str], cwd: Path, log_path: Path
-) -> subprocess.Popen[bytes]:
+def spawn_driver(launch: Launch, log_path: Path) -> subprocess.Popen[bytes]:
     """Start a driver process in its own session, its output appended to `log_path` (a file,
-    not a pipe, so it outlives this server without blocking). Raises OSError."""
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    cwd.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "ab") as log_file:
-        return subprocess.Popen(
-            argv,
-            env=env,
-            cwd=cwd,
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            close_fds=True,
-        )
+    not a pipe, so it outlives this server without blocking). Raises OSError, or ValueError
+    for an argument the OS cannot carry."""
+    try:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        launch.cwd.mkdir(parents=True, exist_ok=True)
+        with open(log_path, "ab") as log_file:
+            return subprocess.Popen(
+                launch.argv,
+                env=launch.env,
+                cwd=launch.cwd,
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                close_fds=True,
+                pass_fds=launch.pass_fds,
+            )
+    finally:
+        launch.started()
 
 
 def _signal_name(code: int) -> str:
@@ -130,11 +134,13 @@ class DriverHost:
         on_app_id: AppIdCallback,
         server_id: str,
         fence_dir: Path,
+        isolation: Isolation,
         grace_seconds: float = 5.0,
         housekeeping_interval: float = 0.25,
         sweep_interval: float = 1.0,
     ) -> None:
         self._log_dir = log_dir
+        self._isolation = isolation
         self._server_id = server_id
         self._fence_dir = fence_dir
         self._on_exit = on_exit
@@ -162,14 +168,18 @@ class DriverHost:
         command: DriverCommand,
         timeout: float | None,
         kind: str = "",
+        user: str | None = None,
     ) -> tuple[int, Path]:
-        """Start a driver. Returns (pid, log path). Raises OSError if it cannot be started."""
+        """Start a driver (sandboxed when isolation is on, its working folder its own).
+        Returns (pid, log path). Raises OSError or ValueError if it cannot be started,
+        ChidoriError when no sandbox can be had."""
         log_path = log_path_for(self._log_dir, job_id, attempt)
         # The server's tag lets its watchdog stop the driver if this server dies or stops
         # renewing its lease (see chidori.watchdog).
-        env = {**command.env, "CHIDORI_SERVER_ID": self._server_id}
+        tagged = replace(command, env={**command.env, "CHIDORI_SERVER_ID": self._server_id})
+        launch = self._isolation.launch(tagged, [command.cwd], user)
         with self._spawning:
-            process = spawn_driver(command.argv, env, command.cwd, log_path)
+            process = spawn_driver(launch, log_path)
             self.adopt(job_id, attempt, process, log_path, timeout, kind)
         return process.pid, log_path
 

@@ -24,6 +24,7 @@ from chidori.artifacts import ArtifactStore
 from chidori.backends.base import HostedBackend, LaunchRequest
 from chidori.driver_host import DriverHost, log_path_for
 from chidori.errors import ChidoriError, StoreUnavailable
+from chidori.isolation import Isolation
 from chidori.processes import stop_attempt_processes
 from chidori.records import Attempt, Claim, Ending, Outcome
 from chidori.states import AttemptState
@@ -48,6 +49,9 @@ class SchedulerOptions:
     tick_seconds: float = 1.0
     min_step_interval: float = 0.02
     full_step_interval: float = 0.1
+    # Tests only: pause this long (after writing `<home>/run/before-spawn-JOB`) between a
+    # claim and its driver's start, so a test can freeze the server there.
+    pause_before_spawn: float = 0.0
 
 
 class Scheduler:
@@ -60,6 +64,7 @@ class Scheduler:
         options: SchedulerOptions,
         driver_log_dir: Path,
         grace_seconds: float,
+        isolation: Isolation,
     ) -> None:
         self._store = store
         self._admission = admission
@@ -82,11 +87,14 @@ class Scheduler:
             on_app_id=self._app_id_found,
             server_id=options.server_id,
             fence_dir=self._fence_dir,
+            isolation=isolation,
             grace_seconds=grace_seconds,
         )
         self._grace = grace_seconds
         self._watchdog: subprocess.Popen[bytes] | None = None
-        self.warm = WarmPool(options.work_dir, driver_log_dir, options.server_id, self._warm_gone)
+        self.warm = WarmPool(
+            options.work_dir, driver_log_dir, options.server_id, self._warm_gone, isolation
+        )
         warm_conf = {name: b.warm_conf() for name, b in backends.items()}
         self._warm_plan = WarmPlan(
             {name: backends[name].cluster.warm_pool for name, c in warm_conf.items() if c},
@@ -319,15 +327,16 @@ class Scheduler:
         )
         # Starting a process and recording it take milliseconds each: do it beside the loop,
         # which goes straight back to admitting.
+        claimed_at = time.monotonic()
         self._full = result.full
         for claim in result.claims:
             if claim.warm_driver is not None:
                 self.warm.claim(claim.warm_driver)
-                self._launcher.submit(self._launch_logged, claim)
+                self._launcher.submit(self._launch_logged, claim, claimed_at)
             else:
                 # Starting a process takes about a millisecond: here, with no hand-off to
                 # another thread; recording the start (a write) goes beside the loop.
-                self._launch_logged(claim)
+                self._launch_logged(claim, claimed_at)
         for warm_id, cluster in result.warm_to_start:
             self._launcher.submit(self._start_warm, warm_id, cluster)
         return len(result.claims)
@@ -378,32 +387,77 @@ class Scheduler:
         if gone:
             self._admission.drop_warm(gone)
 
-    def _launch_logged(self, claim: Claim) -> None:
+    def _launch_logged(self, claim: Claim, claimed_at: float | None = None) -> None:
         try:
-            self.launch(claim)
+            self.launch(claim, claimed_at)
         except Exception:
             log.exception("launching job %s failed", claim.job.id)
 
-    def launch(self, claim: Claim) -> None:
+    def _still_ours(self, claim: Claim, claimed_at: float | None) -> bool:
+        """Whether the claim may still be started here. Right after the claim it may; once a
+        good part of the lease has gone by (this server was frozen, or starved), another
+        replica may have found the attempt expired and run the job again: ask the store."""
+        if claimed_at is None or time.monotonic() - claimed_at < self._options.lease_seconds / 3:
+            return True
+        for attempt in self._store.list_attempts(claim.job.id):
+            if attempt.number == claim.attempt:
+                return (
+                    attempt.state is AttemptState.STARTING
+                    and attempt.server_id == self._options.server_id
+                )
+        return False
+
+    def _request(self, claim: Claim, work_dir: Path) -> LaunchRequest:
+        inputs = work_dir / ".inputs"
+
+        def resolve(reference: str, field: str) -> str:
+            # Uploads live in CHIDORI_HOME, which no job can see: each attempt gets its own
+            # links to the ones it uses, in its working folder.
+            return self._artifacts.stage(self._artifacts.resolve(reference, field), inputs)
+
+        return LaunchRequest(claim.job, claim.attempt, work_dir, resolve)
+
+    def _pause_for_tests(self, job_id: int) -> None:
+        marker = self._options.heartbeat_file.parent / f"before-spawn-{job_id}"
+        marker.touch()
+        time.sleep(self._options.pause_before_spawn)
+
+    def launch(self, claim: Claim, claimed_at: float | None = None) -> None:
         """Start the claim's driver (a cold one, or hand it to its warm driver). The start is
-        recorded by a launcher thread for cold starts, before returning for warm ones."""
+        recorded by a launcher thread for cold starts, before returning for warm ones. Any
+        error before the driver runs fails the attempt with the reason (its slot is freed)."""
         job, attempt = claim.job, claim.attempt
         backend = self._backends[job.spec.cluster]
         work_dir = self._options.work_dir / str(job.id) / f"attempt-{attempt}"
-        request = LaunchRequest(job, attempt, work_dir, self._artifacts.resolve)
+        request = self._request(claim, work_dir)
         try:
-            work_dir.mkdir(parents=True, exist_ok=True)
-            if claim.warm_driver is not None and self._launch_warm(claim, request):
+            if self._options.pause_before_spawn:
+                self._pause_for_tests(job.id)
+            if not self._still_ours(claim, claimed_at):
+                log.warning(
+                    "job %s attempt %s was taken over while this server was held up: not started",
+                    job.id,
+                    attempt,
+                )
                 return
+            if claim.warm_driver is not None and self._launch_warm(
+                claim, self._request(claim, self.warm.job_dir(claim.warm_driver))
+            ):
+                return
+            work_dir.mkdir(parents=True, exist_ok=True)
             command = backend.driver_command(request)
             pid, log_path = self.drivers.start(
-                job.id, attempt, command, job.spec.timeout, job.spec.kind
+                job.id, attempt, command, job.spec.timeout, job.spec.kind, job.owner
             )
         except ChidoriError as exc:
             self._fail_start(job.id, attempt, exc.message)
             return
-        except OSError as exc:
+        except (OSError, ValueError) as exc:
             self._fail_start(job.id, attempt, str(exc))
+            return
+        except Exception as exc:
+            log.exception("starting job %s attempt %s failed", job.id, attempt)
+            self._fail_start(job.id, attempt, f"{type(exc).__name__}: {exc}")
             return
         # A plain Python job needs no Spark session: it can run as soon as it has started.
         self._launcher.submit(
@@ -430,13 +484,20 @@ class Scheduler:
     def _record_start(
         self, job_id: int, attempt: int, pid: int, log_path: Path, ready: bool
     ) -> None:
-        """Record that the attempt's driver runs; only then may its end be recorded."""
+        """Record that the attempt's driver runs; only then may its end be recorded. If the
+        attempt is no longer this server's (another replica took it over), stop the driver at
+        once: the job runs elsewhere."""
+        recorded = False
         try:
-            self._store.mark_running(
+            recorded = self._store.mark_running(
                 job_id, attempt, pid, str(log_path), self._options.server_id, ready=ready
             )
         finally:
             self.drivers.start_recorded(job_id, attempt)
+            if not recorded:
+                self.drivers.stop(
+                    job_id, attempt, AttemptState.LOST, "the attempt was taken over before it ran"
+                )
 
     def _launch_warm(self, claim: Claim, request: LaunchRequest) -> bool:
         """Hand the attempt to its warm driver. False (and the start recorded as cold, with

@@ -8,6 +8,7 @@ import ipaddress
 import logging
 import os
 import secrets
+import shutil
 import socket
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager
@@ -26,6 +27,7 @@ from chidori.backends.base import HostedBackend
 from chidori.backends.spark import SparkBackend
 from chidori.config import ConfigError, Settings, load_settings
 from chidori.dispatch import Dispatcher
+from chidori.isolation import Isolation, driver_environment, runtime_paths
 from chidori.limits import LimitsDoc
 from chidori.policy import PolicyDoc
 from chidori.scheduler import Scheduler, SchedulerOptions
@@ -51,15 +53,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("chidori")
 
-# Never handed to driver processes: jobs run user code.
-_PRIVATE_VARIABLES = (
-    "CHIDORI_ADMIN_TOKEN",
-    "CHIDORI_TOKEN",
-    "CHIDORI_SECRET_KEY",
-    "CHIDORI_DATABASE_URL",
-    "CHIDORI_SPARK_REST_JWS_SECRET",
-)
-
 
 @dataclass
 class Server:
@@ -72,21 +65,27 @@ class Server:
     spark_rest_app: FastAPI | None = None
 
 
-def driver_environment(environ: Mapping[str, str]) -> dict[str, str]:
-    return {k: v for k, v in environ.items() if k not in _PRIVATE_VARIABLES}
-
-
 def build_server(settings: Settings) -> Server:
     settings.home.mkdir(parents=True, exist_ok=True)
     admin_token, token_file = ensure_admin_token(settings.admin_token, settings.home)
     store = open_store(settings.database_url)
     store.migrate()
     artifacts = ArtifactStore(settings.artifact_dir, settings.app_roots, settings.max_upload_bytes)
-    base_env = driver_environment(settings.environ)
+    base_env = driver_environment(settings.environ, settings.isolation.pass_env)
     backends: dict[str, HostedBackend] = {
         name: SparkBackend(cluster, base_env, settings.event_log_dir)
         for name, cluster in settings.clusters.items()
     }
+    isolation = Isolation(
+        settings.isolation,
+        settings.home,
+        runtime_paths(_driver_runtime(backends, settings)),
+        settings.app_roots,
+        settings.event_log_dir,
+        settings.config_file,
+    )
+    isolation.start()
+    log.info("isolation: %s", isolation.status)
     host = socket.gethostname()
     server_id = f"{host}-{os.getpid()}-{secrets.token_hex(3)}"
     default_limits = LimitsDoc(max_running_jobs=settings.max_running_jobs)
@@ -108,6 +107,7 @@ def build_server(settings: Settings) -> Server:
         ),
         settings.log_dir,
         settings.cancel_grace_seconds,
+        isolation,
     )
     notifier = ChangeNotifier()
     store.subscribe(notifier.notify)
@@ -128,6 +128,7 @@ def build_server(settings: Settings) -> Server:
         identity,
         admission_service,
         RateLimiter(settings.submit_rate_per_second, settings.submit_burst),
+        admins_only=isolation.status if isolation.admin_only else None,
     )
     try:
         proxy_auth = ProxyAuth(
@@ -145,9 +146,10 @@ def build_server(settings: Settings) -> Server:
         session_store, lambda: scheduler.drivers.running("session"), settings.work_dir
     )
 
-    def readiness() -> None:
+    def readiness() -> str | None:
         store.ping()
         dispatcher.check()
+        return isolation.status
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -190,6 +192,20 @@ def build_server(settings: Settings) -> Server:
             SparkRestOptions.from_settings(settings, spark_version()),
         )
     return Server(settings, store, scheduler, app, token_file, spark_rest_app)
+
+
+def _driver_runtime(backends: Mapping[str, HostedBackend], settings: Settings) -> list[str]:
+    """Folders drivers read beyond this Python: Spark and Java homes, configured Pythons."""
+    found: list[str] = []
+    for backend in backends.values():
+        if isinstance(backend, SparkBackend):
+            found += backend.runtime_paths()
+    java = shutil.which("java", path=settings.environ.get("PATH"))
+    if java:
+        found.append(str(Path(os.path.realpath(java)).parent.parent))
+    if settings.environ.get("JAVA_HOME"):
+        found.append(settings.environ["JAVA_HOME"])
+    return found
 
 
 def run_server(config_file: Path | None, host: str | None = None, port: int | None = None) -> None:

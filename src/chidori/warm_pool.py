@@ -16,12 +16,14 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from chidori.backends.base import DriverCommand
 from chidori.driver_host import spawn_driver
+from chidori.isolation import Isolation
+from chidori.jobfs import JobFolder
 from chidori.processes import session_rss, stop_group
 
 log = logging.getLogger(__name__)
@@ -54,9 +56,15 @@ class Refused(Exception):
 
 class WarmPool:
     def __init__(
-        self, work_dir: Path, log_dir: Path, server_id: str, on_gone: GoneCallback
+        self,
+        work_dir: Path,
+        log_dir: Path,
+        server_id: str,
+        on_gone: GoneCallback,
+        isolation: Isolation,
     ) -> None:
         self._work_dir = work_dir
+        self._isolation = isolation
         self._log_dir = log_dir
         self._server_id = server_id
         self._on_gone = on_gone
@@ -66,12 +74,19 @@ class WarmPool:
     def control_dir(self, warm_id: str) -> Path:
         return self._work_dir / "warm" / warm_id
 
+    def job_dir(self, warm_id: str) -> Path:
+        """The working folder of the job a warm driver takes (inside what its sandbox sees)."""
+        return self.control_dir(warm_id) / "job"
+
     def start(self, warm_id: str, cluster: str, command: DriverCommand) -> int:
         """Start a warm driver. Returns its pid. Raises OSError if it cannot be started."""
         control = self.control_dir(warm_id)
         log_path = self._log_dir / "warm" / f"{warm_id}.log"
         env = {**command.env, "CHIDORI_SERVER_ID": self._server_id, "CHIDORI_WARM_ID": warm_id}
-        process = spawn_driver(command.argv, env, control, log_path)
+        job_dir = self.job_dir(warm_id)
+        job_dir.mkdir(parents=True, exist_ok=True)
+        launch = self._isolation.launch(replace(command, env=env), [control, job_dir])
+        process = spawn_driver(launch, log_path)
         driver = _WarmProcess(warm_id, cluster, process, control, log_path)
         with self._lock:
             self._drivers[warm_id] = driver
@@ -107,8 +122,12 @@ class WarmPool:
             if driver is not None:
                 driver.claimed = True
 
+    def _folder(self, warm_id: str) -> JobFolder:
+        """The control folder, as the sandboxed driver may have changed it (chidori.jobfs)."""
+        return JobFolder(self._work_dir / "warm", [warm_id])
+
     def is_ready(self, warm_id: str) -> bool:
-        return (self.control_dir(warm_id) / "ready").exists()
+        return self._folder(warm_id).exists("ready")
 
     def memory_bytes(self, warm_id: str) -> int:
         """Resident memory of the driver's whole session (JVM, Python driver, Python workers)."""
@@ -127,21 +146,21 @@ class WarmPool:
             driver = self._drivers.get(warm_id)
         if driver is None:
             raise Refused("the warm driver had exited")
-        payload = driver.control / "job.json"
-        partial = payload.with_name("job.json.partial")
-        partial.write_text(json.dumps(job))
-        os.replace(partial, payload)
+        folder = self._folder(warm_id)
+        if not folder.write("job.json", data=json.dumps(job).encode()):
+            self.stop(warm_id)
+            raise Refused("the warm driver's control folder is not usable")
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if (driver.control / "job.taken").exists():
+            if folder.exists("job.taken"):
                 log_path.parent.mkdir(parents=True, exist_ok=True)
                 driver.handed_over = True
                 os.replace(driver.log_path, log_path)
                 return Handover(driver.process, log_path)
-            refused = driver.control / "job.refused"
-            if refused.exists():
+            refusal = folder.read("job.refused", limit=4096)
+            if refusal is not None:
                 self.stop(warm_id)
-                raise Refused(refused.read_text())
+                raise Refused(refusal.decode("utf-8", "replace"))
             if driver.process.poll() is not None:
                 raise Refused("the warm driver exited before taking the job")
             time.sleep(0.005)

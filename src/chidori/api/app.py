@@ -47,7 +47,7 @@ def create_app(
     jobs: JobService,
     identity: IdentityService,
     admission: AdmissionService,
-    readiness: Callable[[], None],
+    readiness: Callable[[], str | None],
     lifespan: Lifespan | None = None,
     proxy_auth: ProxyAuth | None = None,
     limits: HttpLimits | None = None,
@@ -57,7 +57,8 @@ def create_app(
     warm_rss: Callable[[str], int] | None = None,
     livy_sessions: SessionService | None = None,
 ) -> FastAPI:
-    """`readiness` raises StoreUnavailable while the server cannot serve."""
+    """`readiness` raises StoreUnavailable while the server cannot serve; it returns what
+    an operator should know about a ready server (jobs not isolated), or None."""
     limits = limits or HttpLimits()
 
     @asynccontextmanager
@@ -109,12 +110,12 @@ def create_app(
 
     @app.get("/readyz", response_model=Status, tags=["health"], responses=error_responses(503))
     def readyz() -> Status | JSONResponse:
-        """Ready to serve: the database answers."""
+        """Ready to serve: the database answers. `detail` says whether jobs are isolated."""
         try:
-            readiness()
+            detail = readiness()
         except (StoreUnavailable, QueueUnavailable) as exc:
             return JSONResponse(error_body(exc.code, exc.message), status_code=503)
-        return Status(status="ready")
+        return Status(status="ready", detail=detail)
 
     document_job_spec(app)
     return app

@@ -456,7 +456,7 @@ def _status_for(exc: ChidoriError) -> int:
 def build_spark_rest_app(
     jobs: JobService,
     identity: IdentityService,
-    readiness: Callable[[], None],
+    readiness: Callable[[], object],
     options: SparkRestOptions,
 ) -> FastAPI:
     """The listener's application. Raises ConfigError when the run-as user does not exist, so

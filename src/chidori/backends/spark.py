@@ -88,6 +88,18 @@ class SparkBackend(HostedBackend):
             env["SPARK_HOME"] = str(spark_home)
         return env
 
+    def runtime_paths(self) -> list[str]:
+        """Folders this cluster's drivers read: Spark's home and the configured Python."""
+        paths = []
+        try:
+            paths.append(str(self._spark_home()))
+        except BackendError:
+            pass
+        if self.cluster.python:
+            python = Path(os.path.realpath(self.cluster.python))
+            paths.append(str(python.parent.parent))
+        return paths
+
     def _spark_home(self) -> Path:
         try:
             return find_spark_home(

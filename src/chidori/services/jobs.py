@@ -11,7 +11,7 @@ from typing import BinaryIO
 
 from chidori.artifacts import ArtifactStore, Upload
 from chidori.config import ClusterConfig
-from chidori.errors import FieldError, InvalidRequest, NotFound
+from chidori.errors import FieldError, Forbidden, InvalidRequest, NotFound
 from chidori.identity import Role
 from chidori.policy import check_job
 from chidori.records import Attempt, Event, Job, JobQuery, Page
@@ -44,8 +44,11 @@ class JobService:
         identity: IdentityService,
         admission: AdmissionService,
         submit_limiter: RateLimiter,
+        admins_only: str | None = None,
     ) -> None:
+        """`admins_only`: why only admins may submit (jobs cannot be isolated), or None."""
         self._store = store
+        self._admins_only = admins_only
         self._artifacts = artifacts
         self._clusters = clusters
         self._notifier = notifier
@@ -80,6 +83,8 @@ class JobService:
     def check_submission(self, actor: Actor, spec: JobSpec) -> None:
         """Everything `submit` checks before storing: role, rate, policy, references, limits."""
         actor.principal.require(Role.ADMIN, Role.USER)
+        if self._admins_only is not None and actor.principal.role is not Role.ADMIN:
+            raise Forbidden(self._admins_only)
         self._submit_limiter.take(actor.name)
         check_job(self._identity.policy(), spec, actor.principal)
         self.check_references(spec)

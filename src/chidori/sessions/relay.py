@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from chidori.errors import StoreUnavailable
+from chidori.jobfs import JobFolder
 from chidori.store.sessions import (
     CANCELLED,
     CANCELLING,
@@ -41,12 +42,6 @@ def _from_ms(value: object, default: datetime) -> datetime:
     if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
         return datetime.fromtimestamp(value / 1000, UTC)
     return default
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 class SessionRelay:
@@ -74,8 +69,10 @@ class SessionRelay:
         if self._thread is not None:
             self._thread.join(timeout=10)
 
-    def control_dir(self, job_id: int, attempt: int) -> Path:
-        return self._work_dir / str(job_id) / f"attempt-{attempt}" / "control"
+    def control_dir(self, job_id: int, attempt: int) -> JobFolder:
+        """The driver's control folder: the job's, so read and written without following
+        links (chidori.jobfs)."""
+        return JobFolder(self._work_dir / str(job_id), [f"attempt-{attempt}", "control"])
 
     def _run(self) -> None:
         while not self._stopped.wait(self._poll):
@@ -103,7 +100,7 @@ class SessionRelay:
     def _relay(self, job_id: int, attempt: int, ready: bool) -> None:
         control = self.control_dir(job_id, attempt)
         if not ready:
-            if not (control / "ready").exists():
+            if not control.exists("ready"):
                 return
             self._store.mark_ready(
                 job_id, attempt, f"the session's driver was replaced (attempt {attempt})"
@@ -113,14 +110,14 @@ class SessionRelay:
         self._deliver(job_id, attempt, control, statements)
 
     def _collect(
-        self, job_id: int, attempt: int, control: Path, statements: list[Statement]
+        self, job_id: int, attempt: int, control: JobFolder, statements: list[Statement]
     ) -> None:
         """Results and start markers of statements this driver has, into the store."""
         now = self._store.now()
         for statement in statements:
             if statement.attempt != attempt:
                 continue
-            result = _read_json(control / "out" / f"{statement.number}.json")
+            result = _read_json(control.read("out", f"{statement.number}.json"))
             if result is not None:
                 state = result.get("state")
                 # A cancel asked for while it ran wins, as in Livy (cancelling -> cancelled).
@@ -137,7 +134,7 @@ class SessionRelay:
                     _from_ms(result.get("completed"), now),
                 )
             elif statement.state == WAITING:
-                started = _read_text(control / "started" / str(statement.number))
+                started = _read_text(control.read("started", str(statement.number)))
                 if started is not None:
                     millis = int(started) if started.strip().isdigit() else 0
                     self._store.mark_started(
@@ -145,21 +142,18 @@ class SessionRelay:
                     )
 
     def _deliver(
-        self, job_id: int, attempt: int, control: Path, statements: list[Statement]
+        self, job_id: int, attempt: int, control: JobFolder, statements: list[Statement]
     ) -> None:
         """Waiting statements to the driver, and cancel requests for those it has."""
         handed: list[int] = []
         for statement in statements:
             if statement.state == WAITING and statement.attempt != attempt:
                 request = {"id": statement.number, "code": statement.code, "kind": statement.kind}
-                (control / "in").mkdir(parents=True, exist_ok=True)
-                _write_atomically(control / "in" / f"{statement.number}.json", json.dumps(request))
-                handed.append(statement.number)
+                if control.write("in", f"{statement.number}.json", data=json.dumps(request).encode()):
+                    handed.append(statement.number)
             elif statement.state == CANCELLING and statement.attempt == attempt:
-                marker = control / "cancel" / str(statement.number)
-                if not marker.exists():
-                    marker.parent.mkdir(parents=True, exist_ok=True)
-                    marker.touch()
+                if not control.exists("cancel", str(statement.number)):
+                    control.write("cancel", str(statement.number), data=b"")
         if handed:
             self._store.mark_delivered(job_id, handed, attempt)
 
@@ -173,20 +167,16 @@ class SessionRelay:
         )
 
 
-def _read_text(path: Path) -> str | None:
-    try:
-        return path.read_text(encoding="utf-8")
-    except (FileNotFoundError, NotADirectoryError):
-        return None
+def _read_text(data: bytes | None) -> str | None:
+    return None if data is None else data.decode("utf-8", "replace")
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
-    text = _read_text(path)
-    if text is None:
+def _read_json(data: bytes | None) -> dict[str, Any] | None:
+    if data is None:
         return None
     try:
-        value = json.loads(text)
+        value = json.loads(data)
     except ValueError:
-        log.warning("unreadable session result %s", path)
+        log.warning("unreadable session result")
         return None
     return value if isinstance(value, dict) else None
