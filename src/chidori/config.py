@@ -69,6 +69,7 @@ class IsolationConfig:
     lock_dir: Path = Path("/run/chidori/identities")
     hide: tuple[Path, ...] = ()
     expose: tuple[Path, ...] = ()
+    shared: tuple[Path, ...] = ()  # folders every job may write (shared scratch space)
     network: str = "host"
     pass_env: tuple[str, ...] = ()
 
@@ -276,6 +277,8 @@ def _isolation(environ: Mapping[str, str], raw: Any) -> IsolationConfig:
         lock_dir=Path(str(raw.get("lock_dir", "/run/chidori/identities"))),
         hide=paths("hide"),
         expose=paths("expose"),
+        shared=paths("shared")
+        + tuple(Path(p).resolve() for p in environ.get("CHIDORI_SHARED_DIRS", "").split(os.pathsep) if p),
         network=network,
         pass_env=tuple(str(name) for name in pass_env),
     )

@@ -353,6 +353,8 @@ class Isolation:
                 exposed[path_text] = "ro"
         if self._event_log_dir is not None:
             exposed[str(self._event_log_dir)] = "rw"
+        for path in self.config.shared:
+            exposed[str(path)] = "rw"
         for folder in writable:
             exposed[os.path.realpath(folder)] = "rw"
         # A closed folder (no o+x) on the way to an exposed path is replaced by an empty one.
