@@ -19,6 +19,28 @@ EXAMPLES = REPO / "examples"
 TERMINAL = {"SUCCEEDED", "FAILED", "CANCELLED"}
 
 
+def shared_markers(tmp_path: Path) -> Path:
+    """A folder every job may write its run markers into (CHIDORI_SHARED_DIRS)."""
+    markers = tmp_path / "markers"
+    markers.mkdir(exist_ok=True)
+    markers.chmod(0o1777)
+    return markers
+
+
+def processes_of_uid(uid: int) -> list[int]:
+    """Live processes of one OS user (a sandboxed job's identity)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+                if entry.stat().st_uid == uid and state != "Z":
+                    found.append(int(entry.name))
+            except (OSError, IndexError):
+                continue
+    return found
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.server import ChidoriServer
+from tests.server import ChidoriServer, shared_markers
 
 LIMIT = 6
 LEASE = 10.0
@@ -27,6 +27,8 @@ def cluster_of_three(postgres_schema_url: str, tmp_path: Path) -> Iterator[list[
         "CHIDORI_DATABASE_URL": postgres_schema_url,
         "CHIDORI_SECRET_KEY": "shared-secret",
         "CHIDORI_LEASE_SECONDS": str(LEASE),
+        # Jobs mark each run in a folder they all may write (sandboxed jobs see no other).
+        "CHIDORI_SHARED_DIRS": str(shared_markers(tmp_path)),
     }
     servers = [ChidoriServer(tmp_path / f"home-{i}", env=env) for i in range(3)]
     try:
@@ -165,8 +167,7 @@ def check_outcome(
 def test_killing_a_replica_loses_no_job_and_runs_its_jobs_once_more(
     cluster_of_three: list[ChidoriServer], tmp_path: Path
 ) -> None:
-    markers = tmp_path / "markers"
-    markers.mkdir()
+    markers = shared_markers(tmp_path)
     sampler = LimitSampler(cluster_of_three)
     sampler.start()
     try:
@@ -184,8 +185,7 @@ def test_killing_a_replica_loses_no_job_and_runs_its_jobs_once_more(
 def test_a_frozen_replica_stops_its_drivers_and_does_not_overwrite_the_retry(
     cluster_of_three: list[ChidoriServer], tmp_path: Path
 ) -> None:
-    markers = tmp_path / "markers"
-    markers.mkdir()
+    markers = shared_markers(tmp_path)
     sampler = LimitSampler(cluster_of_three)
     sampler.start()
     try:

@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from chidori.processes import PROC
-from tests.server import REPO, ChidoriServer
+from tests.server import REPO, ChidoriServer, processes_of_uid
 
 pytestmark = [
     pytest.mark.spark,
@@ -110,9 +110,7 @@ def _victim_still_runs(world: World) -> None:
 
 
 def test_a_python_job_cannot_reach_the_server_or_another_job(world: World) -> None:
-    job = _submit(
-        world, kind="python", application=str(HOSTILE), args=[json.dumps(world.targets)]
-    )
+    job = _submit(world, kind="python", application=str(HOSTILE), args=[json.dumps(world.targets)])
     done = world.server.wait(job["id"])
     log = world.server.log(job["id"])
     assert done["state"] == "SUCCEEDED", log[-3000:]
@@ -166,7 +164,9 @@ def test_a_livy_session_statement_cannot_reach_the_server(world: World) -> None:
     assert session.status_code == 201, session.text
     session_id = session.json()["id"]
     code = HOSTILE.read_text().replace('if __name__ == "__main__":', "if False:")
-    code += f"\nprint('\\n'.join(run_probes(json.loads({json.dumps(json.dumps(world.targets))}))))\n"
+    code += (
+        f"\nprint('\\n'.join(run_probes(json.loads({json.dumps(json.dumps(world.targets))}))))\n"
+    )
     statement = httpx.post(
         f"{url}/sessions/{session_id}/statements", json={"code": code}, auth=auth, timeout=30
     ).json()
@@ -194,18 +194,6 @@ def test_processes_a_job_leaves_behind_die_with_it_even_after_setsid(world: Worl
     assert done["state"] == "SUCCEEDED", log
     uid = int(log.split("uid ")[1].split()[0])
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and _processes_of(uid):
+    while time.monotonic() < deadline and processes_of_uid(uid):
         time.sleep(0.1)
-    assert _processes_of(uid) == []
-
-
-def _processes_of(uid: int) -> list[int]:
-    found = []
-    for entry in PROC.iterdir():
-        if entry.name.isdigit():
-            try:
-                if entry.stat().st_uid == uid:
-                    found.append(int(entry.name))
-            except OSError:
-                continue
-    return found
+    assert processes_of_uid(uid) == []

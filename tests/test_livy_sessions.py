@@ -299,7 +299,7 @@ def test_the_relay_hands_statements_over_and_fails_those_a_lost_driver_had(
     relay = SessionRelay(sessions, lambda: list(hosted), tmp_path / "work")
     first = sessions.add_statement(job.id, "1 + 1", "pyspark")
     second = sessions.add_statement(job.id, "2 + 2", "sql")
-    control = relay.control_dir(job.id, 1)
+    control = tmp_path / "work" / str(job.id) / "attempt-1" / "control"
 
     relay.step()  # the driver is not ready: nothing handed over yet
     assert not (control / "in").exists()
@@ -335,7 +335,7 @@ def test_the_relay_hands_statements_over_and_fails_those_a_lost_driver_had(
     relay.step()
     assert sessions.get_statement(job.id, second.number).state == "cancelled"
     hosted[:] = [(job.id, 2)]
-    retry = relay.control_dir(job.id, 2)
+    retry = tmp_path / "work" / str(job.id) / "attempt-2" / "control"
     retry.mkdir(parents=True)
     (retry / "ready").write_text("1")
     relay.step()

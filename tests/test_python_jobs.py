@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from chidori.processes import is_alive, tagged_processes
-from tests.server import REPO, ChidoriServer
+from tests.server import REPO, ChidoriServer, processes_of_uid
 
 JOBS = "tests/jobs"
 
@@ -94,11 +95,16 @@ def test_processes_a_finished_job_leaves_behind_are_stopped(server: ChidoriServe
         job = server.submit(kind="python", application=f"{JOBS}/sleeper.py", args=["0", flag])
         done = server.wait(job["id"])
         assert done["state"] == "SUCCEEDED", done
-        child = int(server.log(job["id"]).split("child ")[1].split()[0])
+        log = server.log(job["id"])
+        # The child's pid as the job saw it means nothing outside a sandbox's PID namespace:
+        # look for any process of the job's identity (or, unsandboxed, that pid).
+        uid = int(log.split("uid ")[1].split()[0])
+        child = int(log.split("child ")[1].split()[0])
+
         deadline = time.monotonic() + 10
-        while is_alive(child) and time.monotonic() < deadline:
+        while _left_behind(uid, child) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert not is_alive(child), flag
+        assert not _left_behind(uid, child), flag
         assert tagged_processes(job["id"]) == []
 
 
@@ -197,6 +203,10 @@ def test_restart_keeps_every_job_and_its_logs(tmp_path: Path) -> None:
         server.stop()
 
 
+def _left_behind(uid: int, child: int) -> bool:
+    return bool(processes_of_uid(uid)) if uid != os.getuid() else is_alive(child)
+
+
 def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -204,25 +214,22 @@ def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None
         time.sleep(0.1)
 
 
-def start_marked_sleeper(server: ChidoriServer, markers: Path) -> tuple[int, int]:
-    """A running sleeper job and the pid of its process (from its marker file)."""
-    job = server.submit(
-        kind="python", application=f"{JOBS}/sleeper.py", args=["600", "--marker", str(markers)]
-    )
+def start_sleeper(server: ChidoriServer) -> tuple[int, int]:
+    """A running sleeper job and the pid of its driver process (as the server recorded it:
+    the sandbox's launcher, which lives exactly as long as the job's processes)."""
+    job = server.submit(kind="python", application=f"{JOBS}/sleeper.py", args=["600"])
     server.wait(job["id"], {"RUNNING"})
-    wait_until(lambda: bool(list(markers.iterdir())), 10, "the job never started")
-    [first] = list(markers.iterdir())
-    return int(job["id"]), int(first.name.rsplit("-", 1)[1])
+    with server.client() as client:
+        [attempt] = client.get(f"/api/v1/jobs/{job['id']}/attempts").json()["items"]
+    return int(job["id"]), int(attempt["pid"])
 
 
 def test_a_killed_server_takes_its_drivers_down_and_the_job_is_retried_on_restart(
     tmp_path: Path,
 ) -> None:
-    markers = tmp_path / "markers"
-    markers.mkdir()
     server = ChidoriServer(tmp_path / "home").start()
     try:
-        job_id, driver_pid = start_marked_sleeper(server, markers)
+        job_id, driver_pid = start_sleeper(server)
         server.kill()
         # The driver must not outlive its server (the watchdog gets PDEATHSIG and stops it).
         wait_until(lambda: not is_alive(driver_pid), 15, "the driver outlived its server")
@@ -242,11 +249,9 @@ def test_a_killed_server_takes_its_drivers_down_and_the_job_is_retried_on_restar
 def test_a_frozen_server_s_drivers_are_stopped_before_their_lease_runs_out(
     tmp_path: Path,
 ) -> None:
-    markers = tmp_path / "markers"
-    markers.mkdir()
     server = ChidoriServer(tmp_path / "home", env={"CHIDORI_LEASE_SECONDS": "3"}).start()
     try:
-        job_id, driver_pid = start_marked_sleeper(server, markers)
+        job_id, driver_pid = start_sleeper(server)
         assert server.process is not None
         server.process.send_signal(signal.SIGSTOP)
         try:

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.server import ChidoriServer
+from tests.server import ChidoriServer, shared_markers
 from tests.test_queue_contract import delete_rabbitmq_queue, rabbitmq_url_or_skip, unique_queue_name
 
 SLEEPER = "tests/jobs/sleeper.py"
@@ -27,6 +27,8 @@ def replicas(postgres_schema_url: str, tmp_path: Path) -> Iterator[list[ChidoriS
         "CHIDORI_DATABASE_URL": postgres_schema_url,
         "CHIDORI_QUEUE_URL": f"{broker}?queue={queue}",
         "CHIDORI_SECRET_KEY": "shared-secret-for-replicas",
+        # Jobs mark each run in a folder they all may write (sandboxed jobs see no other).
+        "CHIDORI_SHARED_DIRS": str(shared_markers(tmp_path)),
     }
     config = tmp_path / "chidori.yaml"
     config.write_text("security:\n  submit_rate_per_second: 0\n")
@@ -53,8 +55,7 @@ def set_running_limit(server: ChidoriServer, limit: int | None) -> None:
 def test_two_servers_share_the_limit_and_run_every_job_exactly_once(
     replicas: list[ChidoriServer], tmp_path: Path
 ) -> None:
-    markers = tmp_path / "markers"
-    markers.mkdir()
+    markers = shared_markers(tmp_path)
     set_running_limit(replicas[0], 3)
     stop = threading.Event()
     peak = 0

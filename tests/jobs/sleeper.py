@@ -22,7 +22,7 @@ if "--child" in sys.argv or "--detached-child" in sys.argv:
     child = subprocess.Popen(
         ["sleep", str(int(seconds) + 600)], start_new_session="--detached-child" in sys.argv
     )
-    print(f"child {child.pid}", flush=True)
+    print(f"child {child.pid} uid {os.getuid()}", flush=True)
 print("sleeper started", flush=True)
 time.sleep(seconds)
 print("sleeper done", flush=True)

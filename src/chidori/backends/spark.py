@@ -7,6 +7,7 @@ Python process.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from dataclasses import replace
@@ -91,10 +92,8 @@ class SparkBackend(HostedBackend):
     def runtime_paths(self) -> list[str]:
         """Folders this cluster's drivers read: Spark's home and the configured Python."""
         paths = []
-        try:
+        with contextlib.suppress(BackendError):
             paths.append(str(self._spark_home()))
-        except BackendError:
-            pass
         if self.cluster.python:
             python = Path(os.path.realpath(self.cluster.python))
             paths.append(str(python.parent.parent))

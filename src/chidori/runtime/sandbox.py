@@ -170,7 +170,7 @@ def _drop_and_exec(spec: dict[str, object]) -> None:
     os.umask(0o077)
     os.chdir(str(spec["cwd"]))
     argv = [str(a) for a in spec["argv"]]  # type: ignore[attr-defined]
-    os.execv(argv[0], argv)
+    os.execv(argv[0], argv)  # noqa: S606 - the job's own command
 
 
 def _reader_gone(write_fd: int) -> bool:
@@ -194,15 +194,15 @@ def _init(spec: dict[str, object], status_fd: int) -> None:
         if child == 0:
             try:
                 _drop_and_exec(spec)
-            except BaseException as exc:  # noqa: BLE001 - report anything, then leave
+            except BaseException as exc:
                 os.write(2, f"chidori sandbox: cannot start the job: {exc}\n".encode())
             os._exit(127)
-    except BaseException as exc:  # noqa: BLE001
+    except BaseException as exc:
         os.write(2, f"chidori sandbox: {exc}\n".encode())
         os._exit(126)
 
     def forward(signum: int, _frame: object) -> None:
-        try:
+        try:  # noqa: SIM105 - no contextlib: keep imports to the minimum
             os.kill(child, signum)
         except ProcessLookupError:
             pass
@@ -234,7 +234,7 @@ def run(spec: dict[str, object]) -> int:
     os.close(status_write)
 
     def forward(signum: int, _frame: object) -> None:
-        try:
+        try:  # noqa: SIM105
             os.kill(init, signum)
         except ProcessLookupError:
             pass
@@ -247,7 +247,7 @@ def run(spec: dict[str, object]) -> int:
         return os.waitstatus_to_exitcode(init_status) if os.WIFEXITED(init_status) else 126
     status = int.from_bytes(data, "little")
     if os.WIFSIGNALED(status):
-        sig = os.WTERMSIG(status)
+        sig = signal.Signals(os.WTERMSIG(status))
         signal.signal(sig, signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, [sig])
         os.kill(os.getpid(), sig)

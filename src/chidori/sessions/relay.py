@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -149,11 +148,16 @@ class SessionRelay:
         for statement in statements:
             if statement.state == WAITING and statement.attempt != attempt:
                 request = {"id": statement.number, "code": statement.code, "kind": statement.kind}
-                if control.write("in", f"{statement.number}.json", data=json.dumps(request).encode()):
+                if control.write(
+                    "in", f"{statement.number}.json", data=json.dumps(request).encode()
+                ):
                     handed.append(statement.number)
-            elif statement.state == CANCELLING and statement.attempt == attempt:
-                if not control.exists("cancel", str(statement.number)):
-                    control.write("cancel", str(statement.number), data=b"")
+            elif (
+                statement.state == CANCELLING
+                and statement.attempt == attempt
+                and not control.exists("cancel", str(statement.number))
+            ):
+                control.write("cancel", str(statement.number), data=b"")
         if handed:
             self._store.mark_delivered(job_id, handed, attempt)
 
