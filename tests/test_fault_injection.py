@@ -209,3 +209,43 @@ def test_a_frozen_replica_stops_its_drivers_and_does_not_overwrite_the_retry(
     finally:
         sampler.stop_event.set()
         sampler.join()
+
+
+def test_a_replica_frozen_between_claim_and_spawn_never_starts_the_superseded_attempt(
+    postgres_schema_url: str, tmp_path: Path
+) -> None:
+    """Replica A commits a claim, then freezes (SIGSTOP) before it starts the driver: a hook
+    pauses it there. B finds the attempt expired, runs the job again to the end. A resumes:
+    it must not start the old attempt's driver (no log, no process, nothing recorded)."""
+    env = {
+        "CHIDORI_DATABASE_URL": postgres_schema_url,
+        "CHIDORI_SECRET_KEY": "shared-secret",
+        "CHIDORI_LEASE_SECONDS": "3",
+    }
+    a = ChidoriServer(
+        tmp_path / "home-a", env={**env, "CHIDORI_TEST_PAUSE_BEFORE_SPAWN": "2"}
+    ).start()
+    b = ChidoriServer(tmp_path / "home-b", env=env)
+    try:
+        job = a.submit(kind="python", application="tests/jobs/sleeper.py", args=["1"])
+        marker = tmp_path / "home-a" / "run" / f"before-spawn-{job['id']}"
+        deadline = time.monotonic() + 30
+        while not marker.exists():
+            assert time.monotonic() < deadline, "A never claimed the job"
+            time.sleep(0.01)
+        assert a.process is not None
+        a.process.send_signal(signal.SIGSTOP)
+        try:
+            b.start()
+            done = b.wait(job["id"], timeout=120)
+            assert done["state"] == "SUCCEEDED", done
+        finally:
+            a.process.send_signal(signal.SIGCONT)
+        time.sleep(4)  # A's pause ends and its launch goes on
+        assert [x["state"] for x in attempts_of(b, job["id"])] == ["LOST", "SUCCEEDED"]
+        assert not (tmp_path / "home-a" / "logs" / str(job["id"])).exists()
+        assert "was taken over while this server was held up" in a.server_log()
+        assert b.wait(job["id"])["state"] == "SUCCEEDED"
+    finally:
+        a.stop()
+        b.stop()

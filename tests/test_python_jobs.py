@@ -269,3 +269,32 @@ def test_a_frozen_server_s_drivers_are_stopped_before_their_lease_runs_out(
         server.wait(job_id)
     finally:
         server.stop()
+
+
+def test_a_job_whose_driver_cannot_be_started_fails_with_the_reason_and_frees_its_slot(
+    tmp_path: Path,
+) -> None:
+    """A spec the OS cannot turn into a process (a NUL byte in an argument: the API refuses
+    it, so it is written straight into the store here) fails its attempt with a reason; it
+    does not hold a running slot forever."""
+    from chidori.spec import JobSpec
+    from chidori.store import open_store
+
+    home = tmp_path / "home"
+    with ChidoriServer(home, env={"CHIDORI_MAX_RUNNING_JOBS": "1"}) as server:
+        store = open_store(f"sqlite:///{home / 'chidori.db'}")
+        try:
+            spec = JobSpec.model_construct(
+                **{
+                    **JobSpec(kind="python", application=f"{REPO}/{JOBS}/sleeper.py").model_dump(),
+                    "args": ["a\x00b"],
+                }
+            )
+            bad, _ = store.create_job(spec, "admin")
+        finally:
+            store.dispose()
+        done = server.wait(bad.id, timeout=60)
+        assert done["state"] == "FAILED", done
+        assert done["reason"]
+        after = server.submit(kind="python", application=f"{JOBS}/sleeper.py", args=["0"])
+        assert server.wait(after["id"], timeout=60)["state"] == "SUCCEEDED"

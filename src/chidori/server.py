@@ -104,6 +104,7 @@ def build_server(settings: Settings) -> Server:
             shutdown_grace_seconds=settings.shutdown_grace_seconds,
             lease_seconds=settings.lease_seconds,
             lost_retry_limit=settings.lost_retry_limit,
+            pause_before_spawn=float(settings.environ.get("CHIDORI_TEST_PAUSE_BEFORE_SPAWN") or 0),
         ),
         settings.log_dir,
         settings.cancel_grace_seconds,
