@@ -106,6 +106,7 @@ def jar_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         unavailable("a JDK (javac and jar)", "not on PATH")
     assert javac is not None and jar is not None
     folder = tmp_path_factory.mktemp("javapi")
+    folder.chmod(0o755)  # an app root: sandboxed jobs (their own uids) must read it
     classes = folder / "classes"
     classes.mkdir()
     source = REPO / "examples" / "java" / "JavaPi.java"
