@@ -4,10 +4,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
 
 from chidori.admission import Resources
 from chidori.spec import JobSpec
 from chidori.states import AttemptState, JobState
+
+
+class Channel(StrEnum):
+    """A door jobs come in through that the server marks them with (`Job.channel`), because
+    it acts on its own jobs only: set by the server, never from anything the caller sends."""
+
+    SPARK_REST = "spark-rest"  # Spark's REST submission listener (chidori.api.spark_rest)
 
 
 @dataclass(frozen=True)
@@ -33,6 +41,7 @@ class Job:
     start_type: str | None = None  # how the current attempt started: "cold" or "warm"
     start_note: str | None = None  # why it started cold, where a warm pool exists
     ready_at: datetime | None = None  # its Spark application was up (or it was handed over)
+    channel: str | None = None  # a Channel, when the job came in through one (server-set)
 
     @property
     def queue_wait_seconds(self) -> float | None:
@@ -139,6 +148,7 @@ class JobQuery:
     queue: str | None = None
     cluster: str | None = None
     owner: str | None = None
+    channel: str | None = None  # only jobs the server marked with this Channel
     labels: tuple[tuple[str, str], ...] = ()
     created_after: datetime | None = None
     created_before: datetime | None = None

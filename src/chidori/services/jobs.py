@@ -8,13 +8,14 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import BinaryIO
+from urllib.parse import urlsplit
 
-from chidori.artifacts import ArtifactStore, Upload
+from chidori.artifacts import UPLOAD_SCHEME, ArtifactStore, Upload
 from chidori.config import ClusterConfig
 from chidori.errors import FieldError, Forbidden, InvalidRequest, NotFound
-from chidori.identity import Role
+from chidori.identity import Principal, Role
 from chidori.policy import check_job
-from chidori.records import Attempt, Event, Job, JobQuery, Page
+from chidori.records import Attempt, Channel, Event, Job, JobQuery, Page
 from chidori.services.admission import AdmissionService
 from chidori.services.identity import Actor, IdentityService
 from chidori.services.notify import ChangeNotifier
@@ -60,17 +61,24 @@ class JobService:
         """Store a file a job will use (users and admins only)."""
         actor.principal.require(Role.ADMIN, Role.USER)
         stored = self._artifacts.save(stream, filename)
+        # The content is shared on disk; the right to name it in a job is the team's.
+        self._store.record_upload(stored.uri, actor.name, actor.principal.team, stored.size)
         self._identity.record(actor, "upload", stored.uri, {"size": stored.size})
         return stored
 
     # ---- submission -------------------------------------------------------------------------
 
     def submit(
-        self, actor: Actor, spec: JobSpec, idempotency_key: str | None = None
+        self,
+        actor: Actor,
+        spec: JobSpec,
+        idempotency_key: str | None = None,
+        channel: Channel | None = None,
     ) -> tuple[Job, bool]:
         """Check the caller may submit this, validate what the spec points at, then store the
         job QUEUED. Returns (job, created); created is False when an idempotent retry returned
-        the first job."""
+        the first job. `channel`: the door it came in through, for the doors that act on their
+        own jobs only (set by the server, never by the caller)."""
         self.check_submission(actor, spec)
         return self._store.create_job(
             spec,
@@ -78,6 +86,7 @@ class JobService:
             team=actor.principal.team,
             idempotency_key=idempotency_key,
             source=actor.source,
+            channel=channel,
         )
 
     def check_submission(self, actor: Actor, spec: JobSpec) -> None:
@@ -87,12 +96,14 @@ class JobService:
             raise Forbidden(self._admins_only)
         self._submit_limiter.take(actor.name)
         check_job(self._identity.policy(), spec, actor.principal)
-        self.check_references(spec)
+        self.check_references(spec, actor.principal)
         self._admission.check_submission(spec)
 
-    def checks_fresh(self) -> bool:
+    def checks_fresh(self, spec: JobSpec | None = None) -> bool:
         """Whether `check_submission` runs now without reading the store (so an event loop
-        may call it)."""
+        may call it): not for a `spec` naming uploads (whose team is read from the store)."""
+        if spec is not None and any(_is_upload(ref) for _, ref in _references(spec)):
+            return False
         return self._identity.policy_fresh() and self._admission.settings_fresh()
 
     async def submit_checked(
@@ -107,17 +118,24 @@ class JobService:
             source=actor.source,
         )
 
-    def check_references(self, spec: JobSpec) -> None:
-        """Raise InvalidRequest naming every field that points at something unusable."""
+    def check_references(self, spec: JobSpec, principal: Principal) -> None:
+        """Raise InvalidRequest naming every field that points at something unusable. An
+        upload is usable by whoever stored it, by their team, and by admins: to anyone else
+        it answers as an upload that does not exist."""
         errors = []
         if spec.cluster not in self._clusters:
             known = ", ".join(sorted(self._clusters))
             errors.append(("cluster", f"unknown cluster {spec.cluster!r}; known: {known}"))
-        # A session's application is Chidori's built-in driver, not a file to resolve.
-        refs = [] if spec.kind == "session" else [("application", spec.application)]
-        for field in ("py_files", "jars", "files", "archives"):
-            refs += [(f"{field}[{i}]", ref) for i, ref in enumerate(getattr(spec, field))]
-        for field, ref in refs:
+        for field, ref in _references(spec):
+            if (
+                _is_upload(ref)
+                and not principal.is_admin
+                and not self._store.upload_known(
+                    _without_alias(ref), principal.name, principal.team
+                )
+            ):
+                errors.append((field, f"upload {_without_alias(ref)} is not known to your team"))
+                continue
             try:
                 self._artifacts.resolve(ref, field)
             except InvalidRequest as exc:
@@ -261,6 +279,28 @@ class JobService:
             if job.state.terminal:
                 return
             await self._notifier.wait(0.25)
+
+
+def _references(spec: JobSpec) -> list[tuple[str, str]]:
+    """(field, reference) for every file a spec names."""
+    # A session's application is Chidori's built-in driver, not a file to resolve.
+    refs = [] if spec.kind == "session" else [("application", spec.application)]
+    for field in ("py_files", "jars", "files", "archives"):
+        refs += [(f"{field}[{i}]", ref) for i, ref in enumerate(getattr(spec, field))]
+    return refs
+
+
+def _without_alias(reference: str) -> str:
+    """A reference without an archive's `#alias` (as ArtifactStore.resolve reads it)."""
+    if "#" in reference and not reference.startswith("#"):
+        return reference.rsplit("#", 1)[0]
+    return reference
+
+
+def _is_upload(reference: str) -> bool:
+    """Whether ArtifactStore.resolve reads `reference` as an upload:// URI."""
+    ref = _without_alias(reference)
+    return "://" in ref and urlsplit(ref).scheme.lower() == UPLOAD_SCHEME
 
 
 def _read_from(path: Path, position: int) -> bytes:

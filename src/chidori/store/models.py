@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     Dialect,
@@ -64,7 +65,11 @@ class JobRow(Base):
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
     # For telling an idempotent retry from a different job; empty for jobs without a key.
     spec_hash: Mapped[str] = mapped_column(String(64))
-    idempotency_key: Mapped[str | None] = mapped_column(String(256), unique=True)
+    # Unique per owner (uq_jobs_owner_idempotency_key): one user's key never reaches another's.
+    idempotency_key: Mapped[str | None] = mapped_column(String(256))
+    # The door the server took the job in through (chidori.records.Channel), set by the server
+    # and never from the spec: None for the API, Livy and the UI.
+    channel: Mapped[str | None] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
     admitted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -94,6 +99,7 @@ class JobRow(Base):
         Index("ix_jobs_owner", "owner", "id"),
         Index("ix_jobs_team", "team", "id"),
         Index("ix_jobs_queue_state", "queue", "state", "priority", "id"),
+        UniqueConstraint("owner", "idempotency_key", name="uq_jobs_owner_idempotency_key"),
     )
 
 
@@ -323,4 +329,24 @@ class LivyStatementRow(Base):
     __table_args__ = (
         UniqueConstraint("job_id", "number", name="uq_livy_statements_job_number"),
         Index("ix_livy_statements_job_state", "job_id", "state"),
+    )
+
+
+class UploadRow(Base):
+    """Who stored an upload (`upload://SHA/NAME`), and in which team: the content is shared
+    on disk, the right to use it is not (a job may name an upload only its owner's team, or
+    its owner, stored)."""
+
+    __tablename__ = "uploads"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    uri: Mapped[str] = mapped_column(String(400))
+    uploaded_by: Mapped[str] = mapped_column(String(128))
+    team: Mapped[str | None] = mapped_column(String(128))
+    size: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        UniqueConstraint("uri", "uploaded_by", name="uq_uploads_uri_user"),
+        Index("ix_uploads_uri_team", "uri", "team"),
     )

@@ -52,7 +52,14 @@ from chidori.states import (
     AttemptState,
     JobState,
 )
-from chidori.store.models import AttemptRow, EventRow, JobLabelRow, JobRow, ServerRow
+from chidori.store.models import (
+    AttemptRow,
+    EventRow,
+    JobLabelRow,
+    JobRow,
+    ServerRow,
+    UploadRow,
+)
 from chidori.units import parse_memory_mib
 
 Clock = Callable[[], datetime]
@@ -258,6 +265,7 @@ def job_record(row: JobRow | Row[Any]) -> Job:
         cancel_requested=row.cancel_requested,
         demand=Resources(1, row.demand_memory_mb, row.demand_cores),
         waiting_reason=row.wait_reason if row.state == JobState.QUEUED.value else None,
+        channel=row.channel,
     )
 
 
@@ -310,6 +318,7 @@ def _new_job(job_id: int, spec: JobSpec, values: dict[str, Any]) -> Job:
         exit_code=None,
         cancel_requested=False,
         demand=Resources(1, values["demand_memory_mb"], values["demand_cores"]),
+        channel=values["channel"],
     )
 
 
@@ -456,6 +465,7 @@ class _Submission:
     team: str | None
     idempotency_key: str | None
     source: str | None
+    channel: str | None = None  # set by the server (chidori.records.Channel), never the spec
     public: dict[str, Any] = field(init=False)  # the spec as stored and shown
     # Compared only to tell an idempotent retry from a different job: without a key, none.
     fingerprint: str = field(init=False)
@@ -467,6 +477,11 @@ class _Submission:
     def __post_init__(self) -> None:
         self.public = self.spec.public_dict()
         self.fingerprint = fingerprint_of(self.public) if self.idempotency_key else ""
+
+    @property
+    def owned_key(self) -> tuple[str, str] | None:
+        """(owner, idempotency key): keys are one user's own, never shared between users."""
+        return None if self.idempotency_key is None else (self.owner, self.idempotency_key)
 
 
 def _resolve(futures: list[asyncio.Future[None]]) -> None:
@@ -646,17 +661,33 @@ class Store:
             except (OperationalError, SAInterfaceError) as exc:
                 raise StoreUnavailable(f"database unavailable: {exc.orig}") from exc
 
-    def migrate(self) -> None:
-        """Bring the schema to the newest revision (Alembic). Safe with several replicas."""
+    def migrate(self, revision: str = "head") -> None:
+        """Bring the schema to `revision` (default the newest; Alembic). Safe with several
+        replicas."""
         config = Config()
         config.set_main_option("script_location", str(MIGRATIONS))
         with self._write_engine.connect() as conn:
-            if self.dialect == "postgresql":
-                # Replicas starting together must not run the same migration twice.
-                conn.execute(text("SELECT pg_advisory_xact_lock(4242001)"))
-            config.attributes["connection"] = conn
-            command.upgrade(config, "head")
-            conn.commit()
+            sqlite = self.dialect == "sqlite"
+            if sqlite:
+                # SQLite changes a constraint by rebuilding the table (Alembic's batch mode),
+                # and dropping the old `jobs` would cascade to every attempt and event. The
+                # pragma only takes effect outside a transaction: straight to the driver.
+                conn.connection.driver_connection.execute("PRAGMA foreign_keys=OFF")  # type: ignore[union-attr]
+            try:
+                if self.dialect == "postgresql":
+                    # Replicas starting together must not run the same migration twice.
+                    conn.execute(text("SELECT pg_advisory_xact_lock(4242001)"))
+                config.attributes["connection"] = conn
+                command.upgrade(config, revision)
+                if sqlite:
+                    broken = conn.execute(text("PRAGMA foreign_key_check")).first()
+                    if broken is not None:
+                        raise RuntimeError(f"migration broke a foreign key: {tuple(broken)}")
+                conn.commit()
+            finally:
+                if sqlite:
+                    conn.rollback()
+                    conn.connection.driver_connection.execute("PRAGMA foreign_keys=ON")  # type: ignore[union-attr]
 
     def ping(self) -> None:
         """Raise StoreUnavailable unless the database answers."""
@@ -703,22 +734,25 @@ class Store:
         team: str | None = None,
         idempotency_key: str | None = None,
         source: str | None = None,
+        channel: str | None = None,
     ) -> tuple[Job, bool]:
         """Store a new QUEUED job with its first event (and its dispatch message, when a
         dispatch writer is set) in one transaction. Returns (job, created).
 
-        With an idempotency key already used for the same spec, returns the first job and
-        False; for a different spec raises Conflict. Submissions arriving together are
-        committed together (group commit), each still answered only once it is durable.
+        With an idempotency key `owner` already used for the same spec, returns the first job
+        and False; for a different spec raises Conflict. Keys are per owner: another user's
+        key is not seen at all. `channel` marks the door the job came in through (set by the
+        server only). Submissions arriving together are committed together (group commit),
+        each still answered only once it is durable.
         """
-        item = _Submission(spec, owner, team, idempotency_key, source)
+        item = _Submission(spec, owner, team, idempotency_key, source, channel)
         try:
             return self._committer.submit(item)
         except IntegrityError:
             if idempotency_key is None:
                 raise
             # Another replica stored the same key between our check and our insert.
-            return self._replay(idempotency_key, item.fingerprint)
+            return self._replay(owner, idempotency_key, item.fingerprint)
 
     async def create_job_async(
         self,
@@ -728,19 +762,22 @@ class Store:
         team: str | None = None,
         idempotency_key: str | None = None,
         source: str | None = None,
+        channel: str | None = None,
     ) -> tuple[Job, bool]:
         """`create_job` for the event loop: waits for the group commit without a thread."""
-        item = _Submission(spec, owner, team, idempotency_key, source)
+        item = _Submission(spec, owner, team, idempotency_key, source, channel)
         try:
             return await self._committer.submit_async(item)
         except IntegrityError:
             if idempotency_key is None:
                 raise
-            return await asyncio.to_thread(self._replay, idempotency_key, item.fingerprint)
+            return await asyncio.to_thread(self._replay, owner, idempotency_key, item.fingerprint)
 
-    def _replay(self, key: str, fingerprint: str) -> tuple[Job, bool]:
+    def _replay(self, owner: str, key: str, fingerprint: str) -> tuple[Job, bool]:
         with self.reading() as session:
-            row = session.scalars(select(JobRow).where(JobRow.idempotency_key == key)).first()
+            row = session.scalars(
+                select(JobRow).where(JobRow.owner == owner, JobRow.idempotency_key == key)
+            ).first()
             if row is None:
                 raise StoreUnavailable("could not store the job; retry")
             if row.spec_hash != fingerprint:
@@ -755,26 +792,37 @@ class Store:
         """One transaction for a batch of submissions; sets each one's result or error."""
         now = self._clock()
         with self.writing() as session:
-            keys = [b.idempotency_key for b in batch if b.idempotency_key is not None]
-            by_key: dict[str, JobRow] = {}
-            if keys:
-                found = session.scalars(select(JobRow).where(JobRow.idempotency_key.in_(keys)))
-                by_key = {row.idempotency_key: row for row in found if row.idempotency_key}
+            # Keys are per owner: (owner, key) pairs, looked up by both columns.
+            owned = {b.owned_key for b in batch if b.owned_key is not None}
+            by_key: dict[tuple[str, str], JobRow] = {}
+            if owned:
+                found = session.scalars(
+                    select(JobRow).where(
+                        JobRow.idempotency_key.in_({key for _, key in owned}),
+                        JobRow.owner.in_({owner for owner, _ in owned}),
+                    )
+                )
+                by_key = {
+                    (row.owner, row.idempotency_key): row
+                    for row in found
+                    if row.idempotency_key is not None
+                }
             fresh: list[_Submission] = []
             replays: list[tuple[_Submission, JobRow]] = []
             for item in batch:
-                key = item.idempotency_key
-                twin = by_key.get(key) if key else None
+                owned_key = item.owned_key
+                twin = by_key.get(owned_key) if owned_key else None
                 if twin is not None:
                     if twin.spec_hash != item.fingerprint:
                         item.error = Conflict(
-                            f"Idempotency-Key {key!r} was already used for a different job"
+                            f"Idempotency-Key {item.idempotency_key!r} was already used for a "
+                            "different job"
                         )
                     else:
                         replays.append((item, twin))
                     continue
                 fresh.append(item)
-            # The same key twice in one batch: the second is answered from the first.
+            # The same owner's key twice in one batch: the second is answered from the first.
             firsts = [i for i in fresh if not self._repeats_key(i, fresh)]
             # Core inserts (one statement per table for the whole batch): the ORM's unit of
             # work costs more CPU than the database does at these rates.
@@ -819,18 +867,18 @@ class Store:
                     session, [Message(job_id, queue) for queue, job_id in newest.items()], now
                 )
             created: list[Job] = []
-            by_new_key: dict[str, tuple[_Submission, Job]] = {}
+            by_new_key: dict[tuple[str, str], tuple[_Submission, Job]] = {}
             for job_id, item, row_values in zip(ids, firsts, values, strict=True):
                 job = _new_job(job_id, item.spec, row_values)
                 created.append(job)
                 item.result = (job, True)
-                if item.idempotency_key is not None:
-                    by_new_key[item.idempotency_key] = (item, job)
+                if item.owned_key is not None:
+                    by_new_key[item.owned_key] = (item, job)
             first_ids = {id(item) for item in firsts}
             for item in fresh:
                 if id(item) not in first_ids:
-                    assert item.idempotency_key is not None
-                    first, twin_job = by_new_key[item.idempotency_key]
+                    assert item.owned_key is not None
+                    first, twin_job = by_new_key[item.owned_key]
                     if first.fingerprint != item.fingerprint:
                         item.error = Conflict(
                             f"Idempotency-Key {item.idempotency_key!r} was already used for a "
@@ -844,14 +892,14 @@ class Store:
 
     @staticmethod
     def _repeats_key(item: _Submission, batch: Sequence[_Submission]) -> bool:
-        """True if an earlier submission of `batch` carries the same idempotency key."""
-        key = item.idempotency_key
+        """True if an earlier submission of `batch` carries the same owner's idempotency key."""
+        key = item.owned_key
         if key is None:
             return False
         for other in batch:
             if other is item:
                 return False
-            if other.idempotency_key == key:
+            if other.owned_key == key:
                 return True
         return False
 
@@ -873,6 +921,7 @@ class Store:
             spec=item.public,
             spec_hash=item.fingerprint,
             idempotency_key=item.idempotency_key,
+            channel=item.channel,
             created_at=now,
             updated_at=now,
             attempts=0,
@@ -907,6 +956,8 @@ class Store:
             conditions.append(JobRow.cluster == query.cluster)
         if query.owner is not None:
             conditions.append(JobRow.owner == query.owner)
+        if query.channel is not None:
+            conditions.append(JobRow.channel == query.channel)
         if query.visible_to is not None:
             viewer, team = query.visible_to
             conditions.append(
@@ -1278,3 +1329,32 @@ class Store:
                 Server(r.id, r.host, r.pid, r.version, r.started_at, r.heartbeat_at, r.stopped_at)
                 for r in session.scalars(stmt)
             ]
+
+    # ---- uploads ----------------------------------------------------------------------------
+
+    def record_upload(self, uri: str, user: str, team: str | None, size: int) -> None:
+        """Remember that `user` (in `team`) stored the upload `uri`; once per user and URI."""
+        known = select(UploadRow.id).where(UploadRow.uri == uri, UploadRow.uploaded_by == user)
+        try:
+            with self.writing() as session:
+                if session.scalar(known) is None:
+                    session.add(
+                        UploadRow(
+                            uri=uri,
+                            uploaded_by=user,
+                            team=team,
+                            size=size,
+                            created_at=self._clock(),
+                        )
+                    )
+        except IntegrityError:
+            pass  # the same user stored it at the same moment elsewhere: recorded once
+
+    def upload_known(self, uri: str, user: str, team: str | None) -> bool:
+        """Whether `user` or anyone who stored it in `team` (when not None) stored `uri`."""
+        who = UploadRow.uploaded_by == user
+        if team is not None:
+            who = or_(who, UploadRow.team == team)
+        with self.reading() as session:
+            found = session.scalar(select(UploadRow.id).where(UploadRow.uri == uri, who).limit(1))
+            return found is not None
