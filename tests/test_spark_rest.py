@@ -124,10 +124,16 @@ def rest(tmp_path_factory: pytest.TempPathFactory, jar_dir: Path) -> Iterator[Ch
         tmp_path_factory.mktemp("spark-rest"),
         app_roots=[REPO, jar_dir],
         spark_rest_port=free_port(),
+        # The first start only creates the run-as user: a secret lets the listener start.
+        env={
+            "CHIDORI_SPARK_REST_ALLOWED_NETWORKS": "127.0.0.1/32",
+            "CHIDORI_SPARK_REST_JWS_SECRET": b64url(os.urandom(32)),
+        },
     )
     with server, server.client() as client:
         created = client.post("/api/v1/admin/users", json={"name": REST_USER})
         assert created.status_code == 201, created.text
+    del server.extra_env["CHIDORI_SPARK_REST_JWS_SECRET"]
     server.extra_env["CHIDORI_SPARK_REST_USER"] = REST_USER
     with server:
         yield server
@@ -308,8 +314,14 @@ def test_bad_requests_answer_spark_error_responses(rest: ChidoriServer) -> None:
 
 
 def test_jobs_submitted_elsewhere_are_out_of_reach(rest: ChidoriServer) -> None:
-    """The listener has no per-caller identity: it can only see and kill its own jobs."""
-    job = rest.submit(application="tests/jobs/sleeper.py", kind="python", args=["600"])
+    """The listener has no per-caller identity: it can only see and kill its own jobs, which
+    the server marks itself; the label it shows is not what it trusts."""
+    job = rest.submit(
+        application="tests/jobs/sleeper.py",
+        kind="python",
+        args=["600"],
+        labels={"submitted-through": "spark-rest"},
+    )
     with rest.client() as client:
         created_at = client.get(f"/api/v1/jobs/{job['id']}").json()["created_at"]
     stamp = datetime.fromisoformat(created_at.replace("Z", "+00:00")).strftime("%Y%m%d%H%M%S")
@@ -318,6 +330,7 @@ def test_jobs_submitted_elsewhere_are_out_of_reach(rest: ChidoriServer) -> None:
     try:
         assert httpx.get(f"{url}/v1/submissions/status/{submission}").json()["success"] is False
         assert httpx.post(f"{url}/v1/submissions/kill/{submission}").json()["success"] is False
+        assert httpx.post(f"{url}/v1/submissions/killall").json()["success"] is True
         with rest.client() as client:
             assert client.get(f"/api/v1/jobs/{job['id']}").json()["cancel_requested"] is False
     finally:
@@ -332,7 +345,10 @@ def test_callers_outside_the_allowed_networks_get_403(tmp_path: Path) -> None:
     server = ChidoriServer(
         tmp_path / "home",
         spark_rest_port=free_port(),
-        env={"CHIDORI_SPARK_REST_ALLOWED_NETWORKS": "10.0.0.0/8, fd00::/8"},
+        env={
+            "CHIDORI_SPARK_REST_ALLOWED_NETWORKS": "10.0.0.0/8, fd00::/8",
+            "CHIDORI_SPARK_REST_JWS_SECRET": b64url(os.urandom(32)),
+        },
     )
     with server:
         url = rest_url(server)
@@ -351,9 +367,39 @@ def test_an_unknown_run_as_user_stops_the_start(tmp_path: Path) -> None:
     server = ChidoriServer(
         tmp_path / "home",
         spark_rest_port=free_port(),
-        env={"CHIDORI_SPARK_REST_USER": "nobody-here"},
+        env={
+            "CHIDORI_SPARK_REST_USER": "nobody-here",
+            "CHIDORI_SPARK_REST_ALLOWED_NETWORKS": "127.0.0.1/32",
+        },
     )
     with pytest.raises(RuntimeError, match="CHIDORI_SPARK_REST_USER"):
+        server.start(timeout=30)
+    server.stop()
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        # Open to every local process (each driver) with no token: refused.
+        ({}, "needs allowed_networks"),
+        # Networks but no run-as user: jobs would run as the bootstrap admin, exempt from
+        # the policy.
+        ({"CHIDORI_SPARK_REST_ALLOWED_NETWORKS": "127.0.0.1/32"}, "must name a user"),
+        # An admin as run-as user, with no token to say the callers are trusted.
+        (
+            {
+                "CHIDORI_SPARK_REST_ALLOWED_NETWORKS": "127.0.0.1/32",
+                "CHIDORI_SPARK_REST_USER": "admin",
+            },
+            "is an admin",
+        ),
+    ],
+)
+def test_the_listener_refuses_to_start_open_or_as_an_admin(
+    tmp_path: Path, env: dict[str, str], message: str
+) -> None:
+    server = ChidoriServer(tmp_path / "home", spark_rest_port=free_port(), env=env)
+    with pytest.raises(RuntimeError, match=message):
         server.start(timeout=30)
     server.stop()
 

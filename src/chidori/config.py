@@ -19,8 +19,8 @@ from chidori.errors import ChidoriError
 from chidori.units import format_memory, parse_memory_mib
 
 HOSTED_CLUSTER_TYPES = ("local", "standalone")
-# Who may reach the Spark REST listener unless configured: this machine only.
-SPARK_REST_DEFAULT_NETWORKS = ("127.0.0.0/8", "::1/128")
+# None: the listener must be told whom to admit (networks, a JWS secret, or both).
+SPARK_REST_DEFAULT_NETWORKS: tuple[str, ...] = ()
 
 
 class ConfigError(ChidoriError):

@@ -142,7 +142,7 @@ def build_server(settings: Settings) -> Server:
     signer = Signer(ensure_secret_key(settings.secret_key, settings.home))
     # Livy sessions: the relay carries statements to and from the session drivers run here.
     session_store = SessionStore(store)
-    livy_sessions = SessionService(jobs, session_store)
+    livy_sessions = SessionService(jobs, session_store, identity)
     session_relay = SessionRelay(
         session_store, lambda: scheduler.drivers.running("session"), settings.work_dir
     )

@@ -8,10 +8,15 @@ master): `POST /v1/submissions/create`, `GET /v1/submissions/status/{id}`, `POST
 /v1/submissions/kill/{id}`, `POST .../killall`, `POST .../clear`, `GET .../readyz`. Every answer
 carries `action` and `serverSparkVersion` (the client refuses a response without it); errors
 answer Spark's `ErrorResponse`. A submission becomes an ordinary Chidori job, labelled
-`submitted-through: spark-rest`, run by the configured user in client mode on a Chidori cluster.
+`submitted-through: spark-rest` for people and marked by the server (`Job.channel`, which no
+caller can set) for this listener, run by the configured user in client mode on a Chidori
+cluster. Status and kill reach only jobs so marked.
 
 The protocol has no authentication of its own, so the listener admits callers by source
 network and, if a secret is set, by an HS256 JWS bearer token, as Spark 4's `JWSFilter` does.
+It refuses to start open to anyone: it needs allowed networks or a JWS secret, and a run-as
+user who is not an admin (admins are exempt from the conf policy) unless a JWS secret
+authenticates the callers.
 """
 
 from __future__ import annotations
@@ -50,7 +55,7 @@ from chidori.errors import (
     Unauthenticated,
 )
 from chidori.queues.base import QueueUnavailable
-from chidori.records import Attempt, Job, JobQuery
+from chidori.records import Attempt, Channel, Job, JobQuery
 from chidori.services.identity import BOOTSTRAP_ADMIN, Actor, IdentityService
 from chidori.services.jobs import JobService
 from chidori.spec import JobSpec
@@ -402,7 +407,7 @@ class SparkRestOptions:
             raise ConfigError(f"spark_rest.allowed_networks: {exc}") from exc
         secret = settings.spark_rest_jws_secret
         return cls(
-            run_as=settings.spark_rest_user or BOOTSTRAP_ADMIN,
+            run_as=settings.spark_rest_user or "",
             allowed_networks=networks,
             jws_key=jws_key(secret) if secret else None,
             server_version=server_version,
@@ -410,6 +415,8 @@ class SparkRestOptions:
         )
 
     def allows(self, host: str | None) -> bool:
+        if not self.allowed_networks and self.jws_key is not None:
+            return True  # no network given: the token is the gate
         if host is None:
             return False
         try:
@@ -453,21 +460,46 @@ def _status_for(exc: ChidoriError) -> int:
     return 400
 
 
+def check_spark_rest(identity: IdentityService, options: SparkRestOptions) -> None:
+    """ConfigError unless the listener admits only chosen callers (networks or a JWS secret)
+    and runs their jobs as an existing, enabled user who is not an admin (an admin is allowed
+    only behind a JWS secret: its holders are then trusted as admins)."""
+    if not options.allowed_networks and options.jws_key is None:
+        raise ConfigError(
+            "spark_rest needs allowed_networks (CHIDORI_SPARK_REST_ALLOWED_NETWORKS) or a JWS "
+            "secret (CHIDORI_SPARK_REST_JWS_SECRET): the protocol has no authentication, and "
+            "every driver runs on this host's loopback"
+        )
+    if not options.run_as:
+        if options.jws_key is None:
+            raise ConfigError(
+                "spark_rest.run_as (CHIDORI_SPARK_REST_USER) must name a user who is not an "
+                "admin: its jobs are subject to the job policy"
+            )
+        return  # behind a JWS secret, unset run_as runs as the bootstrap admin
+    try:
+        principal = identity.principal_for(options.run_as)
+    except (NotFound, Unauthenticated) as exc:
+        raise ConfigError(
+            f"spark_rest.run_as (CHIDORI_SPARK_REST_USER): {exc.message}; create the user first"
+        ) from exc
+    if principal.is_admin and options.jws_key is None:
+        raise ConfigError(
+            f"spark_rest.run_as (CHIDORI_SPARK_REST_USER) {options.run_as!r} is an admin: "
+            "admins are exempt from the job policy, so name a plain user (or set a JWS secret)"
+        )
+
+
 def build_spark_rest_app(
     jobs: JobService,
     identity: IdentityService,
     readiness: Callable[[], object],
     options: SparkRestOptions,
 ) -> FastAPI:
-    """The listener's application. Raises ConfigError when the run-as user does not exist, so
-    the server refuses to start rather than fail each submission."""
-    try:
-        identity.principal_for(options.run_as)
-    except (NotFound, Unauthenticated) as exc:
-        raise ConfigError(
-            f"spark_rest.run_as (CHIDORI_SPARK_REST_USER): {exc.message}; create the user "
-            "first or leave it unset to run Spark REST submissions as the bootstrap admin"
-        ) from exc
+    """The listener's application. Raises ConfigError when it would be open to anyone or run
+    its jobs with powers its callers were not given, so the server refuses to start rather
+    than run that way."""
+    check_spark_rest(identity, options)
 
     # Not Chidori's API: no OpenAPI, docs or lifespan (the main app's lifespan runs the
     # scheduler, once).
@@ -523,9 +555,11 @@ def build_spark_rest_app(
                 return error(403, "JWT Validate Fail")
         return await call_next(request)
 
+    run_as = options.run_as or BOOTSTRAP_ADMIN
+
     def actor(request: Request) -> Actor:
         source = request.client.host if request.client else None
-        return Actor(identity.principal_for(options.run_as), source)
+        return Actor(identity.principal_for(run_as), source)
 
     def our_job(request: Request, value: str) -> Job | None:
         """The job behind a submission id, if it came through this listener; None otherwise
@@ -538,7 +572,7 @@ def build_spark_rest_app(
             job = jobs.get(actor(request), job_id)
         except NotFound:
             return None
-        if job.spec.labels.get(LABEL_KEY) != LABEL_VALUE:
+        if job.channel != Channel.SPARK_REST:  # a label is the user's: the channel is ours
             return None
         if _utc(job.created_at).strftime(_ID_TIME_FORMAT) != stamp:
             return None
@@ -560,7 +594,9 @@ def build_spark_rest_app(
         spec = spec_from_request(submission, options.default_cluster)
         try:
             # The actor is read from the store too: off the event loop, like the submit.
-            job, _created = await run_in_threadpool(lambda: jobs.submit(actor(request), spec))
+            job, _created = await run_in_threadpool(
+                lambda: jobs.submit(actor(request), spec, channel=Channel.SPARK_REST)
+            )
         except InvalidRequest as exc:
             raise _in_request_terms(exc) from exc
         sid = submission_id(job)
@@ -738,7 +774,7 @@ def _cancel_all(jobs: JobService, actor: Actor) -> int:
     """Cancel every active job submitted through this listener that `actor` may see."""
     query = JobQuery(
         states=(JobState.QUEUED, *sorted(ACTIVE_JOB_STATES)),
-        labels=((LABEL_KEY, LABEL_VALUE),),
+        channel=Channel.SPARK_REST,
         limit=200,
     )
     cancelled = 0

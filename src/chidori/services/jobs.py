@@ -134,7 +134,8 @@ class JobService:
                     _without_alias(ref), principal.name, principal.team
                 )
             ):
-                errors.append((field, f"upload {_without_alias(ref)} is not known to your team"))
+                # The words of a missing upload: another team's uploads are not revealed.
+                errors.append((field, f"upload {_without_alias(ref)} not found"))
                 continue
             try:
                 self._artifacts.resolve(ref, field)

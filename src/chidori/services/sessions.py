@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from chidori.errors import InvalidRequest, NotFound
 from chidori.identity import Role
 from chidori.records import Job
-from chidori.services.identity import Actor
+from chidori.services.identity import Actor, IdentityService
 from chidori.services.jobs import JobService
 from chidori.spec import JobSpec
 from chidori.states import JobState
@@ -42,9 +42,10 @@ class SessionView:
 
 
 class SessionService:
-    def __init__(self, jobs: JobService, store: SessionStore) -> None:
+    def __init__(self, jobs: JobService, store: SessionStore, identity: IdentityService) -> None:
         self._jobs = jobs
         self._store = store
+        self._identity = identity
 
     # ---- sessions ---------------------------------------------------------------------------
 
@@ -123,7 +124,15 @@ class SessionService:
             raise InvalidRequest("Code type should be specified if session kind is shared")
         if len(code) > MAX_CODE_CHARS:
             raise InvalidRequest(f"code: at most {MAX_CODE_CHARS} characters")
-        return self._store.add_statement(session_id, code, effective)
+        statement = self._store.add_statement(session_id, code, effective, actor.name)
+        # A session is shared with the owner's team: who ran what is part of the audit trail.
+        self._identity.record(
+            actor,
+            "statement.run",
+            f"session/{session_id}/statement/{statement.number}",
+            {"kind": effective, "chars": len(code)},
+        )
+        return statement
 
     def statements(self, actor: Actor, session_id: int) -> list[Statement]:
         view = self.get(actor, session_id)
@@ -136,7 +145,9 @@ class SessionService:
     def cancel(self, actor: Actor, session_id: int, number: int) -> Statement:
         view = self.get(actor, session_id)
         actor.principal.require(Role.ADMIN, Role.USER)
-        return settled(view.job, self._store.cancel_statement(session_id, number))
+        cancelled = self._store.cancel_statement(session_id, number)
+        self._identity.record(actor, "statement.cancel", f"session/{session_id}/statement/{number}")
+        return settled(view.job, cancelled)
 
 
 def check_kind(kind: str, allow_shared: bool) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, timedelta
 
-from chidori.errors import Forbidden, InvalidRequest, NotFound
+from chidori.errors import ChidoriError, Forbidden, InvalidRequest, NotFound
 from chidori.identity import Role
 from chidori.records import Job, Share
 from chidori.services.identity import Actor, IdentityService
@@ -102,6 +102,12 @@ class ShareService:
         return share
 
     def shared_job(self, share: Share) -> Job:
+        """The job a link shows, while its creator may still see it: a link never outlives
+        its creator's access (disabled, deleted, moved to another team)."""
         if share.kind != "job" or share.job_id is None:
             raise ShareRefused
-        return self._jobs.get_unchecked(share.job_id)
+        try:
+            creator = Actor(self._identity.principal_for(share.created_by), None)
+            return self._jobs.get(creator, share.job_id)
+        except ChidoriError as exc:
+            raise ShareRefused from exc

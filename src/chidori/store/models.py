@@ -325,6 +325,7 @@ class LivyStatementRow(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    submitted_by: Mapped[str | None] = mapped_column(String(128))  # the user who ran it
 
     __table_args__ = (
         UniqueConstraint("job_id", "number", name="uq_livy_statements_job_number"),

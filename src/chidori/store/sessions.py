@@ -48,6 +48,7 @@ class Statement:
     created_at: datetime
     started_at: datetime | None
     completed_at: datetime | None
+    submitted_by: str | None = None  # who ran it (None for statements stored before 0010)
 
 
 def _info(row: LivySessionRow) -> SessionInfo:
@@ -66,6 +67,7 @@ def _statement(row: LivyStatementRow) -> Statement:
         created_at=row.created_at,
         started_at=row.started_at,
         completed_at=row.completed_at,
+        submitted_by=row.submitted_by,
     )
 
 
@@ -189,7 +191,9 @@ class SessionStore:
 
     # ---- statements -------------------------------------------------------------------------
 
-    def add_statement(self, job_id: int, code: str, kind: str) -> Statement:
+    def add_statement(
+        self, job_id: int, code: str, kind: str, submitted_by: str | None = None
+    ) -> Statement:
         # Numbers are max + 1: two replicas adding at once collide on the unique constraint,
         # and the loser takes the next number.
         for _ in range(5):
@@ -207,6 +211,7 @@ class SessionStore:
                         kind=kind,
                         state=WAITING,
                         created_at=self._store.now(),
+                        submitted_by=submitted_by,
                     )
                     session.add(row)
                     session.flush()
