@@ -59,8 +59,12 @@ class ChidoriServer:
         env: dict[str, str] | None = None,
         app_roots: list[Path] | None = None,
         spark_rest_port: int | None = None,
+        wrapper: list[str] | None = None,
     ) -> None:
+        """`wrapper`: a command that execs the server (argv appended), e.g. one that gives it
+        a mount namespace of its own, so replicas behave as separate hosts."""
         self.home = home
+        self.wrapper = wrapper or []
         self.token = token
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -97,6 +101,7 @@ class ChidoriServer:
         argv = [sys.executable, "-m", "chidori", "server"]
         if self.config is not None:
             argv += ["--config", str(self.config)]
+        argv = [*self.wrapper, *argv]
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child keeps it open
         self.process = subprocess.Popen(
             argv, env=self.environment(), stdout=log, stderr=subprocess.STDOUT, cwd=REPO

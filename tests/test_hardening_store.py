@@ -5,15 +5,19 @@ statements record who ran them (issue 23, defects 2 and 6, and part of 9)."""
 from __future__ import annotations
 
 import io
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import pytest
 from sqlalchemy import text
+from sqlalchemy.orm import Session
 
-from chidori.spec import JobSpec
+from chidori.spec import JobSpec, fingerprint_of
+from chidori.store.sessions import SessionStore
 from chidori.store.sql import open_store
 from tests.server import ChidoriServer
 
@@ -85,26 +89,62 @@ def test_a_key_taken_first_by_someone_else_does_not_capture_a_pipeline(world: Wo
     assert mine.json()["name"] == "pipeline"
 
 
-def test_owner_scoped_keys_migrate_both_ways_without_losing_rows(store_url: str) -> None:
-    """Jobs with keys survive a downgrade to 0007 (global keys: the oldest of a key shared
-    by two owners keeps it) and the upgrade back, with their events."""
+def _insert_0007_job(session: Session, owner: str, key: str | None) -> int:
+    """A job as revision 0007 stored it, with one attempt and two events; its id."""
+    spec = JobSpec.model_validate(TRAIN).public_dict()
+    now = datetime(2026, 12, 1, tzinfo=UTC)
+    job_id: int = session.execute(
+        text(
+            "INSERT INTO jobs (name, state, kind, cluster, queue, priority, owner, team, "
+            "spec, spec_hash, idempotency_key, created_at, updated_at, attempts, "
+            "failed_attempts, lost_attempts, cancel_requested, demand_memory_mb, demand_cores) "
+            "VALUES ('train', 'SUCCEEDED', 'python', 'local', 'default', 0, :owner, "
+            "'a', :spec, :hash, :key, :now, :now, 1, 0, 0, false, 0, 0) RETURNING id"
+        ),
+        {
+            "owner": owner,
+            "spec": json.dumps(spec),
+            "hash": fingerprint_of(spec),
+            "key": key,
+            "now": now,
+        },
+    ).scalar_one()
+    session.execute(
+        text(
+            "INSERT INTO attempts (job_id, number, state, server_id, host, started_at, "
+            "lease_expires_at, exit_code) "
+            "VALUES (:id, 1, 'SUCCEEDED', 's1', 'h1', :now, :now, 0)"
+        ),
+        {"id": job_id, "now": now},
+    )
+    for kind in ("submitted", "finished"):
+        session.execute(
+            text(
+                "INSERT INTO events (job_id, time, type, actor) VALUES (:id, :now, :kind, :owner)"
+            ),
+            {"id": job_id, "now": now, "kind": kind, "owner": owner},
+        )
+    return job_id
+
+
+def test_migration_0008_keeps_every_row_and_scopes_old_keys(store_url: str) -> None:
+    """A database at 0007 with jobs, attempts and events upgrades to head without losing a
+    row; an old (then global) key becomes its owner's, free for anyone else."""
     store = open_store(store_url)
     try:
+        store.migrate("0007")
+        with store.writing() as session:
+            ids = [_insert_0007_job(session, "alice", "nightly")]
+            ids.append(_insert_0007_job(session, "bob", None))
         store.migrate()
+        assert [store.get_job(i).owner for i in ids] == ["alice", "bob"]
+        assert [len(store.list_attempts(i)) for i in ids] == [1, 1]
+        assert [len(store.list_events(i)) for i in ids] == [2, 2]
         spec = JobSpec.model_validate(TRAIN)
-        first, _ = store.create_job(spec, owner="alice", idempotency_key="k")
-        second, _ = store.create_job(spec, owner="bob", idempotency_key="k")
-        store.downgrade("0007")
-        with store.reading() as session:
-            rows = session.execute(text("SELECT id, idempotency_key FROM jobs ORDER BY id")).all()
-            events = session.execute(text("SELECT COUNT(*) FROM events")).scalar()
-        assert [tuple(r) for r in rows] == [(first.id, "k"), (second.id, None)]
-        assert events == 2
-        store.migrate()
-        assert store.get_job(second.id).owner == "bob"
-        again, created = store.create_job(spec, owner="alice", idempotency_key="k")
-        assert created is False and again.id == first.id
-        assert store.create_job(spec, owner="bob", idempotency_key="k")[1] is True
+        replayed, created = store.create_job(spec, owner="alice", idempotency_key="nightly")
+        assert (replayed.id, created) == (ids[0], False)
+        bobs, created = store.create_job(spec, owner="bob", idempotency_key="nightly")
+        assert created is True and bobs.id not in ids
     finally:
         store.dispose()
 
@@ -202,3 +242,9 @@ def test_a_livy_statement_records_who_ran_it(world: World) -> None:
     runs = [e for e in trail if e["action"] == "statement.run"]
     assert runs and runs[0]["actor"] == "dave"
     assert runs[0]["target"] == f"session/{session}/statement/{number}"
+    # And the statement row itself says so (the server's own SQLite store).
+    store = open_store(f"sqlite:///{world.server.home / 'chidori.db'}")
+    try:
+        assert SessionStore(store).get_statement(session, number).submitted_by == "dave"
+    finally:
+        store.dispose()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import ipaddress
 import json
 import os
 import re
@@ -26,15 +27,24 @@ import pytest
 from chidori.api.spark_rest import (
     CreateSubmissionRequest,
     JwsError,
+    Network,
+    SparkRestOptions,
+    check_spark_rest,
     parse_submission_id,
     spec_from_request,
     submission_id,
     verify_jws,
 )
+from chidori.config import ConfigError
 from chidori.errors import InvalidRequest
+from chidori.identity import Role
+from chidori.policy import PolicyDoc
 from chidori.records import Job
+from chidori.services.identity import IdentityService
 from chidori.spec import JobSpec
 from chidori.states import JobState
+from chidori.store import open_store
+from chidori.store.identity import IdentityStore
 from tests.conftest import unavailable
 from tests.server import REPO, ChidoriServer, free_port
 
@@ -377,31 +387,51 @@ def test_an_unknown_run_as_user_stops_the_start(tmp_path: Path) -> None:
     server.stop()
 
 
-@pytest.mark.parametrize(
-    ("env", "message"),
-    [
-        # Open to every local process (each driver) with no token: refused.
-        ({}, "needs allowed_networks"),
-        # Networks but no run-as user: jobs would run as the bootstrap admin, exempt from
-        # the policy.
-        ({"CHIDORI_SPARK_REST_ALLOWED_NETWORKS": "127.0.0.1/32"}, "must name a user"),
-        # An admin as run-as user, with no token to say the callers are trusted.
-        (
-            {
-                "CHIDORI_SPARK_REST_ALLOWED_NETWORKS": "127.0.0.1/32",
-                "CHIDORI_SPARK_REST_USER": "admin",
-            },
-            "is an admin",
-        ),
-    ],
-)
-def test_the_listener_refuses_to_start_open_or_as_an_admin(
-    tmp_path: Path, env: dict[str, str], message: str
-) -> None:
-    server = ChidoriServer(tmp_path / "home", spark_rest_port=free_port(), env=env)
-    with pytest.raises(RuntimeError, match=message):
+def test_the_listener_refuses_to_start_open_to_anyone(tmp_path: Path) -> None:
+    """Nothing configured: every local process (each job's driver) could submit, unasked."""
+    server = ChidoriServer(tmp_path / "home", spark_rest_port=free_port())
+    with pytest.raises(RuntimeError, match="needs allowed_networks"):
         server.start(timeout=30)
     server.stop()
+
+
+LOOPBACK = (ipaddress.ip_network("127.0.0.1/32"),)
+
+
+# (run as, allowed networks, JWS secret) -> why the listener refuses (None: it starts)
+START_CASES: list[tuple[str, tuple[Network, ...], bytes | None, str | None]] = [
+    # Open to every local process with no token.
+    ("plain", (), None, "needs allowed_networks"),
+    # No run-as user: jobs would run as the bootstrap admin, exempt from the policy.
+    ("", LOOPBACK, None, "must name a user"),
+    # An admin, with no token to say the callers are trusted.
+    ("admin", LOOPBACK, None, "is an admin"),
+    ("boss", LOOPBACK, None, "is an admin"),
+    ("ghost", LOOPBACK, None, "create the user first"),
+    # What may start: a plain user behind networks, anyone behind a secret.
+    ("plain", LOOPBACK, None, None),
+    ("", (), b"k" * 32, None),
+    ("boss", LOOPBACK, b"k" * 32, None),
+]
+
+
+def test_what_the_listener_may_start_with(tmp_path: Path) -> None:
+    store = open_store(f"sqlite:///{tmp_path / 'chidori.db'}")
+    try:
+        store.migrate()
+        identity = IdentityService(IdentityStore(store), "bootstrap-token", PolicyDoc())
+        identity.bootstrap()
+        IdentityStore(store).ensure_user("plain", Role.USER)
+        IdentityStore(store).ensure_user("boss", Role.ADMIN)
+        for run_as, networks, secret, refusal in START_CASES:
+            options = SparkRestOptions(run_as, networks, secret, "4.0.0")
+            if refusal is None:
+                check_spark_rest(identity, options)
+                continue
+            with pytest.raises(ConfigError, match=refusal):
+                check_spark_rest(identity, options)
+    finally:
+        store.dispose()
 
 
 def b64url(data: bytes) -> str:

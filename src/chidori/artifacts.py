@@ -11,8 +11,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
+from chidori.blobs import BlobStore
 from chidori.errors import InvalidRequest, NotFound, PayloadTooLarge
 
 UPLOAD_SCHEME = "upload"
@@ -37,11 +38,27 @@ def safe_filename(name: str) -> str:
     return cleaned if cleaned not in ("", ".", "..") else "upload"
 
 
-class ArtifactStore:
-    """Content-addressed uploads under `root`, plus the rules for local application paths."""
+def upload_key(sha: str, name: str) -> str:
+    """Where an upload lives in shared storage."""
+    return f"uploads/{sha}/{name}"
 
-    def __init__(self, root: Path, app_roots: Iterable[Path], max_bytes: int) -> None:
+
+class ArtifactStore:
+    """Content-addressed uploads under `root`, plus the rules for local application paths.
+
+    With shared storage (`blobs`), each upload is also copied there, and a replica that lacks
+    one (it was uploaded to another) fetches it into `root` when a job names it: `root` is
+    then this host's cache."""
+
+    def __init__(
+        self,
+        root: Path,
+        app_roots: Iterable[Path],
+        max_bytes: int,
+        blobs: BlobStore | None = None,
+    ) -> None:
         self._root = root
+        self._blobs = blobs
         self._root_texts = [os.path.realpath(p) for p in app_roots]
         self._root_prefixes = [
             (root, root if root.endswith(os.sep) else root + os.sep) for root in self._root_texts
@@ -71,6 +88,8 @@ class ArtifactStore:
         # Readable by the sandboxed jobs it is linked to (the folder stays the server's).
         os.chmod(tmp.name, 0o644)
         os.replace(tmp.name, target)
+        if self._blobs is not None and self._blobs.size(upload_key(sha, name)) != size:
+            self._blobs.put_file(upload_key(sha, name), target)
         return Upload(uri=f"{UPLOAD_SCHEME}://{sha}/{name}", sha256=sha, size=size)
 
     def resolve(self, reference: str, field: str) -> str:
@@ -86,6 +105,9 @@ class ArtifactStore:
             return str(self._upload_path(ref, field)) + fragment
         if scheme == "file":
             return str(self._local_path(urlsplit(ref).path, field)) + fragment
+        if scheme == "local":
+            self._check_local_uri(ref, field)
+            return reference
         if scheme in REMOTE_SCHEMES:
             return reference
         if scheme:
@@ -102,9 +124,27 @@ class ArtifactStore:
         if not match:
             raise NotFound(f"{uri!r} is not an upload URI")
         path = self._root / match.group(1) / match.group(2)
-        if not path.is_file():
+        if not path.is_file() and not self._fetch(match.group(1), match.group(2), path):
             raise NotFound(f"upload {uri} not found")
         return path
+
+    def _fetch(self, sha: str, name: str, path: Path) -> bool:
+        """Copy an upload another replica received from shared storage; False if none has."""
+        if self._blobs is None:
+            return False
+        try:
+            self._blobs.fetch(upload_key(sha, name), path)
+        except KeyError:
+            return False
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            while chunk := handle.read(1024 * 1024):
+                digest.update(chunk)
+        if digest.hexdigest() != sha:  # content-addressed: what came back must be what went in
+            path.unlink()
+            return False
+        os.chmod(path, 0o644)
+        return True
 
     def stage(self, resolved: str, inputs: Path) -> str:
         """`resolved` (from `resolve`) as a path a sandboxed job can read: an upload is linked
@@ -137,7 +177,18 @@ class ArtifactStore:
         except NotFound as exc:
             raise InvalidRequest.for_field(field, exc.message) from exc
 
-    def _local_path(self, path_text: str, field: str) -> Path:
+    def _check_local_uri(self, uri: str, field: str) -> None:
+        """A `local:/path` names a file already on every node: Spark reads it in place, so it
+        must lie under the app roots like a plain path (it need not exist on this host)."""
+        parts = urlsplit(uri)
+        if parts.netloc or parts.query or not parts.path.startswith("/"):
+            raise InvalidRequest.for_field(field, "write a local: URI as local:/absolute/path")
+        # Spark decodes %-escapes (java.net.URI.getPath): check the path it will open.
+        self._path_in_roots(unquote(parts.path), field)
+
+    def _path_in_roots(self, path_text: str, field: str) -> str:
+        """The real path of `path_text` (relative ones under the first root); InvalidRequest
+        if that is outside every app root."""
         if "\x00" in path_text:
             raise InvalidRequest.for_field(field, "path contains a NUL byte")
         # Plain strings, not Path objects: this runs for every file of every submission.
@@ -153,9 +204,13 @@ class ArtifactStore:
         if not any(real == root or real.startswith(prefix) for root, prefix in self._root_prefixes):
             raise InvalidRequest.for_field(
                 field,
-                f"{path_text!r} is outside the allowed application roots; upload it with "
+                f"{path_text[:200]!r} is outside the allowed application roots; upload it with "
                 "chidori submit or ask an admin to add its folder to CHIDORI_APP_ROOTS",
             )
+        return real
+
+    def _local_path(self, path_text: str, field: str) -> Path:
+        real = self._path_in_roots(path_text, field)
         try:
             is_file = os.path.isfile(real)
         except (OSError, ValueError):  # e.g. a name too long for the file system

@@ -98,7 +98,10 @@ class Settings:
     submit_burst: int = 200
     max_request_bytes: int = 1024 * 1024
     proxy_user_header: str | None = None
-    trusted_proxies: tuple[str, ...] = ("127.0.0.1/32", "::1/128")
+    # Reverse proxies whose X-Forwarded-* (and identity) headers are believed; none by default.
+    trusted_proxies: tuple[str, ...] = ()
+    max_tokens_per_user: int = 50  # live (unrevoked, unexpired) API tokens per user
+    auth_failures_per_minute: int = 30  # unknown tokens per client address; 0: no limit
     policy: Mapping[str, Any] = field(default_factory=dict)
     environ: Mapping[str, str] = field(default_factory=dict)
     # Spark's standalone REST submission protocol (`chidori.api.spark_rest`); no port = off.
@@ -108,6 +111,11 @@ class Settings:
     spark_rest_jws_secret: str | None = None
     isolation: IsolationConfig = field(default_factory=IsolationConfig)
     config_file: Path | None = None
+    # Shared storage for uploads, logs and event logs (chidori.blobs): "" = the default (the
+    # database on PostgreSQL, nothing shared on SQLite), "db", "file:///shared", "s3://b/p".
+    storage_url: str = ""
+    # Uploads no job used and logs of jobs that ended longer ago than this are removed.
+    retention_days: float = 30.0
 
     @property
     def log_dir(self) -> Path:
@@ -241,6 +249,30 @@ def _spark_rest(environ: Mapping[str, str], raw: Any, main_port: int) -> dict[st
     }
 
 
+def _proxies(environ: Mapping[str, str], security: Mapping[str, Any]) -> dict[str, Any]:
+    """The identity header of a reverse proxy in front and the proxies trusted to set it and
+    X-Forwarded-For (CHIDORI_PROXY_USER_HEADER, CHIDORI_TRUSTED_PROXIES over the file). There
+    is no default proxy: a header without trusted proxies stops the start."""
+    header = environ.get("CHIDORI_PROXY_USER_HEADER") or security.get("proxy_user_header")
+    raw: Any = environ.get("CHIDORI_TRUSTED_PROXIES") or security.get("trusted_proxies") or ()
+    if isinstance(raw, str):
+        raw = [part for part in (p.strip() for p in raw.split(",")) if part]
+    if not isinstance(raw, list | tuple):
+        raise ConfigError("security.trusted_proxies must be a list of CIDRs")
+    trusted = tuple(str(n).strip() for n in raw)
+    for network in trusted:
+        try:
+            ipaddress.ip_network(network)
+        except ValueError as exc:
+            raise ConfigError(f"security.trusted_proxies: {exc}") from exc
+    if header and not trusted:
+        raise ConfigError(
+            "security.proxy_user_header needs security.trusted_proxies (or "
+            "CHIDORI_TRUSTED_PROXIES): the addresses of the proxies allowed to set it"
+        )
+    return {"proxy_user_header": str(header) if header else None, "trusted_proxies": trusted}
+
+
 def _isolation(environ: Mapping[str, str], raw: Any) -> IsolationConfig:
     if raw is None:
         raw = {}
@@ -288,6 +320,16 @@ def _isolation(environ: Mapping[str, str], raw: Any) -> IsolationConfig:
     )
 
 
+def _positive_float(value: Any, what: str) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{what} must be a number, not {value!r}") from exc
+    if not 0 < number < float("inf"):
+        raise ConfigError(f"{what} must be a positive number, not {value!r}")
+    return number
+
+
 def load_settings(
     environ: Mapping[str, str], config_file: Path | None = None, cwd: Path | None = None
 ) -> Settings:
@@ -321,6 +363,9 @@ def load_settings(
         roots = tuple(Path(p).resolve() for p in data.get("app_roots", [])) or (cwd.resolve(),)
     limits = data.get("limits") or {}
     security = data.get("security") or {}
+    storage = data.get("storage") or {}
+    if not isinstance(storage, Mapping):
+        raise ConfigError("storage must be a mapping (url, retention_days)")
     port_text = environ.get("CHIDORI_PORT") or server.get("port") or 8080
     try:
         port = int(port_text)
@@ -353,11 +398,26 @@ def load_settings(
         submit_rate_per_second=float(security.get("submit_rate_per_second", 50.0)),
         submit_burst=int(security.get("submit_burst", 200)),
         max_request_bytes=int(security.get("max_request_bytes", 1024 * 1024)),
-        proxy_user_header=security.get("proxy_user_header"),
-        trusted_proxies=tuple(security.get("trusted_proxies", ("127.0.0.1/32", "::1/128"))),
+        **_proxies(environ, security),
+        max_tokens_per_user=_optional_int(
+            environ.get("CHIDORI_MAX_TOKENS_PER_USER") or security.get("max_tokens_per_user", 50),
+            "CHIDORI_MAX_TOKENS_PER_USER",
+        )
+        or 0,
+        auth_failures_per_minute=_optional_int(
+            environ.get("CHIDORI_AUTH_FAILURES_PER_MINUTE")
+            or security.get("auth_failures_per_minute", 30),
+            "CHIDORI_AUTH_FAILURES_PER_MINUTE",
+        )
+        or 0,
         policy=dict(data.get("policy") or {}),
         environ=dict(environ),
         isolation=_isolation(environ, data.get("isolation")),
         config_file=file_name.resolve() if file_name else None,
+        storage_url=str(environ.get("CHIDORI_STORAGE_URL") or storage.get("url") or ""),
+        retention_days=_positive_float(
+            environ.get("CHIDORI_RETENTION_DAYS") or storage.get("retention_days", 30),
+            "CHIDORI_RETENTION_DAYS",
+        ),
         **_spark_rest(environ, data.get("spark_rest"), port),
     )

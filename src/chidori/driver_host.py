@@ -22,6 +22,7 @@ from pathlib import Path
 from chidori.backends.base import DriverCommand
 from chidori.backends.spark_logs import find_application_id, summarize_failure
 from chidori.isolation import Isolation, Launch
+from chidori.logship import LogShipper
 from chidori.processes import group_alive, server_tagged_processes, stop_attempt_processes
 from chidori.records import Outcome
 from chidori.states import AttemptState
@@ -138,8 +139,12 @@ class DriverHost:
         grace_seconds: float = 5.0,
         housekeeping_interval: float = 0.25,
         sweep_interval: float = 1.0,
+        log_shipper: LogShipper | None = None,
     ) -> None:
+        """`log_shipper`: copies each driver's log into shared storage (other replicas serve
+        it from there), when replicas share one."""
         self._log_dir = log_dir
+        self._shipper = log_shipper
         self._isolation = isolation
         self._server_id = server_id
         self._fence_dir = fence_dir
@@ -205,6 +210,8 @@ class DriverHost:
         )
         with self._lock:
             self._drivers[(job_id, attempt)] = driver
+        if self._shipper is not None:
+            self._shipper.track(job_id, attempt, log_path)
         self._waiters.run(lambda: self._wait(driver))
 
     def start_recorded(self, job_id: int, attempt: int) -> None:
@@ -276,6 +283,9 @@ class DriverHost:
         with self._lock:
             self._drivers.pop((driver.job_id, driver.attempt), None)
         outcome = self._outcome(driver, code)
+        if self._shipper is not None:
+            # Before the end is recorded: whoever sees the job end finds its whole log.
+            self._shipper.finish(driver.job_id, driver.attempt)
         try:
             self._on_exit(driver.job_id, driver.attempt, outcome)
         except Exception:

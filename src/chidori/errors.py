@@ -56,6 +56,12 @@ class PayloadTooLarge(ChidoriError):
     code = "payload_too_large"
 
 
+class UnsupportedMediaType(ChidoriError):
+    """A body in a format the route does not take (e.g. a form where JSON is expected)."""
+
+    code = "unsupported_media_type"
+
+
 class RateLimited(ChidoriError):
     code = "rate_limited"
 

@@ -65,6 +65,7 @@ class TokenInfo:
     created_at: datetime
     expires_at: datetime | None
     revoked_at: datetime | None
+    parent_id: int | None = None  # the token it was made with: revoking that revokes this
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 MAX_ANSWER_BYTES = 1024 * 1024  # the most one non-streamed log answer carries
 STREAM_CHUNK_BYTES = 256 * 1024  # one chunk of a download
@@ -32,6 +32,41 @@ FOLLOW_CHUNK_BYTES = 64 * 1024  # one chunk of a follow stream
 _SCAN_BLOCK = 1024 * 1024  # lines are counted, and indexed, per block of this size
 _INDEXED_LOGS = 256  # line indexes kept (least recently used dropped first)
 _NEWLINE = 0x0A
+
+
+class LogReader(Protocol):
+    """A log as it is now: `size` bytes, read by offset. A file on this host (`FileLog`) or
+    the copies of another replica's log in shared storage (`chidori.logship.SharedLog`)."""
+
+    size: int
+
+    def read(self, start: int, length: int) -> bytes: ...
+
+
+class FileLog:
+    """A log file on this host, opened once; `size` is its size when opened (a log being
+    written grows past it: readers stop there)."""
+
+    def __init__(self, handle: BinaryIO) -> None:
+        self._handle = handle
+        stat = os.fstat(handle.fileno())
+        self.size = stat.st_size
+        self.identity = (stat.st_dev, stat.st_ino)
+
+    @classmethod
+    def open(cls, path: Path | None) -> FileLog | None:
+        if path is None:
+            return None
+        try:
+            return cls(open(path, "rb"))
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+
+    def read(self, start: int, length: int) -> bytes:
+        return os.pread(self._handle.fileno(), max(0, length), start)
+
+    def close(self) -> None:
+        self._handle.close()
 
 
 @dataclass(frozen=True)
@@ -55,7 +90,7 @@ class LineWindow:
 
 
 def read_window(
-    path: Path | None,
+    log: LogReader | None,
     offset: int | None,
     tail_lines: int | None,
     limit: int = MAX_ANSWER_BYTES,
@@ -64,68 +99,38 @@ def read_window(
     `tail_lines` lines (the last `limit` bytes of them, starting on a line when one starts in
     them). A window that stops before the end ends after a line, or on a character boundary
     when no line ends in it, so windows read one after another add up to the file."""
-    try:
-        handle = open(path, "rb") if path is not None else None  # noqa: SIM115 - closed below
-    except FileNotFoundError:
-        handle = None
-    if handle is None:
+    if log is None:
         return LogChunk(b"", 0, 0)
-    with handle:
-        size = os.fstat(handle.fileno()).st_size
-        if tail_lines is not None:
-            floor = max(0, size - limit)
-            start = _tail_start(handle, size, tail_lines, floor)
-            if start > floor or floor == 0:
-                handle.seek(start)
-                return LogChunk(handle.read(size - start), size, size, start)
-            # More lines than fit: the last `limit` bytes, from the first line that starts in
-            # them (unless a single line fills them all).
-            handle.seek(floor - 1)
-            before, data = handle.read(1), handle.read(size - floor)
-            newline = data.find(b"\n")
-            if before != b"\n" and 0 <= newline < len(data) - 1:
-                return LogChunk(data[newline + 1 :], size, size, floor + newline + 1)
-            return LogChunk(data, size, size, floor)
-        start = min(max(offset or 0, 0), size)
-        handle.seek(start)
-        data = handle.read(min(limit, size - start))
-        if start + len(data) < size:
-            data = _whole_end(data)
-        return LogChunk(data, start + len(data), size, start)
+    size = log.size
+    if tail_lines is not None:
+        floor = max(0, size - limit)
+        start = _tail_start(log, size, tail_lines, floor)
+        if start > floor or floor == 0:
+            return LogChunk(log.read(start, size - start), size, size, start)
+        # More lines than fit: the last `limit` bytes, from the first line that starts in
+        # them (unless a single line fills them all).
+        before, data = log.read(floor - 1, 1), log.read(floor, size - floor)
+        newline = data.find(b"\n")
+        if before != b"\n" and 0 <= newline < len(data) - 1:
+            return LogChunk(data[newline + 1 :], size, size, floor + newline + 1)
+        return LogChunk(data, size, size, floor)
+    start = min(max(offset or 0, 0), size)
+    data = log.read(start, min(limit, size - start))
+    if start + len(data) < size:
+        data = _whole_end(data)
+    return LogChunk(data, start + len(data), size, start)
 
 
-def read_from(path: Path, position: int, limit: int = FOLLOW_CHUNK_BYTES) -> bytes:
-    """Up to `limit` bytes of a (growing) log from `position`; b"" at its end or without it."""
-    try:
-        with open(path, "rb") as handle:
-            handle.seek(position)
-            return handle.read(limit)
-    except FileNotFoundError:
-        return b""
-
-
-def open_log(path: Path | None) -> tuple[BinaryIO, int] | None:
-    """The log opened for reading and its size now, or None when it does not exist."""
-    if path is None:
-        return None
-    try:
-        handle = open(path, "rb")  # noqa: SIM115 - handed to stream_file, which closes it
-    except FileNotFoundError:
-        return None
-    return handle, os.fstat(handle.fileno()).st_size
-
-
-def stream_file(handle: BinaryIO, size: int, chunk: int = STREAM_CHUNK_BYTES) -> Iterator[bytes]:
-    """The first `size` bytes of an open log in chunks (a log still being written stops at the
-    size it had when the download started, as its Content-Length says); closes `handle`."""
-    with handle:
-        remaining = size
-        while remaining > 0:
-            data = handle.read(min(chunk, remaining))
-            if not data:
-                return
-            remaining -= len(data)
-            yield data
+def stream_log(log: LogReader, chunk: int = STREAM_CHUNK_BYTES) -> Iterator[bytes]:
+    """The log's `size` bytes in chunks (a log still being written stops at the size it had
+    when the download started, as its Content-Length says)."""
+    position = 0
+    while position < log.size:
+        data = log.read(position, min(chunk, log.size - position))
+        if not data:
+            return
+        position += len(data)
+        yield data
 
 
 def _whole_end(data: bytes) -> bytes:
@@ -144,7 +149,7 @@ def _whole_end(data: bytes) -> bytes:
     return data
 
 
-def _tail_start(handle: BinaryIO, size: int, lines: int, floor: int) -> int:
+def _tail_start(log: LogReader, size: int, lines: int, floor: int) -> int:
     """Offset where the last `lines` lines begin, or `floor` if they begin before it."""
     if lines <= 0:
         return size
@@ -155,8 +160,7 @@ def _tail_start(handle: BinaryIO, size: int, lines: int, floor: int) -> int:
     while position > floor:
         step = min(64 * 1024, position - floor)
         position -= step
-        handle.seek(position)
-        chunk = handle.read(step)
+        chunk = log.read(position, step)
         at = len(chunk)
         while True:
             at = chunk.rfind(b"\n", 0, at)
@@ -171,8 +175,7 @@ def _tail_start(handle: BinaryIO, size: int, lines: int, floor: int) -> int:
 
 @dataclass
 class _Index:
-    device: int
-    inode: int
+    identity: object  # a file's (device, inode), or a shared log's name
     scanned: int = 0  # bytes counted so far (a multiple of the block, or the size last seen)
     # marks[i]: newlines in bytes [0, i * _SCAN_BLOCK)
     marks: list[int] = field(default_factory=lambda: [0])
@@ -190,36 +193,34 @@ class LineIndex:
         self._lock = threading.Lock()
 
     def read_lines(
-        self, path: Path | None, from_: int | None, size: int, limit: int = MAX_ANSWER_BYTES
+        self,
+        key: str,
+        log: LogReader | None,
+        from_: int | None,
+        size: int,
+        limit: int = MAX_ANSWER_BYTES,
     ) -> LineWindow:
         """Livy's log window: lines `from_` on (default: the last `size`), at most `size` lines
         and at most `limit` bytes of them (fewer lines then; a single line longer than that is
         cut). Lines end at "\\n" (a "\\r" before it is dropped); an unfinished last line
-        counts."""
-        try:
-            handle = open(path, "rb") if path is not None else None  # noqa: SIM115
-        except FileNotFoundError:
-            handle = None
-        if handle is None:
+        counts. `key` names the log for its index (a log that shrinks is counted again)."""
+        if log is None:
             return LineWindow(from_ or 0, 0, [])
-        with handle:
-            stat = os.fstat(handle.fileno())
-            index = self._index_for(str(path), stat.st_dev, stat.st_ino)
-            with index.lock:
-                total, start_of_line = self._count(index, handle, stat.st_size)
-                start = max(0, total - size) if from_ is None else from_
-                if start >= total or size <= 0:
-                    return LineWindow(start, total, [])
-                offset = start_of_line(start)
-            handle.seek(offset)
-            data = handle.read(min(limit, stat.st_size - offset))
-        return LineWindow(start, total, _split(data, size, offset + len(data) >= stat.st_size))
+        index = self._index_for(key, getattr(log, "identity", key))
+        with index.lock:
+            total, start_of_line = self._count(index, log, log.size)
+            start = max(0, total - size) if from_ is None else from_
+            if start >= total or size <= 0:
+                return LineWindow(start, total, [])
+            offset = start_of_line(start)
+        data = log.read(offset, min(limit, log.size - offset))
+        return LineWindow(start, total, _split(data, size, offset + len(data) >= log.size))
 
-    def _index_for(self, key: str, device: int, inode: int) -> _Index:
+    def _index_for(self, key: str, identity: object) -> _Index:
         with self._lock:
             index = self._indexes.get(key)
-            if index is None or (index.device, index.inode) != (device, inode):
-                index = _Index(device, inode)
+            if index is None or index.identity != identity:
+                index = _Index(identity)
                 self._indexes[key] = index
             self._indexes.move_to_end(key)
             while len(self._indexes) > self._capacity:
@@ -227,36 +228,31 @@ class LineIndex:
             return index
 
     @staticmethod
-    def _count(index: _Index, handle: BinaryIO, size: int) -> tuple[int, _LineFinder]:
+    def _count(index: _Index, log: LogReader, size: int) -> tuple[int, _LineFinder]:
         """Bring the index up to `size` bytes: (lines in the log, where line N starts)."""
         if size < index.scanned:  # truncated: count again
             index.scanned, index.marks, index.newlines = 0, [0], 0
         # Restart from the last whole block: the partial one is counted again as it grows.
         whole = len(index.marks) - 1
         index.scanned, index.newlines = whole * _SCAN_BLOCK, index.marks[-1]
-        handle.seek(index.scanned)
         while index.scanned < size:
-            data = handle.read(min(_SCAN_BLOCK, size - index.scanned))
+            data = log.read(index.scanned, min(_SCAN_BLOCK, size - index.scanned))
             if not data:
                 break
             index.newlines += data.count(b"\n")
             index.scanned += len(data)
             if len(data) == _SCAN_BLOCK:
                 index.marks.append(index.newlines)
-        last_ends_line = True
-        if size > 0:
-            handle.seek(size - 1)
-            last_ends_line = handle.read(1) == b"\n"
+        last_ends_line = size == 0 or log.read(size - 1, 1) == b"\n"
         total = index.newlines + (0 if last_ends_line else 1)
-        marks = list(index.marks)
-        return total, _LineFinder(handle, marks)
+        return total, _LineFinder(log, list(index.marks))
 
 
 class _LineFinder:
     """Where line N starts: after the N-th newline, found in the one block that holds it."""
 
-    def __init__(self, handle: BinaryIO, marks: list[int]) -> None:
-        self._handle = handle
+    def __init__(self, log: LogReader, marks: list[int]) -> None:
+        self._log = log
         self._marks = marks
 
     def __call__(self, line: int) -> int:
@@ -265,8 +261,7 @@ class _LineFinder:
         # The block holding the line-th newline: marks[block] < line <= marks[block + 1].
         block = bisect.bisect_left(self._marks, line) - 1
         base = block * _SCAN_BLOCK
-        self._handle.seek(base)
-        data = self._handle.read(_SCAN_BLOCK)
+        data = self._log.read(base, _SCAN_BLOCK)
         wanted = line - self._marks[block]
         at = -1
         for _ in range(wanted):

@@ -25,6 +25,7 @@ from chidori.backends.base import HostedBackend, LaunchRequest
 from chidori.driver_host import DriverHost, log_path_for
 from chidori.errors import ChidoriError, StoreUnavailable
 from chidori.isolation import Isolation
+from chidori.logship import LogShipper
 from chidori.processes import stop_attempt_processes
 from chidori.records import Attempt, Claim, Ending, Outcome
 from chidori.states import AttemptState
@@ -65,6 +66,7 @@ class Scheduler:
         driver_log_dir: Path,
         grace_seconds: float,
         isolation: Isolation,
+        log_shipper: LogShipper | None = None,
     ) -> None:
         self._store = store
         self._admission = admission
@@ -89,6 +91,7 @@ class Scheduler:
             fence_dir=self._fence_dir,
             isolation=isolation,
             grace_seconds=grace_seconds,
+            log_shipper=log_shipper,
         )
         self._grace = grace_seconds
         self._watchdog: subprocess.Popen[bytes] | None = None

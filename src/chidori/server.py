@@ -25,17 +25,20 @@ from chidori.artifacts import ArtifactStore
 from chidori.auth import ensure_admin_token, ensure_secret_key
 from chidori.backends.base import HostedBackend
 from chidori.backends.spark import SparkBackend
+from chidori.blobs import open_blobs
 from chidori.config import ConfigError, Settings, load_settings
 from chidori.dispatch import Dispatcher
 from chidori.isolation import Isolation, driver_environment, runtime_paths
 from chidori.limits import LimitsDoc
+from chidori.logship import LogShipper
 from chidori.policy import PolicyDoc
+from chidori.retention import Retention
 from chidori.scheduler import Scheduler, SchedulerOptions
 from chidori.services.admission import AdmissionService
 from chidori.services.identity import IdentityService
 from chidori.services.jobs import JobService
 from chidori.services.notify import ChangeNotifier
-from chidori.services.ratelimit import RateLimiter
+from chidori.services.ratelimit import FailureThrottle, RateLimiter
 from chidori.services.sessions import SessionService
 from chidori.services.shares import ShareService
 from chidori.sessions.relay import SessionRelay
@@ -70,7 +73,20 @@ def build_server(settings: Settings) -> Server:
     admin_token, token_file = ensure_admin_token(settings.admin_token, settings.home)
     store = open_store(settings.database_url)
     store.migrate()
-    artifacts = ArtifactStore(settings.artifact_dir, settings.app_roots, settings.max_upload_bytes)
+    try:
+        blobs = open_blobs(settings.storage_url, store)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+    if blobs is not None:
+        log.info("shared storage: %s", blobs.describe())
+    artifacts = ArtifactStore(
+        settings.artifact_dir, settings.app_roots, settings.max_upload_bytes, blobs
+    )
+    # Replicas that share storage copy their drivers' logs there as they grow.
+    log_shipper = LogShipper(blobs) if blobs is not None and blobs.shared else None
+    retention = Retention(
+        store, blobs, settings.artifact_dir, settings.log_dir, settings.retention_days
+    )
     base_env = driver_environment(settings.environ, settings.isolation.pass_env)
     backends: dict[str, HostedBackend] = {
         name: SparkBackend(cluster, base_env, settings.event_log_dir)
@@ -109,6 +125,7 @@ def build_server(settings: Settings) -> Server:
         settings.log_dir,
         settings.cancel_grace_seconds,
         isolation,
+        log_shipper,
     )
     notifier = ChangeNotifier()
     store.subscribe(notifier.notify)
@@ -118,7 +135,13 @@ def build_server(settings: Settings) -> Server:
         default_policy = PolicyDoc.model_validate(dict(settings.policy))
     except ValueError as exc:
         raise ConfigError(f"policy in the config file is not valid: {exc}") from exc
-    identity = IdentityService(IdentityStore(store), admin_token, default_policy)
+    identity = IdentityService(
+        IdentityStore(store),
+        admin_token,
+        default_policy,
+        max_live_tokens=settings.max_tokens_per_user,
+        failures=FailureThrottle(settings.auth_failures_per_minute, 60.0),
+    )
     identity.bootstrap()
     admission_service = AdmissionService(admission, identity, settings.clusters)
     jobs = JobService(
@@ -130,6 +153,7 @@ def build_server(settings: Settings) -> Server:
         admission_service,
         RateLimiter(settings.submit_rate_per_second, settings.submit_burst),
         admins_only=isolation.status if isolation.admin_only else None,
+        blobs=blobs,
     )
     try:
         proxy_auth = ProxyAuth(
@@ -138,6 +162,12 @@ def build_server(settings: Settings) -> Server:
         )
     except ValueError as exc:
         raise ConfigError(f"security.trusted_proxies: {exc}") from exc
+    if proxy_auth.trusts("127.0.0.1") or proxy_auth.trusts("::1"):
+        log.warning(
+            "security.trusted_proxies includes loopback: every local process, job drivers "
+            "included, can set X-Forwarded-For%s",
+            f" and {settings.proxy_user_header}" if settings.proxy_user_header else "",
+        )
 
     signer = Signer(ensure_secret_key(settings.secret_key, settings.home))
     # Livy sessions: the relay carries statements to and from the session drivers run here.
@@ -159,14 +189,20 @@ def build_server(settings: Settings) -> Server:
         recovered = scheduler.recover_orphans(all_servers=store.dialect == "sqlite")
         if recovered:
             log.info("found %d attempt(s) orphaned by an earlier run; marked LOST", recovered)
+        if log_shipper is not None:
+            log_shipper.start()
         scheduler.start()
         dispatcher.start()
         session_relay.start()
+        retention.start()
         try:
             yield
         finally:
+            await asyncio.to_thread(retention.stop)
             await asyncio.to_thread(session_relay.stop)
             await asyncio.to_thread(scheduler.stop)
+            if log_shipper is not None:
+                await asyncio.to_thread(log_shipper.stop)
             await asyncio.to_thread(dispatcher.stop)
             store.dispose()
 
@@ -233,12 +269,22 @@ def run_server(config_file: Path | None, host: str | None = None, port: int | No
     )
     if server.spark_rest_app is None or settings.spark_rest_port is None:
         uvicorn.run(
-            server.app, host=settings.host, port=settings.port, access_log=False, log_level="info"
+            server.app,
+            host=settings.host,
+            port=settings.port,
+            access_log=False,
+            log_level="info",
+            proxy_headers=False,  # X-Forwarded-* is applied by TrustedProxyHeaders, if at all
         )
         return
     main = uvicorn.Server(
         uvicorn.Config(
-            server.app, host=settings.host, port=settings.port, access_log=False, log_level="info"
+            server.app,
+            host=settings.host,
+            port=settings.port,
+            access_log=False,
+            log_level="info",
+            proxy_headers=False,  # X-Forwarded-* is applied by TrustedProxyHeaders, if at all
         )
     )
     rest_config = uvicorn.Config(
@@ -247,6 +293,7 @@ def run_server(config_file: Path | None, host: str | None = None, port: int | No
         port=settings.spark_rest_port,
         access_log=False,
         log_level="info",
+        proxy_headers=False,
         lifespan="off",  # the main app's lifespan runs the scheduler, once
     )
     # Bound now, so a taken port stops the start before anything runs.

@@ -8,9 +8,10 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from chidori.identity import AuditEntry, Role, TokenInfo, User
+from chidori.services.identity import USER_NAME_PATTERN
 from chidori.units import parse_duration_seconds
 
-UserName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.@\-]{1,128}$")]
+UserName = Annotated[str, Field(pattern=USER_NAME_PATTERN)]
 NameList = Annotated[
     list[Annotated[str, Field(min_length=1, max_length=128)]], Field(max_length=100)
 ]
@@ -103,6 +104,9 @@ class TokenOut(BaseModel):
     created_at: datetime
     expires_at: datetime | None
     revoked_at: datetime | None
+    parent_id: int | None = Field(
+        None, description="The token this one was made with; revoking that one revokes this"
+    )
 
     @classmethod
     def of(cls, info: TokenInfo) -> TokenOut:
@@ -114,6 +118,7 @@ class TokenOut(BaseModel):
             created_at=info.created_at,
             expires_at=info.expires_at,
             revoked_at=info.revoked_at,
+            parent_id=info.parent_id,
         )
 
 

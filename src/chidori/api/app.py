@@ -17,7 +17,12 @@ from chidori.api.errors import error_body, install_error_handlers
 from chidori.api.history_routes import build_history_router
 from chidori.api.livy_routes import build_livy_router
 from chidori.api.livy_session_routes import build_livy_session_router
-from chidori.api.middleware import RequestSizeLimit, SecurityHeaders
+from chidori.api.middleware import (
+    JsonBodiesOnly,
+    RequestSizeLimit,
+    SecurityHeaders,
+    TrustedProxyHeaders,
+)
 from chidori.api.routes import build_router
 from chidori.api.schemas import Status, error_responses
 from chidori.api.share_routes import build_share_router
@@ -35,6 +40,8 @@ from chidori.ui.session import SessionManager
 from chidori.ui.share_pages import build_share_pages_router
 
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
+# Routes that take JSON bodies (REST and Livy): forms and text are refused there (415).
+JSON_API_PREFIXES = ("/api/", "/batches", "/sessions")
 
 
 @dataclass(frozen=True)
@@ -95,6 +102,7 @@ def create_app(
         app.include_router(build_ui_router(jobs, sessions, admission, shares, history, ui_options))
         app.mount("/ui/static", static_files, name="ui-static")
     app.add_middleware(SubmitLane, handler=submit)  # inside the size limit and headers
+    app.add_middleware(JsonBodiesOnly, prefixes=JSON_API_PREFIXES, exempt=("/api/v1/uploads",))
     app.add_middleware(
         RequestSizeLimit,
         limit=limits.max_request_bytes,
@@ -102,6 +110,7 @@ def create_app(
         upload_prefix="/api/v1/uploads",
     )
     app.add_middleware(SecurityHeaders, exempt_prefixes=("/docs", "/redoc"))
+    app.add_middleware(TrustedProxyHeaders, trusts=app.state.proxy_auth.trusts)  # outermost
 
     @app.get("/healthz", response_model=Status, tags=["health"])
     def healthz() -> Status:

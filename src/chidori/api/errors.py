@@ -22,6 +22,7 @@ from chidori.errors import (
     RateLimited,
     StoreUnavailable,
     Unauthenticated,
+    UnsupportedMediaType,
 )
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,7 @@ STATUS_BY_ERROR: list[tuple[type[ChidoriError], int]] = [
     (Forbidden, 403),
     (PayloadTooLarge, 413),
     (RateLimited, 429),
+    (UnsupportedMediaType, 415),
     (StoreUnavailable, 503),
     (BackendError, 502),
 ]

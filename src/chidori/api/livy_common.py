@@ -10,12 +10,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from chidori.api.schemas import ErrorResponse
 from chidori.errors import ChidoriError, InvalidRequest
+from chidori.logfiles import LineWindow
 
 _STATUS = {
     "invalid_request": 400,
     "not_found": 404,
     "unauthenticated": 401,
     "forbidden": 403,
+    "unsupported_media_type": 415,
+    "rate_limited": 429,
     "store_unavailable": 503,
 }
 MAX_WINDOW = 1000  # Livy lists are paged with from/size; deeper pages go through /api/v1/jobs
@@ -40,6 +43,28 @@ LIVY_ERRORS |= {
 }
 
 
+# Conf keys a Livy request may carry that are job spec fields in Chidori.
+_CONF_FIELDS = {
+    "spark.driver.memory": "driver_memory",
+    "spark.driver.cores": "driver_cores",
+    "spark.executor.memory": "executor_memory",
+    "spark.executor.cores": "executor_cores",
+    "spark.executor.instances": "executor_instances",
+}
+_CONF_LISTS = {
+    "spark.jars": "jars",
+    "spark.submit.pyFiles": "py_files",
+    "spark.files": "files",
+    "spark.archives": "archives",
+}
+
+
+def _entries(value: Any) -> list[str]:
+    """A list conf value: comma-separated text (as Spark writes it) or a JSON list."""
+    items = value if isinstance(value, list) else str(value).split(",")
+    return [str(item).strip() for item in items if str(item).strip()]
+
+
 class LivySparkRequest(BaseModel):
     """The fields Livy's batch and session requests share (driver, executors, files, conf)."""
 
@@ -60,13 +85,20 @@ class LivySparkRequest(BaseModel):
     conf: dict[str, Any] = Field(default_factory=dict)
 
     def job_fields(self) -> dict[str, Any]:
-        """JobSpec fields (unset ones left out, so the spec's defaults apply)."""
+        """JobSpec fields (unset ones left out, so the spec's defaults apply). Conf keys Livy
+        reads as these fields (spark.executor.memory, spark.jars, ...) become them: the spec
+        refuses them in conf, so the caps, admission and the app roots see every one."""
+        conf = dict(self.conf)
+        mapped = {field: conf.pop(key) for key, field in _CONF_FIELDS.items() if key in conf}
+        listed = {
+            field: _entries(conf.pop(key)) for key, field in _CONF_LISTS.items() if key in conf
+        }
         fields: dict[str, Any] = {
-            "jars": self.jars,
-            "py_files": self.py_files,
-            "files": self.files,
-            "archives": self.archives,
-            "conf": self.conf,
+            "jars": self.jars + listed.get("jars", []),
+            "py_files": self.py_files + listed.get("py_files", []),
+            "files": self.files + listed.get("files", []),
+            "archives": self.archives + listed.get("archives", []),
+            "conf": conf,
             "name": self.name,
             "queue": self.queue,
             "driver_memory": self.driver_memory,
@@ -76,14 +108,15 @@ class LivySparkRequest(BaseModel):
             "executor_instances": self.num_executors,
             "labels": {"submitted-through": "livy"},
         }
+        # As in Livy, a request field wins over the same setting in conf.
+        fields |= {k: v for k, v in mapped.items() if fields.get(k) is None}
         return {k: v for k, v in fields.items() if v not in (None, [], {})}
 
 
-def log_window(owner_id: int, lines: list[str], from_: int | None, size: int) -> JSONResponse:
-    """Livy's log answer: lines `from_` on (default: the last `size`)."""
-    start = max(0, len(lines) - size) if from_ is None else from_
+def line_window(owner_id: int, window: LineWindow) -> JSONResponse:
+    """Livy's log answer from a window of numbered lines (chidori.logfiles)."""
     return JSONResponse(
-        {"id": owner_id, "from": start, "total": len(lines), "log": lines[start : start + size]}
+        {"id": owner_id, "from": window.start, "total": window.total, "log": window.lines}
     )
 
 

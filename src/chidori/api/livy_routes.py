@@ -23,8 +23,8 @@ from chidori.api.livy_common import (
     LivyMessage,
     LivySparkRequest,
     invalid_body,
+    line_window,
     livy_error,
-    log_window,
 )
 from chidori.api.livy_common import livy_failure as _failure
 from chidori.api.schemas import MAX_ID, error_responses
@@ -86,8 +86,7 @@ def build_livy_router(jobs: JobService, livy_sessions: SessionService | None = N
         return current_actor(request, authorization)
 
     def tail(actor: Actor, job_id: int, lines: int = 100) -> list[str]:
-        chunk = jobs.read_log(actor, job_id, None, None, lines)
-        return chunk.data.decode("utf-8", "replace").splitlines()
+        return jobs.read_log_lines(actor, job_id, None, lines).lines
 
     @router.post(
         "/batches",
@@ -180,12 +179,7 @@ def build_livy_router(jobs: JobService, livy_sessions: SessionService | None = N
         """Livy: lines `from` (default: the last `size`) — `{"id", "from", "total", "log"}`."""
         try:
             actor = who(request, authorization)
-            lines = (
-                jobs.read_log(actor, batch_id, None, None, None)
-                .data.decode("utf-8", "replace")
-                .splitlines()
-            )
-            return log_window(batch_id, lines, from_, size)
+            return line_window(batch_id, jobs.read_log_lines(actor, batch_id, from_, size))
         except NotFound:
             return livy_error(404, f"Session '{batch_id}' not found.")
         except ChidoriError as exc:

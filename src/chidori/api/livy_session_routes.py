@@ -25,8 +25,8 @@ from chidori.api.livy_common import (
     LivyMessage,
     LivySparkRequest,
     invalid_body,
+    line_window,
     livy_failure,
-    log_window,
 )
 from chidori.api.schemas import MAX_ID, error_responses
 from chidori.errors import ChidoriError, InvalidRequest
@@ -127,7 +127,7 @@ def build_livy_session_router(sessions: SessionService) -> APIRouter:
         return current_actor(request, authorization)
 
     def tail(actor: Actor, session_id: int, lines: int) -> list[str]:
-        return sessions.log_lines(actor, session_id)[-lines:]
+        return sessions.log_lines(actor, session_id, None, lines).lines
 
     @router.get("/version", response_model=dict[str, Any])
     def version(
@@ -218,8 +218,8 @@ def build_livy_session_router(sessions: SessionService) -> APIRouter:
     ) -> JSONResponse:
         """Livy: lines `from` (default: the last `size`) — `{"id", "from", "total", "log"}`."""
         try:
-            lines = sessions.log_lines(who(request, authorization), session_id)
-            return log_window(session_id, lines, from_, size)
+            window = sessions.log_lines(who(request, authorization), session_id, from_, size)
+            return line_window(session_id, window)
         except ChidoriError as exc:
             return livy_failure(exc)
 

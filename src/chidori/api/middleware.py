@@ -1,12 +1,16 @@
-"""ASGI middleware: request size limits and security headers."""
+"""ASGI middleware: request size limits, security headers, trusted proxy headers, and
+JSON-only bodies on the JSON APIs."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
+from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chidori.api.errors import error_body
+from chidori.errors import FieldError
 
 
 class BodyTooLarge(Exception):
@@ -116,3 +120,113 @@ class SecurityHeaders:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+# Where the proxy's own address is kept once a trusted proxy's headers have been applied.
+PROXY_PEER = "chidori.proxy_peer"
+
+
+class TrustedProxyHeaders:
+    """Behind a trusted reverse proxy only: the client's address from `X-Forwarded-For` and
+    the scheme from `X-Forwarded-Proto`, and the proxy's own address kept in
+    `scope[PROXY_PEER]` (which is what lets its identity header be read). From anyone else
+    these headers are ignored: uvicorn's own handling is off, because it trusted every local
+    process, drivers included."""
+
+    def __init__(self, app: ASGIApp, trusts: Callable[[str], bool]) -> None:
+        self.app = app
+        self.trusts = trusts
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        client = scope.get("client")
+        if scope["type"] != "http" or not client or not self.trusts(client[0]):
+            await self.app(scope, receive, send)
+            return
+        headers = _header_values(scope)
+        forwarded = forwarded_client(headers.get(b"x-forwarded-for", []), self.trusts)
+        scope = {**scope, PROXY_PEER: client[0]}
+        if forwarded is not None:
+            scope["client"] = (forwarded, 0)
+        scheme = headers.get(b"x-forwarded-proto", [b""])[-1].decode("latin-1").strip().lower()
+        if scheme in ("http", "https"):
+            scope["scheme"] = scheme
+        await self.app(scope, receive, send)
+
+
+def _header_values(scope: Scope) -> dict[bytes, list[bytes]]:
+    found: dict[bytes, list[bytes]] = {}
+    for name, value in scope.get("headers", []):
+        found.setdefault(name, []).append(value)
+    return found
+
+
+def forwarded_client(values: list[bytes], trusts: Callable[[str], bool]) -> str | None:
+    """The client an `X-Forwarded-For` chain names: the nearest address that is not itself a
+    trusted proxy (each proxy appends the address it saw, so earlier entries are only as
+    honest as the client). None without a usable address."""
+    hops = [h.strip() for v in values for h in v.decode("latin-1").split(",") if h.strip()]
+    chosen: str | None = None
+    for hop in reversed(hops):
+        try:
+            address = str(ipaddress.ip_address(hop))
+        except ValueError:
+            break  # not an address: trust nothing further left
+        chosen = address
+        if not trusts(address):
+            break
+    return chosen
+
+
+# Bodies browsers send cross-site without asking (an HTML form, or fetch without CORS).
+FORM_MEDIA_TYPES = frozenset(
+    {"text/plain", "multipart/form-data", "application/x-www-form-urlencoded"}
+)
+
+
+class JsonBodiesOnly:
+    """Under `prefixes` (the JSON APIs, not `exempt` such as uploads), refuse a body sent as a
+    form or as text with 415: those are the bodies another site can make a browser send."""
+
+    def __init__(
+        self, app: ASGIApp, prefixes: tuple[str, ...], exempt: tuple[str, ...] = ()
+    ) -> None:
+        self.app = app
+        self.prefixes = prefixes
+        self.exempt = exempt
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and self._refused(scope):
+            body = json.dumps(
+                error_body(
+                    "unsupported_media_type",
+                    "send the body as JSON (Content-Type: application/json)",
+                    [FieldError("content-type", "must be application/json")],
+                )
+            ).encode()
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 415,
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"content-length", str(len(body)).encode()),
+                    ],
+                }
+            )
+            await send({"type": "http.response.body", "body": body})
+            return
+        await self.app(scope, receive, send)
+
+    def _refused(self, scope: Scope) -> bool:
+        path: str = scope.get("path", "")
+        if not path.startswith(self.prefixes) or path.startswith(self.exempt):
+            return False
+        for name, value in scope.get("headers", []):
+            if name == b"content-type":
+                return media_type(value.decode("latin-1")) in FORM_MEDIA_TYPES
+        return False
+
+
+def media_type(content_type: str) -> str:
+    """`text/plain` of `Text/Plain; charset=utf-8`."""
+    return content_type.split(";", 1)[0].strip().lower()

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, File, Path, Query, Response, UploadFile
-from fastapi.responses import FileResponse, StreamingResponse
+from fastapi.responses import StreamingResponse
 
 from chidori.api.deps import CurrentActor
 from chidori.api.schemas import (
@@ -25,7 +25,7 @@ from chidori.api.schemas import (
     error_responses,
 )
 from chidori.api.submit import IDEMPOTENCY_KEY_MAX, Handler
-from chidori.errors import InvalidRequest, NotFound
+from chidori.errors import InvalidRequest
 from chidori.records import JobQuery
 from chidori.services.jobs import JobService
 from chidori.states import JobState
@@ -60,6 +60,18 @@ LOG_HEADERS = {
         "schema": {"type": "integer"},
     },
 }
+
+
+def log_download(filename: str, size: int, chunks: Iterator[bytes]) -> StreamingResponse:
+    """A whole log as an attachment, streamed in chunks (never read whole into memory)."""
+    return StreamingResponse(
+        chunks,
+        media_type="text/plain; charset=utf-8",
+        headers={
+            "Content-Length": str(size),
+            "Content-Disposition": f'attachment; filename="{filename}"',
+        },
+    )
 
 
 def build_router(jobs: JobService, submit: Handler) -> APIRouter:
@@ -232,10 +244,10 @@ def build_router(jobs: JobService, submit: Handler) -> APIRouter:
     @router.get(
         "/jobs/{job_id}/logs/download",
         tags=["logs"],
-        response_class=FileResponse,
+        response_class=StreamingResponse,
         responses={
             200: {
-                "description": "The whole driver log, as an attachment",
+                "description": "The whole driver log, as an attachment (streamed)",
                 "content": {"text/plain": {"schema": {"type": "string"}}},
             },
             **error_responses(404),
@@ -243,15 +255,8 @@ def build_router(jobs: JobService, submit: Handler) -> APIRouter:
     )
     def download_logs(
         job_id: JobId, who: CurrentActor, attempt: AttemptNumber = None
-    ) -> FileResponse:
-        path = jobs.log_path(who, job_id, attempt)
-        if path is None or not path.exists():
-            raise NotFound(f"job {job_id} has no driver log yet")
-        return FileResponse(
-            path,
-            media_type="text/plain; charset=utf-8",
-            filename=f"job-{job_id}-{path.stem}.log",
-        )
+    ) -> StreamingResponse:
+        return log_download(*jobs.download_log(who, job_id, attempt))
 
     @router.post(
         "/uploads",

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from chidori.errors import InvalidRequest
 from chidori.records import Attempt, Event, Job
-from chidori.redact import redact_conf
+from chidori.redact import redact_args, redact_conf
 from chidori.units import format_memory
 
 MAX_ID = 2**63 - 1
@@ -130,9 +130,10 @@ class JobOut(BaseModel):
 
 
 def public_spec(job: Job) -> dict[str, Any]:
-    """The spec as shown to anyone: secret-looking conf values redacted."""
+    """The spec as shown to anyone: secret-looking conf values and args redacted."""
     shown = job.spec.public_dict()
     shown["conf"] = redact_conf(job.spec.conf)
+    shown["args"] = redact_args(job.spec.args)
     return shown
 
 

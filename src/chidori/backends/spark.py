@@ -236,6 +236,9 @@ class SparkBackend(HostedBackend):
         spec = request.job.spec
         env = self._environment(request, None)
         paths = [request.resolve(ref, f"py_files[{i}]") for i, ref in enumerate(spec.py_files)]
+        # Zips and eggs are imported from; a .py file is imported from its folder (as
+        # spark-submit's --py-files makes it importable by name).
+        paths = [os.path.dirname(p) if p.endswith(".py") else p for p in paths]
         for i, ref in enumerate(spec.files):
             source = Path(request.resolve(ref, f"files[{i}]"))
             if source.is_file():

@@ -57,6 +57,7 @@ class StreamInterrupted(ServerUnreachable):
 class LogChunk:
     text: str
     next_offset: int | None
+    size: int | None = None  # the whole log's size when read (answers are windows of it)
 
 
 @dataclass
@@ -256,7 +257,9 @@ class ChidoriClient:
         response = self._request("GET", f"/jobs/{job_id}/logs", params=params)
         header = response.headers.get("X-Log-Offset")
         next_offset = int(header) if header and header.strip().isdigit() else None
-        return LogChunk(response.content.decode("utf-8", errors="replace"), next_offset)
+        size_header = response.headers.get("X-Log-Size")
+        size = int(size_header) if size_header and size_header.strip().isdigit() else None
+        return LogChunk(response.content.decode("utf-8", errors="replace"), next_offset, size)
 
     def follow_logs(
         self,

@@ -284,6 +284,15 @@ def job_logs(ns: argparse.Namespace, out: Output) -> int:
         if not ns.follow:
             chunk = client.job_logs(ns.id, attempt=ns.attempt, tail=ns.tail)
             out.write(chunk.text)
+            # Answers are windows (at most 1 MiB): read on to the end the first one saw.
+            while (
+                ns.tail is None
+                and chunk.text
+                and chunk.next_offset is not None
+                and (chunk.size is not None and chunk.next_offset < chunk.size)
+            ):
+                chunk = client.job_logs(ns.id, attempt=ns.attempt, offset=chunk.next_offset)
+                out.write(chunk.text)
             return 0
         job = client.get_job(ns.id)
         try:

@@ -40,7 +40,7 @@ SHORT_ALIASES = {"-c": "--conf", "-v": "--verbose", "-h": "--help"}
 # spark-submit flags Chidori does not take: (takes a value, what to do instead).
 UNSUPPORTED: dict[str, tuple[bool, str]] = {
     "--packages": (True, "use --conf spark.jars.packages=GROUP:ARTIFACT:VERSION[,...]"),
-    "--repositories": (True, "use --conf spark.jars.repositories=URL[,...]"),
+    "--repositories": (True, "packages come from the cluster's repositories (ask an admin)"),
     "--exclude-packages": (True, "use --conf spark.jars.excludes=GROUP:ARTIFACT[,...]"),
     "--driver-class-path": (True, "use --conf spark.driver.extraClassPath=PATH"),
     "--driver-library-path": (True, "use --conf spark.driver.extraLibraryPath=PATH"),
@@ -51,7 +51,7 @@ UNSUPPORTED: dict[str, tuple[bool, str]] = {
     "--supervise": (False, "Chidori restarts failed drivers itself: use --max-retries N"),
     "--total-executor-cores": (
         True,
-        "use --num-executors N with --executor-cores C (or --conf spark.cores.max=N)",
+        "use --num-executors N with --executor-cores C",
     ),
     "--queue-name": (True, "use --queue NAME (a Chidori queue)"),
     "--kill": (True, "use `chidori jobs cancel ID`"),

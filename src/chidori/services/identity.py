@@ -6,6 +6,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -15,7 +16,8 @@ from chidori.errors import Forbidden, InvalidRequest, NotFound, Unauthenticated
 from chidori.identity import AuditEntry, Principal, Role, TokenInfo, User
 from chidori.policy import PolicyDoc
 from chidori.refreshed import Refreshed
-from chidori.store.identity import IdentityStore
+from chidori.services.ratelimit import FailureThrottle
+from chidori.store.identity import IdentityStore, UiSessionState
 
 BOOTSTRAP_ADMIN = "admin"
 TOKEN_PREFIX = "chd_"  # noqa: S105 - a prefix, not a secret
@@ -25,6 +27,11 @@ _POLICY_CACHE_SECONDS = 1.0
 # or a change to the user, applies at once on the replica that made it, within this on others.
 _TOKEN_CACHE_SECONDS = 1.0
 _TOKEN_CACHE_SIZE = 10_000
+# The rule for every user name, whoever makes it: an admin (api.admin_schemas.UserName) or a
+# reverse proxy naming a user seen for the first time.
+USER_NAME_PATTERN = r"^[A-Za-z0-9_.@\-]{1,128}$"
+_USER_NAME = re.compile(USER_NAME_PATTERN)
+DEFAULT_MAX_LIVE_TOKENS = 50
 
 
 @dataclass(frozen=True)
@@ -62,20 +69,37 @@ def token_from_header(authorization: str | None) -> str | None:
     return None
 
 
+def _token_live(token: TokenInfo | None, now: datetime) -> bool:
+    return (
+        token is not None
+        and token.revoked_at is None
+        and (token.expires_at is None or token.expires_at > now)
+    )
+
+
 @dataclass(frozen=True)
 class _TokenCheck:
     principal: Principal | None  # None: refused
     refusal: str | None
     expires_at: datetime | None
+    unknown: bool = False  # no such token at all (a guess, or a typo)
 
 
 class IdentityService:
     def __init__(
-        self, store: IdentityStore, bootstrap_token: str, default_policy: PolicyDoc
+        self,
+        store: IdentityStore,
+        bootstrap_token: str,
+        default_policy: PolicyDoc,
+        max_live_tokens: int = DEFAULT_MAX_LIVE_TOKENS,
+        failures: FailureThrottle | None = None,
     ) -> None:
         self._store = store
         self._bootstrap_digest = hash_token(bootstrap_token)
         self._default_policy = default_policy
+        self._max_live_tokens = max_live_tokens
+        # Wrong tokens per client address (guessing); off when None.
+        self._failures = failures or FailureThrottle(0)
         # Read on every submission: another replica's change applies here within a second,
         # this replica's at once.
         self._policy = Refreshed(self._load_policy, _POLICY_CACHE_SECONDS)
@@ -88,19 +112,25 @@ class IdentityService:
 
     # ---- authentication ---------------------------------------------------------------------
 
-    def authenticate(self, authorization: str | None) -> Principal:
+    def authenticate(self, authorization: str | None, source: str | None = None) -> Principal:
         token = token_from_header(authorization)
         if token is None:
             raise Unauthenticated("authentication required: send Authorization: Bearer TOKEN")
-        return self.authenticate_token(token)
+        return self.authenticate_token(token, source)
 
-    def authenticate_token(self, token: str) -> Principal:
+    def authenticate_token(self, token: str, source: str | None = None) -> Principal:
+        """The principal of a token. RateLimited when `source` (the client address) has
+        presented too many unknown tokens lately; such a refusal is counted against it.
+        Revoked or expired tokens are stale credentials, not guesses: they are not counted."""
+        self._failures.check(source)
         digest = hash_token(token)
         if hmac.compare_digest(digest, self._bootstrap_digest):
             return Principal(BOOTSTRAP_ADMIN, Role.ADMIN)
         check = self._token_check(digest).get()
         refusal = self._refusal(check)
         if refusal is not None:
+            if check.unknown:
+                self._failures.failed(source)
             raise Unauthenticated(refusal)
         assert check.principal is not None
         return check.principal
@@ -141,7 +171,7 @@ class IdentityService:
     def _look_up(self, digest: str) -> _TokenCheck:
         found = self._store.find_token(digest)
         if found is None:
-            return _TokenCheck(None, "invalid token", None)
+            return _TokenCheck(None, "invalid token", None, unknown=True)
         user, info = found
         if info.revoked_at is not None:
             return _TokenCheck(None, "token revoked", None)
@@ -150,14 +180,12 @@ class IdentityService:
         return _TokenCheck(user.principal(info.id), None, info.expires_at)
 
     def session_principal(self, name: str, token_id: int | None) -> Principal:
-        """The principal behind a UI session, if the token it was opened with still holds
-        (revoking or expiring that token ends the session too)."""
-        if token_id is not None:
-            info = self._store.get_token(token_id)
-            if info.revoked_at is not None or (
-                info.expires_at is not None and info.expires_at <= self._store.now()
-            ):
-                raise Unauthenticated("session ended: its token is no longer valid")
+        """The principal of `name` if the token it signed in with, if any, still holds (to
+        re-check a long-lived stream; UI sessions: ui_session_principal)."""
+        if token_id is not None and not _token_live(
+            self._store.get_token(token_id), self._store.now()
+        ):
+            raise Unauthenticated("session ended: its token is no longer valid")
         return self.principal_for(name, token_id)
 
     def principal_for(self, name: str, token_id: int | None = None) -> Principal:
@@ -167,10 +195,13 @@ class IdentityService:
             raise Unauthenticated("user disabled")
         return user.principal(token_id)
 
-    def proxy_principal(self, name: str) -> Principal:
-        """A user named by a trusted reverse proxy; created as a plain user on first sight."""
-        if not name or len(name) > 128:
-            raise Unauthenticated("invalid proxy identity")
+    def proxy_principal(self, name: str, header: str = "the proxy header") -> Principal:
+        """A user named by a trusted reverse proxy; created as a plain user on first sight.
+        Names follow the same rule as the ones admins create."""
+        if not _USER_NAME.fullmatch(name):
+            raise Unauthenticated(
+                f"invalid user name in {header}: 1 to 128 letters, digits and _ . @ -"
+            )
         try:
             return self.principal_for(name)
         except NotFound:
@@ -225,7 +256,9 @@ class IdentityService:
     def create_token(
         self, actor: Actor, user: str | None, name: str, expires_in: float | None
     ) -> tuple[TokenInfo, str]:
-        """A new token; the secret is returned here and never again."""
+        """A new token; the secret is returned here and never again. A token made by a
+        caller signed in with a token is that token's child: revoking the parent revokes it.
+        Conflict when the owner already has the most live tokens allowed."""
         owner = user or actor.name
         if owner != actor.name:
             actor.principal.require(Role.ADMIN)
@@ -233,13 +266,26 @@ class IdentityService:
         expires_at = (
             self._store.now() + timedelta(seconds=expires_in) if expires_in is not None else None
         )
-        info = self._store.add_token(owner, name, hash_token(secret), secret[:10], expires_at)
+        parent = actor.principal.token_id
+        info = self._store.add_token(
+            owner,
+            name,
+            hash_token(secret),
+            secret[:10],
+            expires_at,
+            parent_id=parent,
+            max_live=self._max_live_tokens or None,  # 0: no cap
+        )
         self._store.audit(
             actor.name,
             "token.create",
             f"{owner}/{info.id}",
             actor.source,
-            {"name": name, "expires_at": expires_at.isoformat() if expires_at else None},
+            {
+                "name": name,
+                "expires_at": expires_at.isoformat() if expires_at else None,
+                "parent_id": parent,
+            },
         )
         return info, secret
 
@@ -254,10 +300,73 @@ class IdentityService:
         info = self._store.get_token(token_id)
         if info.user != actor.name and not actor.principal.is_admin:
             raise NotFound(f"token {token_id} not found")
-        revoked = self._store.revoke_token(token_id)
+        revoked, descendants = self._store.revoke_token(token_id)
         self._known_tokens.clear()
-        self._store.audit(actor.name, "token.revoke", f"{info.user}/{token_id}", actor.source)
+        self._store.audit(
+            actor.name,
+            "token.revoke",
+            f"{info.user}/{token_id}",
+            actor.source,
+            {"with_children": descendants} if descendants else None,
+        )
         return revoked
+
+    # ---- UI sessions ------------------------------------------------------------------------
+
+    def open_ui_session(self, principal: Principal, ttl_seconds: float) -> str:
+        """Record a UI session for `principal` (signed in with its token, or the bootstrap
+        token); returns its secret id, which only the session cookie carries."""
+        session_id = secrets.token_urlsafe(32)
+        bootstrap_mark = (
+            self._bootstrap_mark(session_id)
+            if principal.token_id is None and principal.name == BOOTSTRAP_ADMIN
+            else None
+        )
+        self._store.add_ui_session(
+            hash_token(session_id),
+            principal.name,
+            principal.token_id,
+            bootstrap_mark,
+            self._store.now() + timedelta(seconds=ttl_seconds),
+        )
+        return session_id
+
+    def ui_session_principal(self, session_id: str) -> Principal:
+        """The principal of an open UI session. Unauthenticated once it was signed out of or
+        expired, once its token is revoked or expired, or, for one opened with the bootstrap
+        token, once that token has changed (rotated)."""
+        state = self._store.ui_session(hash_token(session_id))
+        refusal = self._ui_session_refusal(session_id, state)
+        if refusal is not None:
+            raise Unauthenticated(refusal)
+        assert state is not None
+        try:
+            return self.principal_for(state.user, state.token_id)
+        except NotFound as exc:
+            raise Unauthenticated("session invalid: sign in again") from exc
+
+    def _ui_session_refusal(self, session_id: str, state: UiSessionState | None) -> str | None:
+        if state is None or state.ended_at is not None:
+            return "session ended: sign in again"
+        now = self._store.now()
+        if state.expires_at <= now:
+            return "session expired: sign in again"
+        if state.token_id is not None and not _token_live(state.token, now):
+            return "session ended: its token is no longer valid"
+        if state.bootstrap_mark is not None and not hmac.compare_digest(
+            state.bootstrap_mark, self._bootstrap_mark(session_id)
+        ):
+            return "session ended: the admin token it was opened with has changed"
+        return None
+
+    def end_ui_session(self, session_id: str) -> None:
+        """Sign out: the session stops working everywhere, even with a copy of its cookie."""
+        self._store.end_ui_session(hash_token(session_id))
+
+    def _bootstrap_mark(self, session_id: str) -> str:
+        # Which bootstrap token a session was opened with, keyed by the session's own secret
+        # so that the database never holds anything to test guesses of that token against.
+        return hmac.new(session_id.encode(), self._bootstrap_digest.encode(), "sha256").hexdigest()
 
     # ---- policy and audit -------------------------------------------------------------------
 

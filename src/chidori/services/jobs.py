@@ -4,16 +4,29 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass, replace
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from contextlib import ExitStack, contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import urlsplit
 
 from chidori.artifacts import UPLOAD_SCHEME, ArtifactStore, Upload
+from chidori.blobs import BlobStore
 from chidori.config import ClusterConfig
-from chidori.errors import FieldError, Forbidden, InvalidRequest, NotFound
+from chidori.errors import ChidoriError, FieldError, Forbidden, InvalidRequest, NotFound
 from chidori.identity import Principal, Role
+from chidori.logfiles import (
+    FOLLOW_CHUNK_BYTES,
+    FileLog,
+    LineIndex,
+    LineWindow,
+    LogChunk,
+    LogReader,
+    read_window,
+    stream_log,
+)
+from chidori.logship import SharedLog
 from chidori.policy import check_job
 from chidori.records import Attempt, Channel, Event, Job, JobQuery, Page
 from chidori.services.admission import AdmissionService
@@ -25,14 +38,10 @@ from chidori.states import JobState
 from chidori.store import Store
 
 _POLL_SECONDS = 1.0
-_FOLLOW_CHUNK = 64 * 1024
-
-
-@dataclass(frozen=True)
-class LogChunk:
-    data: bytes
-    next_offset: int
-    size: int
+# A follow stream checks again this often that its caller may still read (token revoked,
+# user disabled or moved away: the stream ends).
+_FOLLOW_RECHECK_SECONDS = 2.0
+_FOLLOW_SETTLE_SECONDS = 10.0  # how long a follow waits for a finished log's last copy
 
 
 class JobService:
@@ -46,9 +55,13 @@ class JobService:
         admission: AdmissionService,
         submit_limiter: RateLimiter,
         admins_only: str | None = None,
+        blobs: BlobStore | None = None,
     ) -> None:
-        """`admins_only`: why only admins may submit (jobs cannot be isolated), or None."""
+        """`admins_only`: why only admins may submit (jobs cannot be isolated), or None.
+        `blobs`: the shared storage other replicas copy their drivers' logs into, if any."""
         self._store = store
+        self._blobs = blobs
+        self._line_index = LineIndex()
         self._admins_only = admins_only
         self._artifacts = artifacts
         self._clusters = clusters
@@ -164,7 +177,8 @@ class JobService:
         self, job_id: int, attempt: int | None, offset: int | None, tail_lines: int | None
     ) -> LogChunk:
         """A job's log, without an access check: only for share links."""
-        return self._read_log_at(self._log_path(job_id, attempt), offset, tail_lines)
+        with self._open_log(job_id, attempt) as (_, log):
+            return read_window(log, offset, tail_lines)
 
     def search(self, actor: Actor, query: JobQuery) -> Page:
         if not actor.principal.is_admin:
@@ -198,18 +212,12 @@ class JobService:
             await self._notifier.wait(min(remaining, _POLL_SECONDS))
 
     # ---- logs -------------------------------------------------------------------------------
+    # A log is read from this host's file while it is here (this replica hosted the driver),
+    # else from the copies in shared storage (chidori.logship). No answer holds a whole log:
+    # windows are capped (chidori.logfiles), downloads and follows stream.
 
-    def log_path_unchecked(self, job_id: int, attempt: int | None = None) -> Path | None:
-        """Only for share links, already verified."""
-        return self._log_path(job_id, attempt)
-
-    def log_path(self, actor: Actor, job_id: int, attempt: int | None = None) -> Path | None:
-        """The driver log of one attempt (default: the newest that has a log). None when the
-        job has not started a driver yet."""
-        self.get(actor, job_id)
-        return self._log_path(job_id, attempt)
-
-    def _log_path(self, job_id: int, attempt: int | None) -> Path | None:
+    def _log_attempt(self, job_id: int, attempt: int | None) -> Attempt | None:
+        """The attempt whose log is meant (default: the newest that has one)."""
         attempts = self._store.list_attempts(job_id)
         if attempt is not None:
             chosen = [a for a in attempts if a.number == attempt]
@@ -217,7 +225,34 @@ class JobService:
                 raise NotFound(f"job {job_id} has no attempt {attempt}")
             attempts = chosen
         with_logs = [a for a in attempts if a.log_path]
-        return Path(with_logs[-1].log_path) if with_logs and with_logs[-1].log_path else None
+        return with_logs[-1] if with_logs else None
+
+    @contextmanager
+    def _open_log(self, job_id: int, attempt: int | None) -> Iterator[tuple[str, LogReader | None]]:
+        """(a name for the log, the log) for as long as the block runs; None: no log."""
+        chosen = self._log_attempt(job_id, attempt)
+        if chosen is None or not chosen.log_path:
+            yield f"{job_id}", None
+            return
+        name = f"{job_id}/{chosen.number}"
+        local = FileLog.open(Path(chosen.log_path))
+        if local is not None:
+            try:
+                yield name, local
+            finally:
+                local.close()
+            return
+        shared = SharedLog(self._blobs, job_id, chosen.number) if self._blobs else None
+        yield name, shared if shared is not None and shared.exists else None
+
+    def log_gone(self, job_id: int, attempt: int | None = None) -> bool:
+        """Whether the attempt had a log that is no longer kept (retention, or its host went
+        away before it could be copied): pages say so instead of showing nothing."""
+        chosen = self._log_attempt(job_id, attempt)
+        if chosen is None:
+            return False
+        with self._open_log(job_id, chosen.number) as (_, log):
+            return log is None
 
     def read_log(
         self,
@@ -227,59 +262,113 @@ class JobService:
         offset: int | None,
         tail_lines: int | None,
     ) -> LogChunk:
-        """Bytes of the log from `offset`, or its last `tail_lines` lines, or all of it."""
-        return self._read_log_at(self.log_path(actor, job_id, attempt), offset, tail_lines)
+        """At most `MAX_ANSWER_BYTES` of the log from `offset` (default 0), or its last
+        `tail_lines` lines; `next_offset` says where to continue."""
+        self.get(actor, job_id)
+        with self._open_log(job_id, attempt) as (_, log):
+            return read_window(log, offset, tail_lines)
 
-    @staticmethod
-    def _read_log_at(path: Path | None, offset: int | None, tail_lines: int | None) -> LogChunk:
-        if path is None or not path.exists():
-            return LogChunk(b"", 0, 0)
-        size = path.stat().st_size
-        with open(path, "rb") as handle:
-            if tail_lines is not None:
-                start = _tail_start(handle, size, tail_lines)
-            else:
-                start = min(max(offset or 0, 0), size)
-            handle.seek(start)
-            data = handle.read(size - start)
-        return LogChunk(data, start + len(data), size)
+    def read_log_lines(self, actor: Actor, job_id: int, from_: int | None, size: int) -> LineWindow:
+        """Livy's numbered lines of the newest attempt's log (see LineIndex.read_lines)."""
+        self.get(actor, job_id)
+        with self._open_log(job_id, None) as (name, log):
+            return self._line_index.read_lines(name, log, from_, size)
+
+    def download_log(
+        self, actor: Actor | None, job_id: int, attempt: int | None = None
+    ) -> tuple[str, int, Iterator[bytes]]:
+        """(file name, size, chunks) of a whole log, for a download; NotFound without one.
+        `actor` None: a share link, already verified."""
+        if actor is not None:
+            self.get(actor, job_id)
+        stack = ExitStack()
+        name, log = stack.enter_context(self._open_log(job_id, attempt))
+        if log is None:
+            stack.close()
+            raise NotFound(f"job {job_id} has no driver log")
+        number = name.rpartition("/")[2]
+
+        def chunks() -> Iterator[bytes]:
+            with stack:
+                yield from stream_log(log)
+
+        return f"job-{job_id}-attempt-{number}.log", log.size, chunks()
 
     def follow_log(
         self,
-        actor: Actor,
+        actor: Actor | None,
         job_id: int,
         attempt: int | None,
         offset: int | None,
         tail_lines: int | None,
+        still_allowed: Callable[[], bool] | None = None,
     ) -> AsyncIterator[bytes]:
         """Stream the log as it grows, until the job ends and everything has been sent.
         Without `attempt`, moves on to the next attempt when the job is retried. Access is
-        checked now, before streaming starts."""
-        first = self.read_log(actor, job_id, attempt, offset, tail_lines)
-        return self._follow(job_id, attempt, first)
+        checked now, and again every few seconds while streaming: a revoked token, a
+        disabled user or a lost right to the job ends the stream. `actor` None: a share
+        link, whose `still_allowed` re-checks it."""
+        if actor is not None:
+            first = self.read_log(actor, job_id, attempt, offset, tail_lines)
+
+            def allowed() -> bool:
+                try:
+                    principal = self._identity.session_principal(
+                        actor.name, actor.principal.token_id
+                    )
+                    return principal.can_see(*self._owner_and_team(job_id))
+                except ChidoriError:
+                    return False
+
+            still_allowed = allowed
+        else:
+            first = self.read_log_unchecked(job_id, attempt, offset, tail_lines)
+        return self._follow(job_id, attempt, first, still_allowed or (lambda: True))
+
+    def _owner_and_team(self, job_id: int) -> tuple[str, str | None]:
+        job = self._store.get_job(job_id)
+        return job.owner, job.team
 
     async def _follow(
-        self, job_id: int, attempt: int | None, first: LogChunk
+        self, job_id: int, attempt: int | None, first: LogChunk, allowed: Callable[[], bool]
     ) -> AsyncIterator[bytes]:
         if first.data:
             yield first.data
         position = first.next_offset
-        path = await asyncio.to_thread(self._log_path, job_id, attempt)
+        chosen = await asyncio.to_thread(self._log_attempt, job_id, attempt)
+        number = chosen.number if chosen else None
+        checked = time.monotonic()
+        ended_at: float | None = None
         while True:
+            if time.monotonic() - checked >= _FOLLOW_RECHECK_SECONDS:
+                if not await asyncio.to_thread(allowed):
+                    return
+                checked = time.monotonic()
             job = await asyncio.to_thread(self._store.get_job, job_id)
-            current = await asyncio.to_thread(self._log_path, job_id, attempt)
-            if current != path and current is not None:
-                path, position = current, 0
-            data = b""
-            if path is not None:
-                data = await asyncio.to_thread(_read_from, path, position)
+            current = await asyncio.to_thread(self._log_attempt, job_id, attempt)
+            if current is not None and current.number != number:
+                number, position = current.number, 0
+            data, settled = b"", True
+            if number is not None:
+                chunk, settled = await asyncio.to_thread(self._read_chunk, job_id, number, position)
+                data, position = chunk.data, chunk.next_offset
             if data:
-                position += len(data)
                 yield data
                 continue
             if job.state.terminal:
-                return
+                # A log read from shared storage trails its host: wait for its last copy, but
+                # not for a host that died before making it.
+                ended_at = ended_at or time.monotonic()
+                if settled or time.monotonic() - ended_at > _FOLLOW_SETTLE_SECONDS:
+                    return
             await self._notifier.wait(0.25)
+
+    def _read_chunk(self, job_id: int, attempt: int, position: int) -> tuple[LogChunk, bool]:
+        """The next piece of a followed log, and whether the log is final where it was read
+        (a local file, or shared copies with their end marker)."""
+        with self._open_log(job_id, attempt) as (_, log):
+            settled = not isinstance(log, SharedLog) or log.complete
+            return read_window(log, position, None, FOLLOW_CHUNK_BYTES), settled
 
 
 def _references(spec: JobSpec) -> list[tuple[str, str]]:
@@ -302,37 +391,3 @@ def _is_upload(reference: str) -> bool:
     """Whether ArtifactStore.resolve reads `reference` as an upload:// URI."""
     ref = _without_alias(reference)
     return "://" in ref and urlsplit(ref).scheme.lower() == UPLOAD_SCHEME
-
-
-def _read_from(path: Path, position: int) -> bytes:
-    try:
-        with open(path, "rb") as handle:
-            handle.seek(position)
-            return handle.read(_FOLLOW_CHUNK)
-    except FileNotFoundError:
-        return b""
-
-
-def _tail_start(handle: BinaryIO, size: int, lines: int) -> int:
-    """Offset where the last `lines` lines of a file begin."""
-    if lines <= 0:
-        return size
-    block = 64 * 1024
-    position = size
-    found = 0
-    # A final newline ends the last line; it does not start a new one.
-    end_adjust = 1
-    while position > 0:
-        step = min(block, position)
-        position -= step
-        handle.seek(position)
-        chunk: bytes = handle.read(step)
-        for index in range(len(chunk) - 1, -1, -1):
-            if chunk[index] == 0x0A:
-                if position + index == size - 1 and end_adjust:
-                    end_adjust = 0
-                    continue
-                found += 1
-                if found == lines:
-                    return position + index + 1
-    return 0

@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 
 from chidori.errors import InvalidRequest, NotFound
 from chidori.identity import Role
+from chidori.logfiles import LineWindow
 from chidori.records import Job
 from chidori.services.identity import Actor, IdentityService
 from chidori.services.jobs import JobService
@@ -103,10 +104,10 @@ class SessionService:
         self.get(actor, session_id)
         self._jobs.cancel(actor, session_id)
 
-    def log_lines(self, actor: Actor, session_id: int) -> list[str]:
+    def log_lines(self, actor: Actor, session_id: int, from_: int | None, size: int) -> LineWindow:
+        """Livy's numbered lines of the session driver's log."""
         self.get(actor, session_id)
-        chunk = self._jobs.read_log(actor, session_id, None, None, None)
-        return chunk.data.decode("utf-8", "replace").splitlines()
+        return self._jobs.read_log_lines(actor, session_id, from_, size)
 
     # ---- statements -------------------------------------------------------------------------
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, timedelta
 
-from chidori.errors import ChidoriError, Forbidden, InvalidRequest, NotFound
+from chidori.errors import Forbidden, InvalidRequest, NotFound, Unauthenticated
 from chidori.identity import Role
 from chidori.records import Job, Share
 from chidori.services.identity import Actor, IdentityService
@@ -109,5 +109,6 @@ class ShareService:
         try:
             creator = Actor(self._identity.principal_for(share.created_by), None)
             return self._jobs.get(creator, share.job_id)
-        except ChidoriError as exc:
+        except (NotFound, Unauthenticated, Forbidden) as exc:
+            # The store being down is not the link's fault: that still answers 503.
             raise ShareRefused from exc

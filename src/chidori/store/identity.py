@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
-from chidori.errors import Conflict, NotFound
+from chidori.errors import Conflict, NotFound, Unauthenticated
 from chidori.identity import AuditEntry, Role, TokenInfo, User
-from chidori.store.models import AuditRow, SettingRow, TokenRow, UserRow
+from chidori.store.models import AuditRow, SettingRow, TokenRow, UiSessionRow, UserRow
 from chidori.store.sql import Store
+
+# Ended and expired UI sessions are kept this long (for a look afterwards), then deleted.
+_UI_SESSION_KEEP = timedelta(days=1)
 
 
 def _user(row: UserRow) -> User:
@@ -36,7 +41,33 @@ def _token(row: TokenRow, user: str) -> TokenInfo:
         created_at=row.created_at,
         expires_at=row.expires_at,
         revoked_at=row.revoked_at,
+        parent_id=row.parent_id,
     )
+
+
+@dataclass(frozen=True)
+class UiSessionState:
+    """A UI session as stored, with the token it was opened with (None: the bootstrap token,
+    or a token that no longer exists)."""
+
+    user: str
+    token_id: int | None
+    bootstrap_mark: str | None
+    expires_at: datetime
+    ended_at: datetime | None
+    token: TokenInfo | None
+
+
+def _live_tokens(session: Session, user_id: int, now: datetime) -> int:
+    return session.scalar(
+        select(func.count())
+        .select_from(TokenRow)
+        .where(
+            TokenRow.user_id == user_id,
+            TokenRow.revoked_at.is_(None),
+            or_(TokenRow.expires_at.is_(None), TokenRow.expires_at > now),
+        )
+    ) or 0
 
 
 class IdentityStore:
@@ -110,19 +141,44 @@ class IdentityStore:
     # ---- tokens -----------------------------------------------------------------------------
 
     def add_token(
-        self, user: str, name: str, token_hash: str, prefix: str, expires_at: datetime | None
+        self,
+        user: str,
+        name: str,
+        token_hash: str,
+        prefix: str,
+        expires_at: datetime | None,
+        parent_id: int | None = None,
+        max_live: int | None = None,
     ) -> TokenInfo:
+        """A new token of `user`, the child of token `parent_id` if given. Conflict when the
+        user already has `max_live` live tokens; Unauthenticated when the parent has been
+        revoked meanwhile."""
         with self._store.writing() as session:
-            owner = session.scalars(select(UserRow).where(UserRow.name == user)).first()
+            # Locked: two creations for one user count each other, and a creation and the
+            # revocation of its parent are serialised (the revocation then finds the child).
+            owner = session.scalars(
+                select(UserRow).where(UserRow.name == user).with_for_update()
+            ).first()
             if owner is None:
                 raise NotFound(f"user {user!r} not found")
+            now = self.now()
+            if parent_id is not None:
+                parent = session.get(TokenRow, parent_id, with_for_update=True)
+                if parent is None or parent.revoked_at is not None:
+                    raise Unauthenticated("token revoked")
+            if max_live is not None and _live_tokens(session, owner.id, now) >= max_live:
+                raise Conflict(
+                    f"user {user!r} already has {max_live} live tokens, the most allowed "
+                    "(security.max_tokens_per_user): revoke one first"
+                )
             row = TokenRow(
                 user_id=owner.id,
                 name=name,
                 token_hash=token_hash,
                 prefix=prefix,
-                created_at=self.now(),
+                created_at=now,
                 expires_at=expires_at,
+                parent_id=parent_id,
             )
             session.add(row)
             session.flush()
@@ -158,16 +214,73 @@ class IdentityStore:
                 raise NotFound(f"token {token_id} not found")
             return _token(found[0], found[1])
 
-    def revoke_token(self, token_id: int) -> TokenInfo:
+    def revoke_token(self, token_id: int) -> tuple[TokenInfo, list[int]]:
+        """Revoke a token and every token made with it, transitively. Returns the token and
+        the ids of the descendants revoked now."""
         with self._store.writing() as session:
-            row = session.get(TokenRow, token_id)
+            row = session.get(TokenRow, token_id, with_for_update=True)
             if row is None:
                 raise NotFound(f"token {token_id} not found")
+            now = self.now()
             if row.revoked_at is None:
-                row.revoked_at = self.now()
+                row.revoked_at = now
             owner = session.get(UserRow, row.user_id)
             session.flush()
-            return _token(row, owner.name if owner else "?")
+            revoked = _revoke_descendants(session, token_id, now)
+            return _token(row, owner.name if owner else "?"), revoked
+
+    # ---- UI sessions ------------------------------------------------------------------------
+
+    def add_ui_session(
+        self,
+        id_hash: str,
+        user: str,
+        token_id: int | None,
+        bootstrap_mark: str | None,
+        expires_at: datetime,
+    ) -> None:
+        now = self.now()
+        with self._store.writing() as session:
+            session.execute(
+                delete(UiSessionRow).where(UiSessionRow.expires_at < now - _UI_SESSION_KEEP)
+            )
+            session.add(
+                UiSessionRow(
+                    id_hash=id_hash,
+                    user_name=user,
+                    token_id=token_id,
+                    bootstrap_mark=bootstrap_mark,
+                    created_at=now,
+                    expires_at=expires_at,
+                )
+            )
+
+    def ui_session(self, id_hash: str) -> UiSessionState | None:
+        with self._store.reading() as session:
+            found = session.execute(
+                select(UiSessionRow, TokenRow)
+                .outerjoin(TokenRow, TokenRow.id == UiSessionRow.token_id)
+                .where(UiSessionRow.id_hash == id_hash)
+            ).first()
+            if found is None:
+                return None
+            row, token = found
+            return UiSessionState(
+                user=row.user_name,
+                token_id=row.token_id,
+                bootstrap_mark=row.bootstrap_mark,
+                expires_at=row.expires_at,
+                ended_at=row.ended_at,
+                token=_token(token, row.user_name) if token is not None else None,
+            )
+
+    def end_ui_session(self, id_hash: str) -> None:
+        with self._store.writing() as session:
+            session.execute(
+                update(UiSessionRow)
+                .where(UiSessionRow.id_hash == id_hash, UiSessionRow.ended_at.is_(None))
+                .values(ended_at=self.now())
+            )
 
     # ---- audit and settings -----------------------------------------------------------------
 
@@ -215,3 +328,21 @@ class IdentityStore:
                 row.value = value
                 row.updated_at = self.now()
                 row.updated_by = by
+
+
+def _revoke_descendants(session: Session, token_id: int, now: datetime) -> list[int]:
+    """Revoke the children of `token_id`, theirs, and so on (ids always grow from parent to
+    child, so this ends). Returns the ids revoked now."""
+    revoked: list[int] = []
+    parents = [token_id]
+    while parents:
+        children = session.scalars(
+            select(TokenRow).where(TokenRow.parent_id.in_(parents)).with_for_update()
+        ).all()
+        for child in children:
+            if child.revoked_at is None:
+                child.revoked_at = now
+                revoked.append(child.id)
+        parents = [child.id for child in children]
+    session.flush()
+    return revoked

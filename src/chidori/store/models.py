@@ -179,6 +179,27 @@ class TokenRow(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The token whose caller made this one: revoking it revokes this one too.
+    parent_id: Mapped[int | None] = mapped_column(
+        ForeignKey("api_tokens.id", ondelete="SET NULL"), index=True
+    )
+
+
+class UiSessionRow(Base):
+    """A UI session (the cookie carries its secret id; only a hash of it is kept), so that
+    signing out ends it for every copy of the cookie."""
+
+    __tablename__ = "ui_sessions"
+
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_name: Mapped[str] = mapped_column(String(128))
+    token_id: Mapped[int | None] = mapped_column(Integer)  # None: the bootstrap token
+    # For a session opened with the bootstrap token: which one (keyed by the session's secret
+    # id); a rotated token no longer matches.
+    bootstrap_mark: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class AuditRow(Base):

@@ -43,6 +43,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from chidori.admission import Resources, job_demand
 from chidori.errors import Conflict, NotFound, StoreUnavailable
+from chidori.policy import executor_extra_mib
 from chidori.queues.base import Message
 from chidori.records import Attempt, Claim, Ending, Event, Job, JobQuery, Outcome, Page, Server
 from chidori.spec import JobSpec, fingerprint_of
@@ -358,12 +359,13 @@ def _event(row: EventRow) -> Event:
 
 
 def spec_demand(spec: JobSpec) -> Resources:
-    """The whole gang a job needs: its driver and all its executors."""
+    """The whole gang a job needs: its driver and all its executors, each executor with what
+    Spark asks for beyond its heap (its memory overhead, off-heap and PySpark memory)."""
     return job_demand(
         parse_memory_mib(spec.driver_memory),
         spec.driver_cores,
         spec.executor_instances,
-        parse_memory_mib(spec.executor_memory),
+        parse_memory_mib(spec.executor_memory) + executor_extra_mib(spec),
         spec.executor_cores,
     )
 

@@ -15,7 +15,14 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
 from chidori.api.schemas import MAX_ID
-from chidori.errors import ChidoriError, Forbidden, InvalidRequest, NotFound, Unauthenticated
+from chidori.errors import (
+    ChidoriError,
+    Forbidden,
+    InvalidRequest,
+    NotFound,
+    RateLimited,
+    Unauthenticated,
+)
 from chidori.identity import Role
 from chidori.records import Job
 from chidori.services.admission import AdmissionService
@@ -163,6 +170,10 @@ def build_ui_router(
             sessions.open(response, request, token.strip())
         except Unauthenticated:
             return login_page(request, _safe_next(next), "That token is not valid.", 401)
+        except RateLimited as exc:
+            refused = login_page(request, _safe_next(next), "Too many failed sign-ins.", 429)
+            refused.headers["Retry-After"] = str(max(1, round(exc.retry_after)))
+            return refused
         response.delete_cookie(LOGIN_CSRF_COOKIE, path="/ui")
         return response
 
@@ -178,7 +189,7 @@ def build_ui_router(
                 SessionManager.check_csrf(session, csrf)
             except Forbidden:
                 return HTMLResponse("Missing or wrong CSRF token.", status_code=403)
-        SessionManager.close(response)
+        sessions.close(response, session)
         return response
 
     # ---- jobs -----------------------------------------------------------------------------------

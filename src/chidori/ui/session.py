@@ -1,8 +1,10 @@
 """UI sessions: a signed, HttpOnly cookie opened by signing in with a token, plus CSRF tokens.
 
-The session cookie carries the user name, the id of the token used to sign in (so revoking
-that token ends the session) and a CSRF secret; unsafe requests authenticated by the cookie
-must echo that secret (form field `csrf` or header `X-CSRF-Token`).
+The session is recorded server-side (IdentityService.open_ui_session) with the token used to
+sign in: signing out, revoking or expiring that token, or rotating the bootstrap token it was
+opened with ends it, for every copy of the cookie. The cookie carries the session's secret
+id and a CSRF secret; unsafe requests authenticated by the cookie must echo that secret
+(form field `csrf` or header `X-CSRF-Token`).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from dataclasses import dataclass
 
 from fastapi import Request, Response
 
-from chidori.errors import Forbidden, NotFound, Unauthenticated
+from chidori.errors import Forbidden, Unauthenticated
 from chidori.services.identity import Actor, IdentityService
 from chidori.signing import BadSignature, Signer
 
@@ -27,6 +29,7 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 class Session:
     actor: Actor
     csrf: str
+    id: str  # the secret id the server knows the session by
 
 
 class SessionManager:
@@ -40,8 +43,10 @@ class SessionManager:
     def open(self, response: Response, request: Request, token: str) -> Actor:
         """Sign in with an API token: set the session cookie. Unauthenticated if the token is
         not valid."""
-        principal = self._identity.authenticate_token(token)
-        payload = {"u": principal.name, "t": principal.token_id, "c": secrets.token_urlsafe(24)}
+        source = request.client.host if request.client else None
+        principal = self._identity.authenticate_token(token, source)
+        session_id = self._identity.open_ui_session(principal, self._ttl)
+        payload = {"s": session_id, "c": secrets.token_urlsafe(24)}
         response.set_cookie(
             SESSION_COOKIE,
             self._signer.sign(SESSION_PURPOSE, payload, self._ttl),
@@ -51,32 +56,30 @@ class SessionManager:
             secure=request.url.scheme == "https",
             path="/",
         )
-        return Actor(principal, request.client.host if request.client else None)
+        return Actor(principal, source)
 
-    @staticmethod
-    def close(response: Response) -> None:
+    def close(self, response: Response, session: Session | None = None) -> None:
+        """Sign out: end the session server-side (if there is one) and drop the cookie."""
+        if session is not None:
+            self._identity.end_ui_session(session.id)
         response.delete_cookie(SESSION_COOKIE, path="/")
 
     def read(self, request: Request) -> Session | None:
         """The session of this request, or None without a cookie. Unauthenticated for a
-        tampered or expired cookie, or one whose user or token is no longer valid."""
+        tampered or expired cookie, or a session that has ended (see the module)."""
         cookie = request.cookies.get(SESSION_COOKIE)
         if not cookie:
             return None
         try:
             payload = self._signer.verify(SESSION_PURPOSE, cookie)
-            name, token_id, csrf = payload["u"], payload["t"], payload["c"]
+            session_id, csrf = payload["s"], payload["c"]
         except (BadSignature, KeyError) as exc:
             raise Unauthenticated("session invalid or expired: sign in again") from exc
-        if not isinstance(name, str) or not isinstance(csrf, str):
+        if not isinstance(session_id, str) or not isinstance(csrf, str):
             raise Unauthenticated("session invalid: sign in again")
-        try:
-            principal = self._identity.session_principal(
-                name, token_id if isinstance(token_id, int) else None
-            )
-        except NotFound as exc:
-            raise Unauthenticated("session invalid: sign in again") from exc
-        return Session(Actor(principal, request.client.host if request.client else None), csrf)
+        principal = self._identity.ui_session_principal(session_id)
+        source = request.client.host if request.client else None
+        return Session(Actor(principal, source), csrf, session_id)
 
     @staticmethod
     def check_csrf(session: Session, presented: str | None) -> None:

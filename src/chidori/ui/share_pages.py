@@ -11,8 +11,8 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
-from fastapi.responses import FileResponse
 
+from chidori.api.routes import log_download
 from chidori.errors import ChidoriError, NotFound
 from chidori.records import Job, Share
 from chidori.services.history import HistoryService
@@ -119,16 +119,13 @@ def build_share_pages_router(
     def shared_log_download(token: str) -> Response:
         try:
             job = shared_job(token)
-            path = jobs.log_path_unchecked(job.id)
-        except (ShareRefused, NotFound):
+            filename, size, chunks = jobs.download_log(None, job.id)
+        except ShareRefused:
             return Response("This link is not valid.", status_code=404, headers=PRIVATE)
-        if path is None or not path.exists():
-            return Response("No driver log yet.", status_code=404, headers=PRIVATE)
-        return FileResponse(
-            path,
-            media_type="text/plain; charset=utf-8",
-            filename=f"job-{job.id}-{path.stem}.log",
-            headers=PRIVATE,
-        )
+        except NotFound:
+            return Response("No driver log (yet, or any more).", status_code=404, headers=PRIVATE)
+        response = log_download(filename, size, chunks)
+        response.headers.update(PRIVATE)
+        return response
 
     return router
