@@ -44,6 +44,7 @@ bench: setup
 	$(BIN)/python bench/acceptance.py
 	$(BIN)/python bench/dispatch.py
 	$(BIN)/python -m bench.jobs_list
+	$(BIN)/python bench/shared_storage.py
 
 clean:
 	rm -rf $(VENV) .chidori .pytest_cache .mypy_cache .ruff_cache

@@ -3,6 +3,7 @@ S3's REST protocol; it does not model S3's consistency, permissions or storage c
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -17,6 +18,7 @@ def s3_server() -> Iterator[dict[str, str]]:
     import boto3  # type: ignore[import-untyped]
     from moto.server import ThreadedMotoServer
 
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from chidori.blobs import CHUNK_BYTES, BlobStore, DatabaseBlobs, DirectoryBlobs, open_blobs
-from chidori.logship import LogShipper, SharedLog
+from chidori.logship import EventLogSync, LogShipper, SharedLog
 from chidori.store.sql import open_store
 from tests.s3 import BUCKET, s3_server
 
@@ -127,3 +127,22 @@ def test_the_embedded_default_keeps_everything_on_this_host() -> None:
     assert open_blobs("", Sqlite()) is None
     with pytest.raises(ValueError, match="credentials"):
         open_blobs("s3://key:secret@bucket/x", Sqlite())
+
+
+def test_event_logs_of_every_replica_reach_one_history_folder(tmp_path: Path) -> None:
+    store = DirectoryBlobs(tmp_path / "shared", shared=True)
+    replicas = [tmp_path / "a-events", tmp_path / "b-events"]
+    for number, folder in enumerate(replicas):
+        folder.mkdir()
+        (folder / f"local-{number}").write_text(f"events of app {number}\n")
+        (folder / f"local-{number}9.inprogress").write_text("still running\n")
+        assert EventLogSync(store, folder, up=True).upload() == 1
+    history = tmp_path / "history"
+    down = EventLogSync(store, history, up=False)
+    assert down.download() == 2
+    assert sorted(p.name for p in history.iterdir()) == ["local-0", "local-1"]
+    assert (history / "local-1").read_text() == "events of app 1\n"
+    assert down.download() == 0  # nothing new
+    (replicas[0] / "local-09.inprogress").rename(replicas[0] / "local-09")
+    assert EventLogSync(store, replicas[0], up=True).upload() == 1  # finished: copied now
+    assert down.download() == 1

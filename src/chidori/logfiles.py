@@ -124,6 +124,8 @@ def read_window(
 def stream_log(log: LogReader, chunk: int = STREAM_CHUNK_BYTES) -> Iterator[bytes]:
     """The log's `size` bytes in chunks (a log still being written stops at the size it had
     when the download started, as its Content-Length says)."""
+    # Shared logs are read in their stored segments: one request each, not one per chunk.
+    chunk = max(chunk, getattr(log, "preferred_chunk", 0))
     position = 0
     while position < log.size:
         data = log.read(position, min(chunk, log.size - position))

@@ -121,6 +121,8 @@ class _Segment:
 class SharedLog:
     """A log as another replica sees it: the segments its host copied so far."""
 
+    preferred_chunk = SEGMENT_BYTES  # reads aligned to whole segments cost one request each
+
     def __init__(self, blobs: BlobStore, job_id: int, attempt: int) -> None:
         self._blobs = blobs
         self._segments: list[_Segment] = []
@@ -163,3 +165,83 @@ class SharedLog:
     def delete(self) -> None:
         for segment in self._segments:
             self._blobs.delete(segment.key)
+
+
+EVENT_LOG_PREFIX = "eventlogs/"
+
+
+class EventLogSync:
+    """Spark event logs through shared storage, for one History Server over every replica:
+    each replica copies the finished event logs in its folder up (`up`), and `chidori
+    history-server` copies them all down into the folder it reads (`down`), every
+    `interval` seconds. A log still being written (`.inprogress`) waits for its end."""
+
+    def __init__(self, blobs: BlobStore, folder: Path, up: bool, interval: float = 5.0) -> None:
+        self._blobs = blobs
+        self._folder = folder
+        self._up = up
+        self._interval = interval
+        self._seen: dict[str, tuple[int, float]] = {}  # name -> (size, mtime) copied
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        name = "event-log-upload" if self._up else "event-log-download"
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        if self._up:
+            self.sync()  # what ended just before the stop
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            self.sync()
+
+    def sync(self) -> int:
+        """One round; returns the number of logs copied."""
+        try:
+            return self.upload() if self._up else self.download()
+        except Exception:
+            log.exception("event log sync failed")
+            return 0
+
+    def upload(self) -> int:
+        copied = 0
+        try:
+            entries = list(os.scandir(self._folder))
+        except FileNotFoundError:
+            return 0
+        for entry in entries:
+            if not entry.is_file(follow_symlinks=False) or entry.name.endswith(".inprogress"):
+                continue
+            stat = entry.stat(follow_symlinks=False)
+            mark = (stat.st_size, stat.st_mtime)
+            if self._seen.get(entry.name) == mark:
+                continue
+            key = EVENT_LOG_PREFIX + entry.name
+            if self._blobs.size(key) != stat.st_size:
+                self._blobs.put_file(key, Path(entry.path))
+                copied += 1
+            self._seen[entry.name] = mark
+        return copied
+
+    def download(self) -> int:
+        copied = 0
+        self._folder.mkdir(parents=True, exist_ok=True)
+        for info in self._blobs.list(EVENT_LOG_PREFIX):
+            name = info.key.removeprefix(EVENT_LOG_PREFIX)
+            if "/" in name:
+                continue
+            target = self._folder / name
+            try:
+                if target.stat().st_size == info.size:
+                    continue
+            except FileNotFoundError:
+                pass
+            self._blobs.fetch(info.key, target)
+            copied += 1
+        return copied

@@ -30,7 +30,7 @@ from chidori.config import ConfigError, Settings, load_settings
 from chidori.dispatch import Dispatcher
 from chidori.isolation import Isolation, driver_environment, runtime_paths
 from chidori.limits import LimitsDoc
-from chidori.logship import LogShipper
+from chidori.logship import EventLogSync, LogShipper
 from chidori.policy import PolicyDoc
 from chidori.retention import Retention
 from chidori.scheduler import Scheduler, SchedulerOptions
@@ -84,6 +84,12 @@ def build_server(settings: Settings) -> Server:
     )
     # Replicas that share storage copy their drivers' logs there as they grow.
     log_shipper = LogShipper(blobs) if blobs is not None and blobs.shared else None
+    # ... and their Spark event logs, for one History Server over all of them.
+    event_logs = (
+        EventLogSync(blobs, settings.event_log_dir, up=True)
+        if log_shipper is not None and blobs is not None and settings.event_log_dir
+        else None
+    )
     retention = Retention(
         store, blobs, settings.artifact_dir, settings.log_dir, settings.retention_days
     )
@@ -195,10 +201,14 @@ def build_server(settings: Settings) -> Server:
         dispatcher.start()
         session_relay.start()
         retention.start()
+        if event_logs is not None:
+            event_logs.start()
         try:
             yield
         finally:
             await asyncio.to_thread(retention.stop)
+            if event_logs is not None:
+                await asyncio.to_thread(event_logs.stop)
             await asyncio.to_thread(session_relay.stop)
             await asyncio.to_thread(scheduler.stop)
             if log_shipper is not None:

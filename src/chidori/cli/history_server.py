@@ -11,9 +11,12 @@ import sys
 from pathlib import Path
 
 from chidori.backends.spark_home import SparkNotFound, find_spark_home
+from chidori.blobs import open_blobs
 from chidori.cli.args import ArgumentParser, positive_int
 from chidori.cli.render import Output
-from chidori.config import ConfigError, load_settings
+from chidori.config import ConfigError, Settings, load_settings
+from chidori.logship import EventLogSync
+from chidori.store.sql import open_store
 
 DEFAULT_PORT = 18080
 HISTORY_SERVER_CLASS = "org.apache.spark.deploy.history.HistoryServer"
@@ -87,6 +90,7 @@ def run(ns: argparse.Namespace, out: Output) -> int:
         f"Configure the Chidori server with history_server_url: {url} in its config file, "
         f"or CHIDORI_HISTORY_SERVER_URL={url}"
     )
+    sync = _shared_event_logs(settings, log_dir, out)
     print(url, flush=True)
     process = subprocess.Popen(command(spark_home, properties_file), env=env)
 
@@ -105,4 +109,25 @@ def run(ns: argparse.Namespace, out: Output) -> int:
         return 130
     finally:
         signal.signal(signal.SIGTERM, previous)
+        if sync is not None:
+            sync.stop()
         sys.stdout.flush()
+
+
+def _shared_event_logs(settings: Settings, log_dir: Path, out: Output) -> EventLogSync | None:
+    """With shared storage, the event logs of every replica, copied into `log_dir` as they
+    arrive (a first copy before the History Server starts)."""
+    store = open_store(settings.database_url)
+    try:
+        blobs = open_blobs(settings.storage_url, store)
+    except ValueError as exc:
+        out.error(str(exc))
+        return None
+    if blobs is None or not blobs.shared:
+        store.dispose()
+        return None
+    sync = EventLogSync(blobs, log_dir, up=False)
+    copied = sync.sync()
+    out.err(f"event logs of every replica from {blobs.describe()} ({copied} copied so far)")
+    sync.start()
+    return sync
