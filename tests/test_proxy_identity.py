@@ -1,5 +1,6 @@
 """Identity from a trusted reverse proxy (OIDC in front): the header names the user, but only
-on requests from the trusted networks."""
+on requests from the trusted networks (set explicitly: there is no default). The hardening
+of this mode (CSRF, names, forwarded addresses) is in tests/test_hardening_auth.py."""
 
 from __future__ import annotations
 
@@ -24,9 +25,10 @@ def test_a_trusted_proxy_names_the_user(tmp_path: Path) -> None:
         me = httpx.get(f"{server.url}/api/v1/whoami", headers=headers)
         assert me.status_code == 200
         assert me.json() == {"name": "dana@example.org", "role": "user", "team": None}
+        # Unsafe requests prove they are not cross-site with a header forms cannot send.
         job = httpx.post(
             f"{server.url}/api/v1/jobs",
-            headers=headers,
+            headers={**headers, "X-Requested-With": "XMLHttpRequest"},
             json={"kind": "python", "application": "examples/train.py"},
         )
         assert job.status_code == 201 and job.json()["user"] == "dana@example.org"

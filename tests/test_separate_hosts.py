@@ -49,7 +49,7 @@ def hosts(postgres_schema_url: str, tmp_path: Path) -> Iterator[tuple[ChidoriSer
             **s3_env,
             "CHIDORI_DATABASE_URL": postgres_schema_url,
             "CHIDORI_QUEUE_URL": f"{broker}?queue={queue}",
-            "CHIDORI_SECRET_KEY": "shared-secret-for-separate-hosts",
+            # No CHIDORI_SECRET_KEY: the replicas agree on one through the database.
             "CHIDORI_STORAGE_URL": f"s3://{BUCKET}/{tmp_path.name}",
             "CHIDORI_LEASE_SECONDS": "6",
         }

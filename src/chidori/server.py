@@ -47,6 +47,7 @@ from chidori.store import Store, open_store
 from chidori.store.admission import AdmissionStore
 from chidori.store.identity import IdentityStore
 from chidori.store.sessions import SessionStore
+from chidori.store.shared_secret import shared_signing_key
 from chidori.store.shares import ShareStore
 from chidori.ui.routes import UiOptions
 from chidori.ui.session import SessionManager
@@ -175,7 +176,12 @@ def build_server(settings: Settings) -> Server:
             f" and {settings.proxy_user_header}" if settings.proxy_user_header else "",
         )
 
-    signer = Signer(ensure_secret_key(settings.secret_key, settings.home))
+    # Replicas must sign alike: without a configured key, one kept in the shared database
+    # (SQLite is one server: its key stays in its home).
+    secret_key = settings.secret_key or (
+        shared_signing_key(store) if store.dialect != "sqlite" else None
+    )
+    signer = Signer(ensure_secret_key(secret_key, settings.home))
     # Livy sessions: the relay carries statements to and from the session drivers run here.
     session_store = SessionStore(store)
     livy_sessions = SessionService(jobs, session_store, identity)
