@@ -13,6 +13,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import boto3  # type: ignore[import-untyped]
 import httpx
 import pytest
 
@@ -158,3 +159,20 @@ def test_replicas_on_separate_hosts_share_uploads_and_logs_and_lose_nothing(
             # The lost attempt's log survives its host, up to its last copy.
             lost = client.get(f"/api/v1/jobs/{job_id}/logs", params={"attempt": 1}).text
             assert "hello from helper" in lost and "tick 0" in lost
+    # A log no longer kept (here: its copies removed, its host gone) says so.
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=b.extra_env["AWS_ENDPOINT_URL"],
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+        region_name="us-east-1",
+    )
+    prefix = f"{tmp_path.name}/logs/{finished}/"
+    for item in s3.list_objects_v2(Bucket=BUCKET, Prefix=prefix).get("Contents", []):
+        s3.delete_object(Bucket=BUCKET, Key=item["Key"])
+    with b.client(token) as client:
+        gone = client.get(f"/api/v1/jobs/{finished}/logs")
+        assert gone.status_code == 200 and gone.text == ""
+        assert gone.headers["X-Log-Gone"] == "true"
+        assert client.get(f"/api/v1/jobs/{finished}/logs/download").status_code == 404
+    assert httpx.get(share.replace(a.url, b.url) + "/log").headers["X-Log-Gone"] == "true"

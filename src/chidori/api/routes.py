@@ -56,8 +56,12 @@ LOG_HEADERS = {
         "schema": {"type": "integer"},
     },
     "X-Log-Size": {
-        "description": "Size of the whole log in bytes",
+        "description": "Size of the whole log in bytes (an answer carries at most 1 MiB of it)",
         "schema": {"type": "integer"},
+    },
+    "X-Log-Gone": {
+        "description": "`true` when the attempt had a log that is no longer kept",
+        "schema": {"type": "string"},
     },
 }
 
@@ -235,11 +239,10 @@ def build_router(jobs: JobService, submit: Handler) -> APIRouter:
             stream: AsyncIterator[bytes] = jobs.follow_log(who, job_id, attempt, offset, tail)
             return StreamingResponse(stream, media_type="text/plain; charset=utf-8")
         chunk = jobs.read_log(who, job_id, attempt, offset, tail)
-        return Response(
-            chunk.data,
-            media_type="text/plain; charset=utf-8",
-            headers={"X-Log-Offset": str(chunk.next_offset), "X-Log-Size": str(chunk.size)},
-        )
+        headers = {"X-Log-Offset": str(chunk.next_offset), "X-Log-Size": str(chunk.size)}
+        if chunk.size == 0 and jobs.log_gone(job_id, attempt):
+            headers["X-Log-Gone"] = "true"
+        return Response(chunk.data, media_type="text/plain; charset=utf-8", headers=headers)
 
     @router.get(
         "/jobs/{job_id}/logs/download",

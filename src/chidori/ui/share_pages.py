@@ -112,6 +112,7 @@ def build_share_pages_router(
                 "X-Log-Offset": str(chunk.next_offset),
                 "X-Log-Size": str(chunk.size),
                 "X-Job-State": job.state.value,
+                **({"X-Log-Gone": "true"} if chunk.size == 0 and jobs.log_gone(job.id) else {}),
             },
         )
 

@@ -59,6 +59,8 @@
     if (controller) { controller.abort(); controller = null; }
   }
 
+  var size = 0, gone = false;
+
   function load() {
     stop();
     var mine = generation;
@@ -68,6 +70,8 @@
     return fetch(url, { credentials: "same-origin" }).then(function (response) {
       if (!response.ok) throw new Error("HTTP " + response.status);
       offset = parseInt(response.headers.get("X-Log-Offset") || "0", 10);
+      size = parseInt(response.headers.get("X-Log-Size") || "0", 10);
+      gone = response.headers.get("X-Log-Gone") === "true";
       var state = response.headers.get("X-Job-State");
       if (state && ["SUCCEEDED", "FAILED", "CANCELLED"].indexOf(state) !== -1) active = false;
       return response.text();
@@ -76,7 +80,9 @@
       text = body;
       render();
       pre.scrollTop = pre.scrollHeight;
-      if (!search || !search.value) say(text ? "" : "The log is empty (the driver may not have started yet).");
+      if (gone) say("This log is no longer kept: its retention period has passed, or its host was lost before the log was copied.");
+      else if (text && offset < size) say("Showing the first " + Math.round(offset / 1048576) + " MiB of " + Math.round(size / 1048576) + " MiB: download the full log for the rest.");
+      else if (!search || !search.value) say(text ? "" : "The log is empty (the driver may not have started yet).");
       if (follow && follow.checked && active) startFollow();
     }).catch(function (error) { say("Could not load the log: " + error.message); });
   }
