@@ -239,11 +239,36 @@ def test_properties_file_adds_spark_keys_and_flags_win(tmp_path: Path, app: Path
         ["--properties-file", str(props), "--conf", "spark.sql.shuffle.partitions=8", str(app)]
     )
     assert spec["conf"] == {
-        "spark.executor.memory": "4g",
         "spark.sql.shuffle.partitions": "8",
         "spark.app.name": "from file",
         "spark.long": "a,b",
     }
+    assert spec["executor_memory"] == "4g"  # a resource key becomes its spec field
+
+
+def test_resource_and_file_keys_in_conf_move_onto_their_fields(tmp_path: Path, app: Path) -> None:
+    """spark-submit reads them from conf when the flag is not given (the flag wins); Chidori's
+    server refuses them in conf, so the CLI moves them onto the spec's fields."""
+    dep = tmp_path / "dep.py"
+    dep.write_text("X = 1\n")
+    spec = spec_of(
+        [
+            "--executor-memory", "2g",
+            "--conf", "spark.executor.memory=8g",
+            "--conf", "spark.executor.instances=3",
+            "--conf", "SPARK.DRIVER.CORES=2",
+            "--conf", f"spark.submit.pyFiles={dep}",
+            "--conf", "spark.jars=hdfs:///libs/a.jar,hdfs:///libs/b.jar",
+            str(app),
+        ]
+    )  # fmt: skip
+    assert "conf" not in spec
+    assert spec["executor_memory"] == "2g"
+    assert spec["executor_instances"] == 3 and spec["driver_cores"] == 2
+    assert spec["py_files"] == ["upload://sha-dep.py/dep.py"]
+    assert spec["jars"] == ["hdfs:///libs/a.jar", "hdfs:///libs/b.jar"]
+    with pytest.raises(UsageError, match="whole number"):
+        parse_submit(["--conf", "spark.executor.instances=many", str(app)])
 
 
 def test_read_properties_keeps_escaped_separators(tmp_path: Path) -> None:

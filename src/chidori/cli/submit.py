@@ -239,6 +239,7 @@ def parse_submit(argv: Sequence[str]) -> SubmitPlan:
         key, value = _pair(item, "--conf", problems)
         if key is not None:
             conf[key] = value
+    _flags_from_conf(ns, conf, problems)
     labels: dict[str, str] = {}
     for item in ns.label:
         key, value = _pair(item, "--label", problems)
@@ -331,6 +332,48 @@ def _source(entry: str, flag: str, problems: list[str], *, allow_fragment: bool)
     elif not path.is_file():
         problems.append(f"{flag} {path_text}: not a regular file")
     return LocalFile(path, fragment or None)
+
+
+# spark-submit reads these from --conf (or the properties file) when its flag is not given;
+# Chidori's job spec has a field for each, and refuses them in conf (the policy caps and
+# admission count the fields), so they are moved onto the flags here.
+CONF_FLAGS = {
+    "spark.driver.memory": "driver_memory",
+    "spark.driver.cores": "driver_cores",
+    "spark.executor.memory": "executor_memory",
+    "spark.executor.cores": "executor_cores",
+    "spark.executor.instances": "num_executors",
+}
+CONF_FILE_LISTS = {
+    "spark.submit.pyFiles": "py_files",
+    "spark.jars": "jars",
+    "spark.files": "files",
+    "spark.archives": "archives",
+}
+_INTEGER_FLAGS = {"driver_cores", "executor_cores", "num_executors"}
+
+
+def _flags_from_conf(ns: argparse.Namespace, conf: dict[str, str], problems: list[str]) -> None:
+    """Move resource and file-list keys of `conf` onto their flags (a flag given wins)."""
+    for key in list(conf):
+        lowered = key.lower()
+        flag = next((f for k, f in CONF_FLAGS.items() if k.lower() == lowered), None)
+        if flag is not None:
+            value = conf.pop(key).strip()
+            if getattr(ns, flag) is None:
+                if flag in _INTEGER_FLAGS:
+                    if not value.isdigit():
+                        problems.append(f"--conf {key} expects a whole number, not {value!r}")
+                        continue
+                    setattr(ns, flag, int(value))
+                else:
+                    setattr(ns, flag, value)
+            continue
+        files = next((f for k, f in CONF_FILE_LISTS.items() if k.lower() == lowered), None)
+        if files is not None:
+            value = conf.pop(key)
+            if value.strip():
+                setattr(ns, files, [*getattr(ns, files), value])
 
 
 def read_properties(path: Path) -> dict[str, str]:
