@@ -538,3 +538,30 @@ def test_a_request_maps_onto_a_job_spec() -> None:
         spec_from_request(
             CreateSubmissionRequest.model_validate(create_request("file://h/a.jar", "X")), "local"
         )
+
+
+def test_total_executor_cores_becomes_executors() -> None:
+    """spark-submit --total-executor-cores sends spark.cores.max, which job conf may not
+    carry (the policy caps and admission count the spec's fields): it becomes executors."""
+
+    def spec_with(properties: dict[str, str]) -> JobSpec:
+        request = CreateSubmissionRequest.model_validate(
+            {
+                "action": "CreateSubmissionRequest",
+                "appResource": "file:/opt/app.jar",
+                "mainClass": "App",
+                "appArgs": [],
+                "clientSparkVersion": "4.3.0",
+                "environmentVariables": {},
+                "sparkProperties": properties,
+            }
+        )
+        return spec_from_request(request, "local")
+
+    assert spec_with({"spark.cores.max": "5", "spark.executor.cores": "2"}).executor_instances == 3
+    assert spec_with({"spark.cores.max": "4"}).executor_instances == 4
+    spec = spec_with({"spark.cores.max": "8", "spark.executor.instances": "2"})
+    assert spec.executor_instances == 2 and "spark.cores.max" not in spec.conf
+    with pytest.raises(InvalidRequest) as error:
+        spec_with({"spark.cores.max": "lots"})
+    assert error.value.fields[0].field == "sparkProperties.spark.cores.max"

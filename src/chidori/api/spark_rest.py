@@ -340,11 +340,21 @@ def spec_from_request(request: CreateSubmissionRequest, default_cluster: str) ->
             fields[_LIST_PROPERTIES[key]] = [r for r in refs if r != application]
         elif key in _SCALAR_PROPERTIES:
             fields[_SCALAR_PROPERTIES[key]] = value
+        elif key == "spark.cores.max":
+            continue  # below: --total-executor-cores becomes executors of executor_cores each
         elif key in _DROPPED or key.startswith(_DROPPED_PREFIXES):
             continue
         else:
             conf[key] = value
     fields["conf"] = conf
+    total = properties.get("spark.cores.max", "").strip()
+    if total and "executor_instances" not in fields:
+        cores = str(fields.get("executor_cores") or "1").strip()
+        if not (total.isdigit() and cores.isdigit() and int(cores) > 0):
+            raise InvalidRequest.for_field(
+                "sparkProperties.spark.cores.max", f"expects a whole number, not {total!r}"
+            )
+        fields["executor_instances"] = max(1, -(-int(total) // int(cores)))  # ceil
     try:
         return JobSpec.model_validate(fields)
     except ValidationError as exc:
