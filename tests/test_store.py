@@ -152,6 +152,16 @@ def test_lost_attempt_requeues_until_the_limit(store: Store) -> None:
     assert lost.state is JobState.FAILED and "lost 2 times" in (lost.reason or "")
 
 
+def test_a_job_that_must_not_run_twice_fails_when_its_host_is_lost(store: Store) -> None:
+    """rerun_lost: false: the lost driver may have finished unrecorded, so no second run."""
+    job, _ = store.create_job(spec(rerun_lost=False), "a")
+    claim(store)
+    ended = store.finish_attempt(job.id, 1, Outcome(AttemptState.LOST, "host died"), "s2")
+    assert ended is not None and ended.state is JobState.FAILED
+    assert "rerun_lost is false" in (ended.reason or "") and "host died" in (ended.reason or "")
+    claim_none(store)
+
+
 def test_cancel_queued_is_immediate_and_running_is_flagged(store: Store) -> None:
     queued, _ = store.create_job(spec(), "a")
     running, _ = store.create_job(spec(priority=9), "a")

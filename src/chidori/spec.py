@@ -79,6 +79,12 @@ class JobSpec(BaseModel):
     table_name: str | None = Field(None, alias="table", min_length=1, max_length=256)
     labels: dict[str, Annotated[str, Field(max_length=256)]] = Field(default_factory=dict)
     max_retries: int = Field(0, ge=0, le=20)
+    rerun_lost: bool = Field(
+        True,
+        description="Run the job again when its driver's host is lost (the driver may have "
+        "finished unrecorded). false: such a job ends FAILED instead, for work that must not "
+        "run twice.",
+    )
     timeout: float | None = Field(None, description="Seconds, or a duration such as 30m or 2h.")
 
     @field_validator("timeout", mode="before")

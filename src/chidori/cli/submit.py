@@ -34,7 +34,7 @@ VALUE_FLAGS = frozenset(
         "--table", "--label", "--max-retries", "--timeout", "--idempotency-key",
     }
 )  # fmt: skip
-SWITCH_FLAGS = frozenset({"--wait", "--follow", "--json", "--verbose", "--help"})
+SWITCH_FLAGS = frozenset({"--wait", "--follow", "--json", "--verbose", "--help", "--no-rerun-lost"})
 SHORT_ALIASES = {"-c": "--conf", "-v": "--verbose", "-h": "--help"}
 
 # spark-submit flags Chidori does not take: (takes a value, what to do instead).
@@ -142,6 +142,12 @@ def build_parser() -> ArgumentParser:
     ours.add_argument("--table", metavar="T", help="the dataset this job writes: table")
     ours.add_argument("--label", action="append", default=[], metavar="K=V")
     ours.add_argument("--max-retries", type=positive_int, metavar="N")
+    ours.add_argument(
+        "--no-rerun-lost",
+        action="store_true",
+        help="if the driver's host is lost, fail the job instead of running it again "
+        "(for work that must not run twice)",
+    )
     ours.add_argument("--timeout", metavar="DURATION", help="e.g. 90 (seconds), 30m, 2h, 1h30m")
     ours.add_argument("--idempotency-key", metavar="KEY")
     ours.add_argument("--wait", action="store_true", help="wait for the end; exit with its outcome")
@@ -283,6 +289,7 @@ def parse_submit(argv: Sequence[str]) -> SubmitPlan:
         "table": ns.table,
         "labels": labels or None,
         "max_retries": ns.max_retries,
+        "rerun_lost": False if ns.no_rerun_lost else None,
         "timeout": timeout,
     }
     spec.update({k: v for k, v in optional.items() if v is not None})

@@ -441,6 +441,7 @@ def _next_state(
     lost: int,
     max_retries: int,
     lost_retry_limit: int,
+    rerun_lost: bool = True,
 ) -> _NextState:
     """Where a job goes when its current attempt ends: done, or back to the queue."""
     if outcome.state is AttemptState.SUCCEEDED:
@@ -449,6 +450,10 @@ def _next_state(
         return _NextState(JobState.CANCELLED, outcome.reason or "cancelled", failed, lost)
     if outcome.state is AttemptState.LOST:
         lost += 1
+        if not rerun_lost:
+            # The driver may have run to its end unrecorded: at most once, as the job asked.
+            reason = f"driver host lost, not run again (rerun_lost is false): {outcome.reason}"
+            return _NextState(JobState.FAILED, reason, failed, lost)
         if lost <= lost_retry_limit:
             return _NextState(JobState.QUEUED, f"retrying: {outcome.reason}", failed, lost)
         reason = f"driver host lost {lost} times: {outcome.reason}"
@@ -1171,13 +1176,15 @@ class Store:
         current = conn.execute(_JOB_TO_FINISH, {"b_job": job_id}).one_or_none()
         if current is None or current.attempts != attempt or current.state not in _ACTIVE_JOB:
             return None
+        spec = JobSpec.model_validate(current.spec)
         step = _next_state(
             outcome,
             bool(current.cancel_requested),
             current.failed_attempts,
             current.lost_attempts,
-            JobSpec.model_validate(current.spec).max_retries,
+            spec.max_retries,
             ending.lost_retry_limit,
+            spec.rerun_lost,
         )
         retry = step.state is JobState.QUEUED
         backoff = retry and outcome.state is AttemptState.FAILED
