@@ -260,11 +260,11 @@ class DatabaseBlobs(BlobStore):
 
 def open_blobs(url: str, database: Any) -> BlobStore | None:
     """The store `url` names (`CHIDORI_STORAGE_URL`), or None when nothing needs sharing
-(`local`: uploads and logs stay on this host's disk).
+    (`local`: uploads and logs stay on this host's disk).
 
-    Empty: the database on PostgreSQL (replicas share it already, so HA needs no more setup);
-    None on SQLite (one server on one host: uploads and logs stay in `home`, as they are).
-    `database`: the Store (for `db`)."""
+        Empty: the database on PostgreSQL (replicas share it already, so HA needs no more setup);
+        None on SQLite (one server on one host: uploads and logs stay in `home`, as they are).
+        `database`: the Store (for `db`)."""
     if url == "local":
         return None  # one server on one host, whatever the database
     if not url:

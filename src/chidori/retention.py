@@ -140,9 +140,7 @@ class Retention:
             return set()
         with self._store.reading() as session:
             rows = session.execute(
-                select(JobRow.id, JobRow.state, JobRow.finished_at).where(
-                    JobRow.id.in_(job_ids)
-                )
+                select(JobRow.id, JobRow.state, JobRow.finished_at).where(JobRow.id.in_(job_ids))
             ).all()
         known = {row.id: row for row in rows}
         terminal = {state.value for state in TERMINAL_JOB_STATES}

@@ -8,6 +8,7 @@ import re
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -44,9 +45,35 @@ SESSION_APPLICATION = "chidori:session"  # the built-in driver of kind "session"
 MAX_MEMORY_MIB = 1024 * 1024  # 1 TiB: with at most 2,000 executors, totals fit in 32 bits
 Memory = Annotated[str, BeforeValidator(_memory)]
 Identifier = Annotated[str, Field(pattern=_NAME_RE.pattern)]
+
+
+def _one_path(value: str) -> str:
+    # spark-submit joins these lists with commas (and Spark splits them again): a comma in
+    # one entry would smuggle in another that no check saw.
+    if "," in value:
+        raise ValueError("one file per entry: a comma would split it into several for Spark")
+    return value
+
+
 PathList = Annotated[
-    list[Annotated[str, Field(min_length=1, max_length=4096)]], Field(max_length=256)
+    list[Annotated[str, Field(min_length=1, max_length=4096), AfterValidator(_one_path)]],
+    Field(max_length=256),
 ]
+
+
+def _nul_at(value: object, where: str) -> str | None:
+    """Where a NUL byte hides in a field's value (strings, lists, mapping keys and values)."""
+    if isinstance(value, str):
+        return where if "\x00" in value else None
+    if isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            if found := _nul_at(item, f"{where}[{index}]"):
+                return found
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if found := _nul_at(key, f"{where} key {key!r}") or _nul_at(item, f"{where}.{key}"):
+                return found
+    return None
 
 
 class JobSpec(BaseModel):
@@ -86,6 +113,15 @@ class JobSpec(BaseModel):
         "run twice.",
     )
     timeout: float | None = Field(None, description="Seconds, or a duration such as 30m or 2h.")
+
+    @field_validator("*")
+    @classmethod
+    def _no_nul(cls, value: Any, info: ValidationInfo) -> Any:
+        # No process argument, environment entry or path may carry one: the OS refuses them
+        # when the driver starts, so they are refused here, where the caller can be told.
+        if where := _nul_at(value, str(info.field_name)):
+            raise ValueError(f"contains a NUL byte (\\u0000) at {where}")
+        return value
 
     @field_validator("timeout", mode="before")
     @classmethod

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 _SIZE = re.compile(r"^\s*(\d+)\s*([kmgtp]?)(?:i?b)?\s*$", re.IGNORECASE)
@@ -40,6 +41,9 @@ def format_memory(mib: int) -> str:
     return f"{mib // 1024}g" if mib % 1024 == 0 else f"{mib}m"
 
 
+_MAX_DURATION_SECONDS = 10 * 366 * 86400.0
+
+
 def parse_duration_seconds(value: str | int | float) -> float:
     """Parse `90`, `90s`, `30m`, `2h`, `1h30m`, `1d` into seconds (> 0), else ValueError."""
     if isinstance(value, bool):
@@ -56,6 +60,9 @@ def parse_duration_seconds(value: str | int | float) -> float:
             )
         else:
             raise ValueError(f"{value!r} is not a duration: use 90s, 30m, 2h, 1h30m or 1d")
+    # NaN compares false with everything, and infinity passes every "at most": both refused.
+    if not math.isfinite(seconds) or seconds > _MAX_DURATION_SECONDS:
+        raise ValueError("must be a finite duration of at most 10 years")
     if seconds <= 0:
         raise ValueError("must be a positive duration")
     return seconds

@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 
 from chidori import __version__
 from chidori.api.admin_routes import build_admin_router
@@ -27,7 +29,7 @@ from chidori.api.routes import build_router
 from chidori.api.schemas import Status, error_responses
 from chidori.api.share_routes import build_share_router
 from chidori.api.submit import SubmitLane, document_job_spec, submission_handler
-from chidori.errors import StoreUnavailable
+from chidori.errors import NotFound, StoreUnavailable
 from chidori.queues.base import QueueUnavailable
 from chidori.services.admission import AdmissionService
 from chidori.services.history import HistoryService
@@ -80,8 +82,12 @@ def create_app(
         # FastAPI's OpenTelemetry hooks look up the providers on every request (a few percent
         # of the submission path); Chidori exports /metrics itself.
         telemetry={"tracing": False, "metrics": False, "logs": False},
+        # Served below from a pinned copy installed with Chidori: no CDN at run time.
+        docs_url=None,
+        redoc_url=None,
     )
     install_error_handlers(app)
+    install_api_docs(app)
     app.state.identity = identity
     app.state.proxy_auth = proxy_auth or ProxyAuth()
     submit = submission_handler(jobs, identity)
@@ -109,7 +115,7 @@ def create_app(
         upload_limit=limits.max_upload_bytes,
         upload_prefix="/api/v1/uploads",
     )
-    app.add_middleware(SecurityHeaders, exempt_prefixes=("/docs", "/redoc"))
+    app.add_middleware(SecurityHeaders, exempt_prefixes=("/docs",))
     app.add_middleware(TrustedProxyHeaders, trusts=app.state.proxy_auth.trusts)  # outermost
 
     @app.get("/healthz", response_model=Status, tags=["health"])
@@ -128,3 +134,39 @@ def create_app(
 
     document_job_spec(app)
     return app
+
+
+# Swagger UI's files, from the pinned `swagger-ui-bundle` package (swagger-ui 4.15.5).
+_DOCS_FILES = {
+    "swagger-ui-bundle.js": "application/javascript",
+    "swagger-ui.css": "text/css",
+    "favicon-32x32.png": "image/png",
+}
+
+
+def install_api_docs(app: FastAPI) -> None:
+    """`/docs`: the interactive API reference, with every file served by Chidori itself."""
+    import swagger_ui_bundle  # type: ignore[import-untyped]
+
+    folder = Path(swagger_ui_bundle.swagger_ui_path)
+
+    @app.get("/docs", include_in_schema=False)
+    def api_docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json",
+            title="Chidori API",
+            swagger_js_url="/docs/files/swagger-ui-bundle.js",
+            swagger_css_url="/docs/files/swagger-ui.css",
+            swagger_favicon_url="/docs/files/favicon-32x32.png",
+        )
+
+    @app.get("/docs/files/{name}", include_in_schema=False)
+    def api_docs_file(name: str) -> Response:
+        media_type = _DOCS_FILES.get(name)
+        if media_type is None:
+            raise NotFound(f"no file {name!r}")
+        return FileResponse(
+            folder / name,
+            media_type=media_type,
+            headers={"Cache-Control": "public, max-age=86400"},
+        )

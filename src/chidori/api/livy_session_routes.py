@@ -115,6 +115,8 @@ async def _json_body(request: Request) -> dict[str, Any]:
         body = json.loads(await request.body())
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidRequest(f"the body is not valid JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise InvalidRequest("the body is nested too deeply") from exc
     if not isinstance(body, dict):
         raise InvalidRequest("the body must be a JSON object")
     return body

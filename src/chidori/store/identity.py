@@ -59,15 +59,18 @@ class UiSessionState:
 
 
 def _live_tokens(session: Session, user_id: int, now: datetime) -> int:
-    return session.scalar(
-        select(func.count())
-        .select_from(TokenRow)
-        .where(
-            TokenRow.user_id == user_id,
-            TokenRow.revoked_at.is_(None),
-            or_(TokenRow.expires_at.is_(None), TokenRow.expires_at > now),
+    return (
+        session.scalar(
+            select(func.count())
+            .select_from(TokenRow)
+            .where(
+                TokenRow.user_id == user_id,
+                TokenRow.revoked_at.is_(None),
+                or_(TokenRow.expires_at.is_(None), TokenRow.expires_at > now),
+            )
         )
-    ) or 0
+        or 0
+    )
 
 
 class IdentityStore:

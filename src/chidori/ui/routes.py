@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import quote, urlencode
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Form, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
@@ -55,6 +55,18 @@ LIFETIMES = (("1h", "1 hour"), ("1d", "1 day"), ("7d", "7 days"), ("30d", "30 da
 @dataclass(frozen=True)
 class UiOptions:
     history_server_url: str | None = None
+
+
+# What a page may say after an action: a code in the URL, its words from here, so nobody can
+# make a page say something else by sending a crafted link.
+NOTICES = {
+    "cancel-requested": "Cancel requested.",
+    "link-revoked": "Link revoked.",
+}
+
+
+def notice_text(request: Request) -> str | None:
+    return NOTICES.get(request.query_params.get("notice") or "")
 
 
 def _safe_next(target: str | None) -> str:
@@ -242,7 +254,7 @@ def build_ui_router(
             events=events,
             can_cancel=role in (Role.ADMIN, Role.USER) and not job.state.terminal,
             lifetimes=LIFETIMES,
-            notice=request.query_params.get("notice"),
+            notice=notice_text(request),
         )
         return page(request, session, "job.html", context)
 
@@ -257,9 +269,7 @@ def build_ui_router(
             jobs.cancel(session.actor, job_id)
         except ChidoriError as exc:
             return error_page(request, session, exc)
-        return RedirectResponse(
-            f"/ui/jobs/{job_id}?notice=" + quote("Cancel requested."), status_code=303
-        )
+        return RedirectResponse(f"/ui/jobs/{job_id}?notice=cancel-requested", status_code=303)
 
     # ---- share links ------------------------------------------------------------------------
 
@@ -334,7 +344,7 @@ def build_ui_router(
             request,
             session,
             "shares.html",
-            {"shares": items, "now": now, "notice": request.query_params.get("notice")},
+            {"shares": items, "now": now, "notice": notice_text(request)},
         )
 
     @router.post("/shares/{share_id}/revoke")
@@ -350,9 +360,7 @@ def build_ui_router(
             shares.revoke(session.actor, share_id)
         except ChidoriError as exc:
             return error_page(request, session, exc)
-        return RedirectResponse(
-            "/ui/shares?notice=" + quote(f"Link {share_id} revoked."), status_code=303
-        )
+        return RedirectResponse("/ui/shares?notice=link-revoked", status_code=303)
 
     # ---- dataset history ----------------------------------------------------------------------
 
