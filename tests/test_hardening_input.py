@@ -151,3 +151,20 @@ def test_the_api_docs_load_nothing_from_elsewhere(server: ChidoriServer) -> None
     assert "https://" not in docs.text.split("<body", 1)[-1].split("</body>")[0].replace(
         "https://fastapi.tiangolo.com", ""
     )
+
+
+def test_a_job_stored_before_the_input_checks_still_loads() -> None:
+    """Specs read back from the store skip the input-only checks (NUL, commas): a job accepted
+    before them is still listed and shown (and fails its attempt with a reason), while the
+    same fields arriving now are refused."""
+    from pydantic import ValidationError
+
+    from chidori.spec import JobSpec
+
+    stored = {"kind": "python", "application": "/apps/a.py", "args": ["a\x00b"]}
+    stored_paths = {"kind": "spark", "application": "/apps/a.jar", "files": ["/a,/b"]}
+    assert JobSpec.from_stored(stored).args == ["a\x00b"]
+    assert JobSpec.from_stored(stored_paths).files == ["/a,/b"]
+    for data in (stored, stored_paths):
+        with pytest.raises(ValidationError):
+            JobSpec.model_validate(data)

@@ -47,10 +47,21 @@ Memory = Annotated[str, BeforeValidator(_memory)]
 Identifier = Annotated[str, Field(pattern=_NAME_RE.pattern)]
 
 
-def _one_path(value: str) -> str:
+STORED = {"stored": True}  # validation context of specs read back from the store
+
+
+def _from_input(info: ValidationInfo) -> bool:
+    """Whether a spec is being validated as it arrives (not read back from the store).
+
+    Checks added after jobs were stored (NUL bytes, commas in paths) apply to input only: a
+    job accepted before them still loads, is shown, and fails its attempt with a reason."""
+    return not (info.context or {}).get("stored")
+
+
+def _one_path(value: str, info: ValidationInfo) -> str:
     # spark-submit joins these lists with commas (and Spark splits them again): a comma in
     # one entry would smuggle in another that no check saw.
-    if "," in value:
+    if "," in value and _from_input(info):
         raise ValueError("one file per entry: a comma would split it into several for Spark")
     return value
 
@@ -119,7 +130,7 @@ class JobSpec(BaseModel):
     def _no_nul(cls, value: Any, info: ValidationInfo) -> Any:
         # No process argument, environment entry or path may carry one: the OS refuses them
         # when the driver starts, so they are refused here, where the caller can be told.
-        if where := _nul_at(value, str(info.field_name)):
+        if _from_input(info) and (where := _nul_at(value, str(info.field_name))):
             raise ValueError(f"contains a NUL byte (\\u0000) at {where}")
         return value
 
@@ -166,6 +177,11 @@ class JobSpec(BaseModel):
         if value and info.data.get("kind") == "python":
             raise ValueError("applies to Spark jobs only, not to kind 'python'")
         return value
+
+    @classmethod
+    def from_stored(cls, data: object) -> JobSpec:
+        """A spec as the store keeps it (validated when it arrived)."""
+        return cls.model_validate(data, context=STORED)
 
     @property
     def display_name(self) -> str:

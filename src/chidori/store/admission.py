@@ -559,7 +559,7 @@ class AdmissionStore:
             return candidates, {}, {}
         wanted = [c.job_id for c in candidates if c.cluster in {r.cluster for r in idle}]
         specs = {
-            job_id: JobSpec.model_validate(spec)
+            job_id: JobSpec.from_stored(spec)
             for job_id, spec in session.execute(
                 select(JobRow.id, JobRow.spec).where(JobRow.id.in_(wanted))
             )
@@ -613,7 +613,7 @@ class AdmissionStore:
         notes: dict[int, str] = {}
         for candidate in unjudged:
             cluster = candidate.cluster
-            spec = JobSpec.model_validate(specs[candidate.job_id])
+            spec = JobSpec.from_stored(specs[candidate.job_id])
             notes[candidate.job_id] = (
                 cold_reason(spec, warm.pools[cluster], warm.fixed_conf.get(cluster, {}))
                 or "no idle warm driver on the admitting server"

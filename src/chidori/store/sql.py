@@ -248,7 +248,7 @@ def job_record(row: JobRow | Row[Any]) -> Job:
         id=row.id,
         name=row.name,
         state=JobState(row.state),
-        spec=JobSpec.model_validate(row.spec),
+        spec=JobSpec.from_stored(row.spec),
         owner=row.owner,
         team=row.team,
         created_at=row.created_at,
@@ -1176,7 +1176,7 @@ class Store:
         current = conn.execute(_JOB_TO_FINISH, {"b_job": job_id}).one_or_none()
         if current is None or current.attempts != attempt or current.state not in _ACTIVE_JOB:
             return None
-        spec = JobSpec.model_validate(current.spec)
+        spec = JobSpec.from_stored(current.spec)
         step = _next_state(
             outcome,
             bool(current.cancel_requested),
