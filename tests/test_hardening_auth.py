@@ -166,7 +166,7 @@ def test_forms_and_text_are_refused_on_json_routes_in_every_mode(plain: ChidoriS
 @pytest.mark.parametrize("name", ["bad name", "<script>", "a" * 129, "dana/../admin", "é"])
 def test_proxy_user_names_follow_the_user_name_rules(proxied: ChidoriServer, name: str) -> None:
     response = httpx.get(
-        f"{proxied.url}/api/v1/whoami", headers={"X-Forwarded-User": name.encode()}
+        f"{proxied.url}/api/v1/whoami", headers=[(b"X-Forwarded-User", name.encode())]
     )
     assert response.status_code == 401, response.text
     assert "invalid user name in X-Forwarded-User" in response.json()["error"]["message"]
