@@ -45,6 +45,7 @@ bench: setup
 	$(BIN)/python bench/dispatch.py
 	$(BIN)/python -m bench.jobs_list
 	$(BIN)/python bench/shared_storage.py
+	$(BIN)/python bench/log_memory.py
 
 clean:
 	rm -rf $(VENV) .chidori .pytest_cache .mypy_cache .ruff_cache
