@@ -39,9 +39,9 @@ import httpx
 import pytest
 import schemathesis
 
-from tests.server import REPO, ChidoriServer
+from tests.server import REPO, ChidoriServer, free_port
 
-FUZZ_SECONDS = 60
+FUZZ_SECONDS = 40
 MAX_EXAMPLES = 25
 SEED = 20260101
 CHECKS = (
@@ -100,9 +100,83 @@ def _cancel(path_parameters: dict[str, Any]) -> None:
 
 @pytest.fixture(scope="module")
 def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChidoriServer]:
+    """Jobs queue and never run; Spark's REST listener runs too, as a plain run-as user
+    (created on a first start that a JWS secret lets the listener through)."""
     home = tmp_path_factory.mktemp("fuzz-server")
-    with ChidoriServer(home, env={"CHIDORI_MAX_RUNNING_JOBS": "0"}) as running:
+    server = ChidoriServer(
+        home,
+        spark_rest_port=free_port(),
+        env={
+            "CHIDORI_MAX_RUNNING_JOBS": "0",
+            "CHIDORI_SPARK_REST_ALLOWED_NETWORKS": "127.0.0.1/32",
+            "CHIDORI_SPARK_REST_JWS_SECRET": "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldA",
+        },
+    )
+    with server, server.client() as client:
+        assert client.post("/api/v1/admin/users", json={"name": "rest"}).status_code == 201
+    del server.extra_env["CHIDORI_SPARK_REST_JWS_SECRET"]
+    server.extra_env["CHIDORI_SPARK_REST_USER"] = "rest"
+    with server as running:
         yield running
+
+
+# Bodies no schema-driven generator sends: JSON nested past any parser's recursion limit, and
+# the non-standard NaN/Infinity literals Python's json module accepts by default.
+DEPTH = 100_000
+HOSTILE_BODIES = {
+    "nested arrays": "[" * DEPTH + "]" * DEPTH,
+    "nested objects": '{"a":' * DEPTH + "1" + "}" * DEPTH,
+    "nested in a field": '{"kind":"python","application":"a.py","args":'
+    + "[" * DEPTH
+    + "]" * DEPTH
+    + "}",
+    "bare NaN": "NaN",
+    "NaN field": '{"kind":"python","application":"a.py","timeout":NaN}',
+    "Infinity fields": '{"expires_in":Infinity,"driver_cores":-Infinity,"priority":1e999}',
+    "huge number": '{"executor_instances":' + "9" * 5000 + "}",
+}
+SPARK_REST_PATHS = ("/v1/submissions/create", "/v1/submissions/kill/driver-1")
+
+
+def body_routes(schema: dict[str, Any]) -> list[tuple[str, str]]:
+    """Every (method, path) of the schema that takes a request body, path parameters
+    filled with 1."""
+    routes = []
+    for path, operations in schema["paths"].items():
+        for method in operations:
+            if method in ("post", "put", "patch"):
+                filled = path
+                while "{" in filled:
+                    start = filled.index("{")
+                    filled = filled[:start] + "1" + filled[filled.index("}", start) + 1 :]
+                routes.append((method.upper(), filled))
+    return routes
+
+
+def test_hostile_json_bodies_never_cause_a_server_error(fuzz_server: ChidoriServer) -> None:
+    """A deterministic sweep: every body-taking route of the API (Livy's included) and of the
+    Spark REST listener, each hostile body: a 4xx, never a 5xx or a dropped connection."""
+    assert fuzz_server.spark_rest_url is not None
+    with fuzz_server.client() as client:
+        routes = [
+            (m, f"{fuzz_server.url}{p}") for m, p in body_routes(client.get("/openapi.json").json())
+        ]
+    routes += [("POST", f"{fuzz_server.spark_rest_url}{p}") for p in SPARK_REST_PATHS]
+    paths = {url.split("/", 3)[3] for _, url in routes}
+    assert {"api/v1/jobs", "batches", "sessions", "sessions/1/statements"} <= paths, paths
+    failures = []
+    headers = {"Authorization": f"Bearer {fuzz_server.token}", "Content-Type": "application/json"}
+    with httpx.Client(headers=headers, timeout=30) as http:
+        for method, url in routes:
+            for name, body in HOSTILE_BODIES.items():
+                try:
+                    answer = http.request(method, url, content=body)
+                except httpx.HTTPError as exc:
+                    failures.append(f"{method} {url} with {name}: {exc!r}")
+                    continue
+                if answer.status_code >= 500:
+                    failures.append(f"{method} {url} with {name}: {answer.status_code}")
+    assert not failures, "\n".join(failures) + "\n" + unhandled_errors(fuzz_server)
 
 
 def unhandled_errors(server: ChidoriServer, limit: int = 20_000) -> str:

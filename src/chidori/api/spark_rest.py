@@ -755,10 +755,17 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+def _no_constant(name: str) -> object:
+    # NaN and Infinity are not JSON (Spark's Jackson refuses them too).
+    raise ValueError(f"{name} is not a JSON value")
+
+
 def _parse_create(raw: bytes) -> CreateSubmissionRequest:
     """The request, or a 400 ErrorResponse saying why not (Spark: "Malformed request: ...")."""
     try:
-        data = json.loads(raw)
+        data = json.loads(raw, parse_constant=_no_constant)
+    except RecursionError as exc:
+        raise _RestError(400, "Malformed request: the body is nested too deeply") from exc
     except (ValueError, UnicodeDecodeError) as exc:
         raise _RestError(400, f"Malformed request: the body is not JSON: {exc}") from exc
     if not isinstance(data, dict) or "action" not in data:
