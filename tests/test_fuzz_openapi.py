@@ -41,7 +41,7 @@ import schemathesis
 
 from tests.server import REPO, ChidoriServer, free_port
 
-FUZZ_SECONDS = 40
+FUZZ_SECONDS = 30
 MAX_EXAMPLES = 25
 SEED = 20260101
 CHECKS = (

@@ -28,7 +28,7 @@ from typing import BinaryIO, Protocol
 
 MAX_ANSWER_BYTES = 1024 * 1024  # the most one non-streamed log answer carries
 STREAM_CHUNK_BYTES = 256 * 1024  # one chunk of a download
-FOLLOW_CHUNK_BYTES = 64 * 1024  # one chunk of a follow stream
+FOLLOW_CHUNK_BYTES = 256 * 1024  # the most one read of a follow stream sends
 _SCAN_BLOCK = 1024 * 1024  # lines are counted, and indexed, per block of this size
 _INDEXED_LOGS = 256  # line indexes kept (least recently used dropped first)
 _NEWLINE = 0x0A

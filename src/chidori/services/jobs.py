@@ -344,21 +344,26 @@ class JobService:
                 if not await asyncio.to_thread(allowed):
                     return
                 checked = time.monotonic()
-            job = await asyncio.to_thread(self._store.get_job, job_id)
-            current = await asyncio.to_thread(self._log_attempt, job_id, attempt)
-            if current is not None and current.number != number:
-                number, position = current.number, 0
             data, settled = b"", True
             if number is not None:
                 chunk, settled = await asyncio.to_thread(self._read_chunk, job_id, number, position)
                 data, position = chunk.data, chunk.next_offset
             if data:
+                # Behind the log's end: read on; the job's state matters once caught up.
                 yield data
                 continue
+            job = await asyncio.to_thread(self._store.get_job, job_id)
+            current = await asyncio.to_thread(self._log_attempt, job_id, attempt)
+            if current is not None and current.number != number:
+                number, position = current.number, 0
+                continue
             if job.state.terminal:
-                # A log read from shared storage trails its host: wait for its last copy, but
-                # not for a host that died before making it.
-                ended_at = ended_at or time.monotonic()
+                # Read once more after seeing the end (the last bytes may have come between
+                # the read and the state). A log read from shared storage trails its host:
+                # wait for its last copy, but not for a host that died before making it.
+                if ended_at is None:
+                    ended_at = time.monotonic()
+                    continue
                 if settled or time.monotonic() - ended_at > _FOLLOW_SETTLE_SECONDS:
                     return
             await self._notifier.wait(0.25)
