@@ -18,7 +18,7 @@ import pytest
 from tests.server import ChidoriServer, shared_markers
 
 LIMIT = 6
-LEASE = 10.0
+LEASE = 6.0
 
 
 @pytest.fixture
