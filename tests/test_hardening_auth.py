@@ -10,9 +10,7 @@ clients at other addresses through X-Forwarded-For; 5 failed sign-ins a minute p
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +27,7 @@ from chidori.store import open_store
 from chidori.store.identity import IdentityStore
 from chidori.store.sql import MIGRATIONS, normalize_url
 from tests.server import ChidoriServer
+from tests.test_ui_login import csrf_field, sign_in
 
 TRAIN = {"kind": "python", "application": "examples/train.py"}
 XHR = {"X-Requested-With": "XMLHttpRequest"}
@@ -72,23 +71,6 @@ def make_user(server: ChidoriServer, name: str) -> tuple[str, int]:
 def job_count(server: ChidoriServer) -> int:
     with server.client() as admin:
         return len(admin.get("/api/v1/jobs", params={"limit": 1000}).json()["items"])
-
-
-def csrf_field(page: str) -> str:
-    match = re.search(r'name="csrf" value="([^"]+)"', page)
-    assert match, page
-    return match.group(1)
-
-
-@contextmanager
-def signed_in(server: ChidoriServer, token: str) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.url, timeout=30) as client:
-        form = client.get("/ui/login")
-        response = client.post(
-            "/ui/login", data={"token": token, "csrf": csrf_field(form.text), "next": "/ui"}
-        )
-        assert response.status_code == 303, response.text
-        yield client
 
 
 # ---- defect 8: proxy-SSO mode ------------------------------------------------------------------
@@ -285,7 +267,7 @@ def _session_cookie(client: httpx.Client) -> dict[str, str]:
 
 def test_signing_out_ends_every_copy_of_the_session(plain: ChidoriServer) -> None:
     token, _ = make_user(plain, "walt")
-    with signed_in(plain, token) as client:
+    with sign_in(plain, token) as client:
         copied = _session_cookie(client)
         csrf = csrf_field(client.get("/ui").text)
         assert client.post("/ui/logout", data={"csrf": csrf}).status_code == 303
@@ -302,7 +284,7 @@ def test_rotating_the_bootstrap_token_ends_its_sessions(plain: ChidoriServer) ->
     token, _ = make_user(plain, "xena")
     cookies: dict[str, dict[str, str]] = {}
     for who, secret in (("admin", plain.token), ("xena", token)):
-        with signed_in(plain, secret) as client:
+        with sign_in(plain, secret) as client:
             cookies[who] = _session_cookie(client)
     whoami = f"{plain.url}/api/v1/whoami"
     assert httpx.get(whoami, cookies=cookies["admin"]).json()["name"] == "admin"

@@ -283,16 +283,6 @@ def run_server(config_file: Path | None, host: str | None = None, port: int | No
         settings.home,
         where,
     )
-    if server.spark_rest_app is None or settings.spark_rest_port is None:
-        uvicorn.run(
-            server.app,
-            host=settings.host,
-            port=settings.port,
-            access_log=False,
-            log_level="info",
-            proxy_headers=False,  # X-Forwarded-* is applied by TrustedProxyHeaders, if at all
-        )
-        return
     main = uvicorn.Server(
         uvicorn.Config(
             server.app,
@@ -303,6 +293,9 @@ def run_server(config_file: Path | None, host: str | None = None, port: int | No
             proxy_headers=False,  # X-Forwarded-* is applied by TrustedProxyHeaders, if at all
         )
     )
+    if server.spark_rest_app is None or settings.spark_rest_port is None:
+        main.run()
+        return
     rest_config = uvicorn.Config(
         server.spark_rest_app,
         host=settings.host,
