@@ -82,11 +82,11 @@ async def drain(http: httpx.AsyncClient, path: str, params: dict[str, Any] | Non
     return received
 
 
-async def windows(http: httpx.AsyncClient, job: int, size: int, params: dict[str, Any]) -> int:
-    """REST windows read one after another from `offset` to the end."""
-    received, offset = 0, params.get("offset", 0)
+async def windows(http: httpx.AsyncClient, job: int, size: int) -> int:
+    """REST windows read one after another from offset 0 to the end."""
+    received, offset = 0, 0
     while offset < size:
-        answer = await http.get(f"/api/v1/jobs/{job}/logs", params={**params, "offset": offset})
+        answer = await http.get(f"/api/v1/jobs/{job}/logs", params={"offset": offset})
         answer.raise_for_status()
         received += len(answer.content)
         offset = int(answer.headers["X-Log-Offset"])
@@ -147,7 +147,7 @@ def main() -> None:
             lines = size // LINE
             log_path = f"/api/v1/jobs/{job}/logs"
             routes: list[tuple[str, Callable[[httpx.AsyncClient], Any]]] = [
-                ("REST windows, offset 0 to the end", lambda h: windows(h, job, size, {})),
+                ("REST windows, offset 0 to the end", lambda h: windows(h, job, size)),
                 ("REST tail=1000000", lambda h: drain(h, log_path, {"tail": 1_000_000})),
                 ("REST download", lambda h: drain(h, f"{log_path}/download")),
                 ("Livy lines, 20 pages from 0", lambda h: livy_pages(h, job, 0, 20)),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import signal
 import socket
@@ -198,3 +199,16 @@ class ChidoriServer:
         self, _t: type[BaseException] | None, _e: BaseException | None, _tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+def add_spark_rest_user(server: ChidoriServer, user: str) -> None:
+    """Create `user` and make it the Spark REST listener's run-as user. The listener will not
+    start without one (or a JWS secret), and the user must exist first: so one start with a
+    throwaway secret creates it. The server is stopped again on return."""
+    secret = base64.urlsafe_b64encode(os.urandom(32)).rstrip(b"=").decode()
+    server.extra_env["CHIDORI_SPARK_REST_JWS_SECRET"] = secret
+    with server, server.client() as client:
+        created = client.post("/api/v1/admin/users", json={"name": user})
+        assert created.status_code == 201, created.text
+    del server.extra_env["CHIDORI_SPARK_REST_JWS_SECRET"]
+    server.extra_env["CHIDORI_SPARK_REST_USER"] = user

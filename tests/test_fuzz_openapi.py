@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -39,7 +40,7 @@ import httpx
 import pytest
 import schemathesis
 
-from tests.server import REPO, ChidoriServer, free_port
+from tests.server import REPO, ChidoriServer, add_spark_rest_user, free_port
 
 FUZZ_SECONDS = 30
 MAX_EXAMPLES = 25
@@ -100,8 +101,7 @@ def _cancel(path_parameters: dict[str, Any]) -> None:
 
 @pytest.fixture(scope="module")
 def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChidoriServer]:
-    """Jobs queue and never run; Spark's REST listener runs too, as a plain run-as user
-    (created on a first start that a JWS secret lets the listener through)."""
+    """Jobs queue and never run; Spark's REST listener runs too, as a plain run-as user."""
     home = tmp_path_factory.mktemp("fuzz-server")
     server = ChidoriServer(
         home,
@@ -109,13 +109,9 @@ def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChidoriSer
         env={
             "CHIDORI_MAX_RUNNING_JOBS": "0",
             "CHIDORI_SPARK_REST_ALLOWED_NETWORKS": "127.0.0.1/32",
-            "CHIDORI_SPARK_REST_JWS_SECRET": "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldA",
         },
     )
-    with server, server.client() as client:
-        assert client.post("/api/v1/admin/users", json={"name": "rest"}).status_code == 201
-    del server.extra_env["CHIDORI_SPARK_REST_JWS_SECRET"]
-    server.extra_env["CHIDORI_SPARK_REST_USER"] = "rest"
+    add_spark_rest_user(server, "rest")
     with server as running:
         yield running
 
@@ -145,11 +141,7 @@ def body_routes(schema: dict[str, Any]) -> list[tuple[str, str]]:
     for path, operations in schema["paths"].items():
         for method in operations:
             if method in ("post", "put", "patch"):
-                filled = path
-                while "{" in filled:
-                    start = filled.index("{")
-                    filled = filled[:start] + "1" + filled[filled.index("}", start) + 1 :]
-                routes.append((method.upper(), filled))
+                routes.append((method.upper(), re.sub(r"\{[^}]*\}", "1", path)))
     return routes
 
 

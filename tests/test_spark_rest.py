@@ -46,7 +46,7 @@ from chidori.states import JobState
 from chidori.store import open_store
 from chidori.store.identity import IdentityStore
 from tests.conftest import unavailable
-from tests.server import REPO, ChidoriServer, free_port
+from tests.server import REPO, ChidoriServer, add_spark_rest_user, free_port
 
 REST_USER = "spark-submitter"
 
@@ -134,17 +134,9 @@ def rest(tmp_path_factory: pytest.TempPathFactory, jar_dir: Path) -> Iterator[Ch
         tmp_path_factory.mktemp("spark-rest"),
         app_roots=[REPO, jar_dir],
         spark_rest_port=free_port(),
-        # The first start only creates the run-as user: a secret lets the listener start.
-        env={
-            "CHIDORI_SPARK_REST_ALLOWED_NETWORKS": "127.0.0.1/32",
-            "CHIDORI_SPARK_REST_JWS_SECRET": b64url(os.urandom(32)),
-        },
+        env={"CHIDORI_SPARK_REST_ALLOWED_NETWORKS": "127.0.0.1/32"},
     )
-    with server, server.client() as client:
-        created = client.post("/api/v1/admin/users", json={"name": REST_USER})
-        assert created.status_code == 201, created.text
-    del server.extra_env["CHIDORI_SPARK_REST_JWS_SECRET"]
-    server.extra_env["CHIDORI_SPARK_REST_USER"] = REST_USER
+    add_spark_rest_user(server, REST_USER)
     with server:
         yield server
 
