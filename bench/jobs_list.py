@@ -30,9 +30,9 @@ from typing import Any
 from sqlalchemy import create_engine, insert, text
 
 from bench.common import percentile, print_table, write_results
-from chidori.records import JobQuery
-from chidori.spec import JobSpec
-from chidori.states import JobState
+from chidori.domain.records import JobQuery
+from chidori.domain.spec import JobSpec
+from chidori.domain.states import JobState
 from chidori.store import Store, open_store
 from chidori.store.models import JobRow
 from chidori.store.sql import normalize_url

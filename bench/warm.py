@@ -33,7 +33,7 @@ from bench.common import (  # noqa: E402
     timed_command,
     write_results,
 )
-from chidori.units import parse_memory_mib  # noqa: E402
+from chidori.domain.units import parse_memory_mib  # noqa: E402
 
 PI = "examples/pi.py"
 CLUSTER = "local"

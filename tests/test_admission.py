@@ -1,4 +1,4 @@
-"""Admission (``chidori.admission.admit``): limits, quotas, gangs, ordering, fair share.
+"""Admission (``chidori.domain.admission.admit``): limits, quotas, gangs, ordering, fair share.
 
 Unit tests name one behaviour each; the property tests check the invariants against an
 independent oracle (``Ledger``) for random candidates, usage, limits and event streams.
@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from chidori.admission import (
+from chidori.domain.admission import (
     Candidate,
     Decision,
     Limit,

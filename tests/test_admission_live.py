@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from chidori.processes import tagged_processes
-from chidori.units import parse_memory_mib
+from chidori.domain.units import parse_memory_mib
+from chidori.host.processes import tagged_processes
 from tests.server import ChidoriServer
 
 SLEEPER = "tests/jobs/sleeper.py"

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from chidori.blobs import CHUNK_BYTES, BlobStore, DatabaseBlobs, DirectoryBlobs, open_blobs
-from chidori.logship import EventLogSync, LogShipper, SharedLog
+from chidori.storage.blobs import CHUNK_BYTES, BlobStore, DatabaseBlobs, DirectoryBlobs, open_blobs
+from chidori.storage.logship import EventLogSync, LogShipper, SharedLog
 from chidori.store.sql import open_store
 from tests.s3 import BUCKET, s3_server
 
@@ -46,7 +46,7 @@ def blobs(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BlobStore]
         store.dispose()
     else:
         request.getfixturevalue("s3_env")
-        from chidori.blobs_fsspec import FsspecBlobs
+        from chidori.storage.blobs_fsspec import FsspecBlobs
 
         yield FsspecBlobs(f"s3://{BUCKET}/{tmp_path.name}")
 

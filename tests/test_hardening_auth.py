@@ -21,8 +21,8 @@ from alembic.config import Config
 from sqlalchemy import create_engine, text
 
 from chidori.config import ConfigError, load_settings
-from chidori.errors import Conflict
-from chidori.identity import Role
+from chidori.domain.errors import Conflict
+from chidori.domain.identity import Role
 from chidori.store import open_store
 from chidori.store.identity import IdentityStore
 from chidori.store.sql import MIGRATIONS, normalize_url

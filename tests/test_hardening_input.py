@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from chidori.api.spark_rest import CreateSubmissionRequest, spec_from_request
-from chidori.errors import InvalidRequest
+from chidori.domain.errors import InvalidRequest
 from tests.server import ChidoriServer
 from tests.test_ui_login import sign_in
 
@@ -159,7 +159,7 @@ def test_a_job_stored_before_the_input_checks_still_loads() -> None:
     same fields arriving now are refused."""
     from pydantic import ValidationError
 
-    from chidori.spec import JobSpec
+    from chidori.domain.spec import JobSpec
 
     stored = {"kind": "python", "application": "/apps/a.py", "args": ["a\x00b"]}
     stored_paths = {"kind": "spark", "application": "/apps/a.jar", "files": ["/a,/b"]}

@@ -14,7 +14,7 @@ import pytest
 from tests.server import ChidoriServer
 
 LINES, WIDTH = 40_000, 100  # 4,000,000 bytes of the job's own lines
-CAP = 1024 * 1024  # chidori.logfiles.MAX_ANSWER_BYTES, the most one answer carries
+CAP = 1024 * 1024  # chidori.storage.logfiles.MAX_ANSWER_BYTES, the most one answer carries
 
 
 @dataclass

@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from chidori.spec import JobSpec, fingerprint_of
+from chidori.domain.spec import JobSpec, fingerprint_of
 from chidori.store.sessions import SessionStore
 from chidori.store.sql import open_store
 from tests.server import ChidoriServer

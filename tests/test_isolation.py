@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from chidori.processes import PROC
+from chidori.host.processes import PROC
 from tests.server import REPO, ChidoriServer, processes_of_uid
 
 pytestmark = [

@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from chidori.isolation import driver_environment
+from chidori.host.isolation import driver_environment
 from tests.server import ChidoriServer
 
 

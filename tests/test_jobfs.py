@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from chidori.jobfs import JobFolder
+from chidori.host.jobfs import JobFolder
 
 
 def test_reads_plain_files_and_refuses_links_and_hard_links(tmp_path: Path) -> None:

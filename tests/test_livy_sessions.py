@@ -22,9 +22,9 @@ import httpx
 import pytest
 from livy import LivySession, SessionKind, SparkRuntimeError
 
+from chidori.domain.spec import SESSION_APPLICATION, JobSpec
 from chidori.runtime.session_driver import Repl
 from chidori.sessions.relay import SessionRelay
-from chidori.spec import SESSION_APPLICATION, JobSpec
 from chidori.store import open_store
 from chidori.store.sessions import SessionInfo, SessionStore
 from tests.server import ChidoriServer

@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from chidori.processes import is_alive, tagged_processes
+from chidori.host.processes import is_alive, tagged_processes
 from tests.server import REPO, ChidoriServer, processes_of_uid
 
 JOBS = "tests/jobs"
@@ -277,7 +277,7 @@ def test_a_job_whose_driver_cannot_be_started_fails_with_the_reason_and_frees_it
     """A spec the OS cannot turn into a process (a NUL byte in an argument: the API refuses
     it, so it is written straight into the store here) fails its attempt with a reason; it
     does not hold a running slot forever."""
-    from chidori.spec import JobSpec
+    from chidori.domain.spec import JobSpec
     from chidori.store import open_store
 
     home = tmp_path / "home"

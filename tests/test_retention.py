@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
-from chidori.artifacts import upload_key
-from chidori.blobs import DirectoryBlobs
-from chidori.retention import Retention, Swept
-from chidori.spec import JobSpec
+from chidori.domain.spec import JobSpec
+from chidori.host.retention import Retention, Swept
+from chidori.storage.artifacts import upload_key
+from chidori.storage.blobs import DirectoryBlobs
 from chidori.store.sql import Store
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
-from chidori.driver_host import ReusedThreads
+from chidori.host.driver_host import ReusedThreads
 
 
 def named_threads(name: str) -> list[threading.Thread]:

@@ -13,9 +13,9 @@ import pytest
 from chidori.backends.base import LaunchRequest
 from chidori.backends.spark import SparkBackend
 from chidori.config import ClusterConfig
-from chidori.records import Job
-from chidori.spec import JobSpec
-from chidori.states import JobState
+from chidori.domain.records import Job
+from chidori.domain.spec import JobSpec
+from chidori.domain.states import JobState
 from tests.server import ChidoriServer
 
 TRAIN = {"kind": "python", "application": "examples/train.py"}

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from chidori.processes import tagged_processes
+from chidori.host.processes import tagged_processes
 from tests.server import REPO, ChidoriServer
 from tests.standalone import standalone_cluster
 

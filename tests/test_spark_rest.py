@@ -36,13 +36,13 @@ from chidori.api.spark_rest import (
     verify_jws,
 )
 from chidori.config import ConfigError
-from chidori.errors import InvalidRequest
-from chidori.identity import Role
-from chidori.policy import PolicyDoc
-from chidori.records import Job
+from chidori.domain.errors import InvalidRequest
+from chidori.domain.identity import Role
+from chidori.domain.policy import PolicyDoc
+from chidori.domain.records import Job
+from chidori.domain.spec import JobSpec
+from chidori.domain.states import JobState
 from chidori.services.identity import IdentityService
-from chidori.spec import JobSpec
-from chidori.states import JobState
 from chidori.store import open_store
 from chidori.store.identity import IdentityStore
 from tests.conftest import unavailable

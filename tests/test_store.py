@@ -7,11 +7,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from chidori.errors import Conflict, NotFound
-from chidori.limits import LimitsDoc
-from chidori.records import Claim, Ending, JobQuery, Outcome
-from chidori.spec import JobSpec
-from chidori.states import AttemptState, JobState
+from chidori.domain.errors import Conflict, NotFound
+from chidori.domain.limits import LimitsDoc
+from chidori.domain.records import Claim, Ending, JobQuery, Outcome
+from chidori.domain.spec import JobSpec
+from chidori.domain.states import AttemptState, JobState
 from chidori.store import Store
 from chidori.store.admission import AdmissionStore
 

@@ -15,8 +15,9 @@ from typing import Any
 
 import yaml
 
-from chidori.errors import ChidoriError
-from chidori.units import format_memory, parse_memory_mib
+from chidori.domain.errors import ChidoriError
+from chidori.domain.units import format_memory, parse_memory_mib
+from chidori.domain.warm import WarmPoolConfig
 
 HOSTED_CLUSTER_TYPES = ("local", "standalone")
 # None: the listener must be told whom to admit (networks, a JWS secret, or both).
@@ -25,18 +26,6 @@ SPARK_REST_DEFAULT_NETWORKS: tuple[str, ...] = ()
 
 class ConfigError(ChidoriError):
     code = "config_error"
-
-
-@dataclass(frozen=True)
-class WarmPoolConfig:
-    """Drivers a server keeps started ahead of jobs for one cluster: how many, and the shape
-    fixed at their JVM's start (a job with another shape, or conf only settable at start,
-    runs cold). An admin can change `size` at run time."""
-
-    size: int = 0
-    driver_memory: str = "1g"
-    driver_cores: int = 1
-    conf: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -58,7 +47,7 @@ NETWORK_MODES = ("host", "none")
 
 @dataclass(frozen=True)
 class IsolationConfig:
-    """How jobs are kept away from the server and from each other (see chidori.isolation).
+    """How jobs are kept away from the server and from each other (see chidori.host.isolation).
 
     `auto` sandboxes when the server can (root), and otherwise accepts jobs from admins only;
     `sandbox` refuses to start without it; `none` runs jobs as the server's own user
@@ -111,7 +100,7 @@ class Settings:
     spark_rest_jws_secret: str | None = None
     isolation: IsolationConfig = field(default_factory=IsolationConfig)
     config_file: Path | None = None
-    # Shared storage for uploads, logs and event logs (chidori.blobs): "" = the default (the
+    # Shared storage for uploads, logs and event logs (chidori.storage.blobs): "" = the default (the
     # database on PostgreSQL, nothing shared on SQLite), "db", "file:///shared", "s3://b/p".
     storage_url: str = ""
     # Uploads no job used and logs of jobs that ended longer ago than this are removed.

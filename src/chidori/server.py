@@ -21,19 +21,17 @@ from fastapi import FastAPI
 from chidori.api.app import HttpLimits, create_app
 from chidori.api.deps import ProxyAuth
 from chidori.api.spark_rest import SparkRestOptions, build_spark_rest_app, spark_version
-from chidori.artifacts import ArtifactStore
-from chidori.auth import ensure_admin_token, ensure_secret_key
 from chidori.backends.base import HostedBackend
 from chidori.backends.spark import SparkBackend
-from chidori.blobs import open_blobs
 from chidori.config import ConfigError, Settings, load_settings
-from chidori.dispatch import Dispatcher
-from chidori.isolation import Isolation, driver_environment, runtime_paths
-from chidori.limits import LimitsDoc
-from chidori.logship import EventLogSync, LogShipper
-from chidori.policy import PolicyDoc
-from chidori.retention import Retention
-from chidori.scheduler import Scheduler, SchedulerOptions
+from chidori.domain.limits import LimitsDoc
+from chidori.domain.policy import PolicyDoc
+from chidori.host.isolation import Isolation, driver_environment, runtime_paths
+from chidori.host.retention import Retention
+from chidori.host.scheduler import Scheduler, SchedulerOptions
+from chidori.queues.dispatch import Dispatcher
+from chidori.security.server_secrets import ensure_admin_token, ensure_secret_key
+from chidori.security.signing import Signer
 from chidori.services.admission import AdmissionService
 from chidori.services.identity import IdentityService
 from chidori.services.jobs import JobService
@@ -42,7 +40,9 @@ from chidori.services.ratelimit import FailureThrottle, RateLimiter
 from chidori.services.sessions import SessionService
 from chidori.services.shares import ShareService
 from chidori.sessions.relay import SessionRelay
-from chidori.signing import Signer
+from chidori.storage.artifacts import ArtifactStore
+from chidori.storage.blobs import open_blobs
+from chidori.storage.logship import EventLogSync, LogShipper
 from chidori.store import Store, open_store
 from chidori.store.admission import AdmissionStore
 from chidori.store.identity import IdentityStore

@@ -21,7 +21,7 @@ from chidori.api.admin_schemas import (
 )
 from chidori.api.deps import CurrentActor
 from chidori.api.schemas import MAX_ID, decode_cursor, encode_cursor, error_responses
-from chidori.policy import PolicyDoc
+from chidori.domain.policy import PolicyDoc
 from chidori.services.identity import IdentityService
 
 

@@ -7,9 +7,9 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from chidori.identity import AuditEntry, Role, TokenInfo, User
+from chidori.domain.identity import AuditEntry, Role, TokenInfo, User
+from chidori.domain.units import parse_duration_seconds
 from chidori.services.identity import USER_NAME_PATTERN
-from chidori.units import parse_duration_seconds
 
 UserName = Annotated[str, Field(pattern=USER_NAME_PATTERN)]
 NameList = Annotated[

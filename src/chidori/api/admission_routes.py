@@ -8,13 +8,13 @@ from datetime import UTC, datetime
 from fastapi import APIRouter, Path
 from pydantic import BaseModel, Field
 
-from chidori.admission import Resources
 from chidori.api.deps import CurrentActor
 from chidori.api.schemas import error_responses
-from chidori.limits import LimitDoc, LimitsDoc, QueueDoc
+from chidori.domain.admission import Resources
+from chidori.domain.limits import LimitDoc, LimitsDoc, QueueDoc
+from chidori.domain.units import format_memory
 from chidori.services.admission import AdmissionService, ScopeCapacity, WarmPoolStatus
 from chidori.store.admission import QueueStats
-from chidori.units import format_memory
 
 
 class Amounts(BaseModel):

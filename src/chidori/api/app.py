@@ -29,7 +29,7 @@ from chidori.api.routes import build_router
 from chidori.api.schemas import Status, error_responses
 from chidori.api.share_routes import build_share_router
 from chidori.api.submit import SubmitLane, document_job_spec, submission_handler
-from chidori.errors import NotFound, StoreUnavailable
+from chidori.domain.errors import NotFound, StoreUnavailable
 from chidori.queues.base import QueueUnavailable
 from chidori.services.admission import AdmissionService
 from chidori.services.history import HistoryService

@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import Depends, Header, Request
 
 from chidori.api.middleware import PROXY_PEER, media_type
-from chidori.errors import Forbidden, Unauthenticated, UnsupportedMediaType
+from chidori.domain.errors import Forbidden, Unauthenticated, UnsupportedMediaType
 from chidori.services.identity import Actor, IdentityService
 from chidori.ui.session import SAFE_METHODS, SessionManager
 

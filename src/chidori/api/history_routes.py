@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from chidori.api.deps import CurrentActor
 from chidori.api.schemas import decode_cursor, encode_cursor, error_responses
-from chidori.records import Job
+from chidori.domain.records import Job
 from chidori.services.history import DEFAULT_RUNS, MAX_RUNS, DatasetHistory, HistoryService
 
 

@@ -9,8 +9,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from chidori.api.schemas import ErrorResponse
-from chidori.errors import ChidoriError, InvalidRequest
-from chidori.logfiles import LineWindow
+from chidori.domain.errors import ChidoriError, InvalidRequest
+from chidori.storage.logfiles import LineWindow
 
 _STATUS = {
     "invalid_request": 400,
@@ -114,7 +114,7 @@ class LivySparkRequest(BaseModel):
 
 
 def line_window(owner_id: int, window: LineWindow) -> JSONResponse:
-    """Livy's log answer from a window of numbered lines (chidori.logfiles)."""
+    """Livy's log answer from a window of numbered lines (chidori.storage.logfiles)."""
     return JSONResponse(
         {"id": owner_id, "from": window.start, "total": window.total, "log": window.lines}
     )

@@ -28,13 +28,13 @@ from chidori.api.livy_common import (
 )
 from chidori.api.livy_common import livy_failure as _failure
 from chidori.api.schemas import MAX_ID, error_responses
-from chidori.errors import ChidoriError, NotFound
-from chidori.records import Job, JobQuery
+from chidori.domain.errors import ChidoriError, NotFound
+from chidori.domain.records import Job, JobQuery
+from chidori.domain.spec import JobSpec
+from chidori.domain.states import JobState
 from chidori.services.identity import Actor
 from chidori.services.jobs import JobService
 from chidori.services.sessions import SessionService
-from chidori.spec import JobSpec
-from chidori.states import JobState
 
 # Livy's batch states for ours (Livy: not_started, starting, running, success, dead, killed...).
 LIVY_STATE = {

@@ -29,10 +29,10 @@ from chidori.api.livy_common import (
     livy_failure,
 )
 from chidori.api.schemas import MAX_ID, error_responses
-from chidori.errors import ChidoriError, InvalidRequest
+from chidori.domain.errors import ChidoriError, InvalidRequest
+from chidori.domain.spec import SESSION_APPLICATION, JobSpec
 from chidori.services.identity import Actor
 from chidori.services.sessions import SHARED, SessionService, SessionView
-from chidori.spec import SESSION_APPLICATION, JobSpec
 from chidori.store.sessions import AVAILABLE, CANCELLED, ERROR, Statement
 
 LIVY_VERSION = "0.8.0-incubating"  # the Livy REST API these routes follow

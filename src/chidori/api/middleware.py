@@ -10,7 +10,7 @@ from collections.abc import Callable
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chidori.api.errors import error_body
-from chidori.errors import FieldError
+from chidori.domain.errors import FieldError
 
 
 class BodyTooLarge(Exception):

@@ -25,10 +25,10 @@ from chidori.api.schemas import (
     error_responses,
 )
 from chidori.api.submit import IDEMPOTENCY_KEY_MAX, Handler
-from chidori.errors import InvalidRequest
-from chidori.records import JobQuery
+from chidori.domain.errors import InvalidRequest
+from chidori.domain.records import JobQuery
+from chidori.domain.states import JobState
 from chidori.services.jobs import JobService
-from chidori.states import JobState
 
 JobId = Annotated[int, Path(ge=1, le=MAX_ID)]
 AttemptNumber = Annotated[int | None, Query(ge=1, le=MAX_ID)]

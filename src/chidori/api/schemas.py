@@ -9,10 +9,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from chidori.errors import InvalidRequest
-from chidori.records import Attempt, Event, Job
-from chidori.redact import redact_args, redact_conf
-from chidori.units import format_memory
+from chidori.domain.errors import InvalidRequest
+from chidori.domain.records import Attempt, Event, Job
+from chidori.domain.redact import redact_args, redact_conf
+from chidori.domain.units import format_memory
 
 MAX_ID = 2**63 - 1
 """The largest id a database row can have (a signed 64-bit integer)."""

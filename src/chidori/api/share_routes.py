@@ -10,9 +10,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from chidori.api.deps import CurrentActor
 from chidori.api.schemas import MAX_ID, error_responses
-from chidori.records import Share
+from chidori.domain.records import Share
+from chidori.domain.units import parse_duration_seconds
 from chidori.services.shares import IssuedShare, ShareService
-from chidori.units import parse_duration_seconds
 
 
 def _lifetime(value: object) -> float | None:

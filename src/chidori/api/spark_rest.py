@@ -42,7 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from chidori.config import ConfigError, Settings
-from chidori.errors import (
+from chidori.domain.errors import (
     BackendError,
     ChidoriError,
     FieldError,
@@ -54,12 +54,12 @@ from chidori.errors import (
     StoreUnavailable,
     Unauthenticated,
 )
+from chidori.domain.records import Attempt, Channel, Job, JobQuery
+from chidori.domain.spec import JobSpec
+from chidori.domain.states import ACTIVE_JOB_STATES, JobState
 from chidori.queues.base import QueueUnavailable
-from chidori.records import Attempt, Channel, Job, JobQuery
 from chidori.services.identity import BOOTSTRAP_ADMIN, Actor, IdentityService
 from chidori.services.jobs import JobService
-from chidori.spec import JobSpec
-from chidori.states import ACTIVE_JOB_STATES, JobState
 
 log = logging.getLogger(__name__)
 

@@ -24,10 +24,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from chidori.api.deps import client_address, current_actor
 from chidori.api.errors import domain_error_response, validation_error_response
 from chidori.api.schemas import JobOut
-from chidori.errors import ChidoriError
+from chidori.domain.errors import ChidoriError
+from chidori.domain.spec import JobSpec
 from chidori.services.identity import Actor, IdentityService
 from chidori.services.jobs import JobService
-from chidori.spec import JobSpec
 
 SUBMIT_PATH = "/api/v1/jobs"
 IDEMPOTENCY_KEY_MAX = 256

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from chidori.config import ClusterConfig
-from chidori.errors import BackendError
-from chidori.records import Job
+from chidori.domain.errors import BackendError
+from chidori.domain.records import Job
 
 Resolver = Callable[[str, str], str]
 """(reference, field name) -> local path or URL; raises InvalidRequest when not allowed."""

@@ -16,13 +16,13 @@ from pathlib import Path
 from chidori.backends.base import DriverCommand, HostedBackend, LaunchRequest
 from chidori.backends.spark_home import SparkNotFound, find_spark_home, spark_submit_path
 from chidori.config import ClusterConfig
-from chidori.errors import BackendError
-from chidori.files import write_private
-from chidori.spec import JobSpec
+from chidori.domain.errors import BackendError
+from chidori.domain.spec import JobSpec
+from chidori.storage.files import write_private
 
 # A plain script (stdlib and pyspark only) that spark-submit runs as a session's driver.
 SESSION_DRIVER = Path(__file__).resolve().parent.parent / "runtime" / "session_driver.py"
-# The same for a warm driver: starts Spark, then waits for one job (see chidori.warm_pool).
+# The same for a warm driver: starts Spark, then waits for one job (see chidori.host.warm_pool).
 WARM_DRIVER = SESSION_DRIVER.with_name("warm_driver.py")
 
 # Conf Chidori sets unless the cluster or the job says otherwise.

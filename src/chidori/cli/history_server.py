@@ -11,11 +11,11 @@ import sys
 from pathlib import Path
 
 from chidori.backends.spark_home import SparkNotFound, find_spark_home
-from chidori.blobs import open_blobs
 from chidori.cli.args import ArgumentParser, positive_int
 from chidori.cli.render import Output
 from chidori.config import ConfigError, Settings, load_settings
-from chidori.logship import EventLogSync
+from chidori.storage.blobs import open_blobs
+from chidori.storage.logship import EventLogSync
 from chidori.store.sql import open_store
 
 DEFAULT_PORT = 18080

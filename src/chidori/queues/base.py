@@ -10,7 +10,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
-from chidori.errors import ChidoriError
+from chidori.domain.errors import ChidoriError
 
 
 class QueueUnavailable(ChidoriError):

@@ -24,7 +24,7 @@ from sqlalchemy import Table, bindparam, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import Select, Update
 
-from chidori.errors import StoreUnavailable
+from chidori.domain.errors import StoreUnavailable
 from chidori.queues.base import Delivery, DispatchQueue, Message, QueueUnavailable
 from chidori.store import Store
 from chidori.store.models import QueueMessageRow

@@ -38,7 +38,7 @@ def open_queue(url: str, store: Store) -> DispatchQueue:
                 "CHIDORI_QUEUE_URL names RabbitMQ, but its client is not installed: "
                 "pip install 'chidori[rabbitmq]'"
             ) from exc
-        # Our own option, `?queue=NAME`, picks the queue (default chidori.dispatch); the rest
+        # Our own option, `?queue=NAME`, picks the queue (default chidori.queues.dispatch); the rest
         # of the URL is pika's.
         parts = urlsplit(url)
         options = parse_qsl(parts.query, keep_blank_values=True)

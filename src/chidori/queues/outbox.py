@@ -27,7 +27,7 @@ from typing import Any, cast
 from sqlalchemy import Row, Table, bindparam, delete, insert, select
 from sqlalchemy.orm import Session
 
-from chidori.errors import StoreUnavailable
+from chidori.domain.errors import StoreUnavailable
 from chidori.queues.base import DispatchQueue, Message, QueueUnavailable
 from chidori.store import Store
 from chidori.store.models import OutboxRow

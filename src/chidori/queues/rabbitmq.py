@@ -46,7 +46,7 @@ from chidori.queues.base import Delivery, DispatchQueue, Message, QueueUnavailab
 
 log = logging.getLogger(__name__)
 
-DEFAULT_QUEUE_NAME = "chidori.dispatch"
+DEFAULT_QUEUE_NAME = "chidori.queues.dispatch"
 WAIT_SLICE = 0.05  # longest time `claim` holds the lock while waiting for the broker
 
 

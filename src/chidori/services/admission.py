@@ -5,15 +5,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from chidori.admission import Limit, Resources, never_fits
-from chidori.config import ClusterConfig, WarmPoolConfig
-from chidori.errors import FieldError, InvalidRequest, NotFound
-from chidori.identity import Role
-from chidori.limits import LimitsDoc, QueueDoc
-from chidori.records import Server
+from chidori.config import ClusterConfig
+from chidori.domain.admission import Limit, Resources, never_fits
+from chidori.domain.errors import FieldError, InvalidRequest, NotFound
+from chidori.domain.identity import Role
+from chidori.domain.limits import LimitsDoc, QueueDoc
+from chidori.domain.records import Server
+from chidori.domain.spec import JobSpec
+from chidori.domain.warm import WarmPoolConfig
 from chidori.refreshed import Refreshed
 from chidori.services.identity import Actor, IdentityService
-from chidori.spec import JobSpec
 from chidori.store.admission import AdmissionStore, QueueStats, WarmDriver
 from chidori.store.sql import spec_demand
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from chidori.records import Job, JobQuery, Page
+from chidori.domain.records import Job, JobQuery, Page
 from chidori.services.identity import Actor
 from chidori.services.jobs import JobService
 

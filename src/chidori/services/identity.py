@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from chidori.errors import Forbidden, InvalidRequest, NotFound, Unauthenticated
-from chidori.identity import AuditEntry, Principal, Role, TokenInfo, User
-from chidori.policy import PolicyDoc
+from chidori.domain.errors import Forbidden, InvalidRequest, NotFound, Unauthenticated
+from chidori.domain.identity import AuditEntry, Principal, Role, TokenInfo, User
+from chidori.domain.policy import PolicyDoc
 from chidori.refreshed import Refreshed
 from chidori.services.ratelimit import FailureThrottle
 from chidori.store.identity import IdentityStore, UiSessionState

@@ -11,12 +11,20 @@ from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import urlsplit
 
-from chidori.artifacts import UPLOAD_SCHEME, ArtifactStore, Upload
-from chidori.blobs import BlobStore
 from chidori.config import ClusterConfig
-from chidori.errors import ChidoriError, FieldError, Forbidden, InvalidRequest, NotFound
-from chidori.identity import Principal, Role
-from chidori.logfiles import (
+from chidori.domain.errors import ChidoriError, FieldError, Forbidden, InvalidRequest, NotFound
+from chidori.domain.identity import Principal, Role
+from chidori.domain.policy import check_job
+from chidori.domain.records import Attempt, Channel, Event, Job, JobQuery, Page
+from chidori.domain.spec import JobSpec
+from chidori.domain.states import JobState
+from chidori.services.admission import AdmissionService
+from chidori.services.identity import Actor, IdentityService
+from chidori.services.notify import ChangeNotifier
+from chidori.services.ratelimit import RateLimiter
+from chidori.storage.artifacts import UPLOAD_SCHEME, ArtifactStore, Upload
+from chidori.storage.blobs import BlobStore
+from chidori.storage.logfiles import (
     FOLLOW_CHUNK_BYTES,
     FileLog,
     LineIndex,
@@ -26,15 +34,7 @@ from chidori.logfiles import (
     read_window,
     stream_log,
 )
-from chidori.logship import SharedLog
-from chidori.policy import check_job
-from chidori.records import Attempt, Channel, Event, Job, JobQuery, Page
-from chidori.services.admission import AdmissionService
-from chidori.services.identity import Actor, IdentityService
-from chidori.services.notify import ChangeNotifier
-from chidori.services.ratelimit import RateLimiter
-from chidori.spec import JobSpec
-from chidori.states import JobState
+from chidori.storage.logship import SharedLog
 from chidori.store import Store
 
 _POLL_SECONDS = 1.0
@@ -213,8 +213,8 @@ class JobService:
 
     # ---- logs -------------------------------------------------------------------------------
     # A log is read from this host's file while it is here (this replica hosted the driver),
-    # else from the copies in shared storage (chidori.logship). No answer holds a whole log:
-    # windows are capped (chidori.logfiles), downloads and follows stream.
+    # else from the copies in shared storage (chidori.storage.logship). No answer holds a whole log:
+    # windows are capped (chidori.storage.logfiles), downloads and follows stream.
 
     def _log_attempt(self, job_id: int, attempt: int | None) -> Attempt | None:
         """The attempt whose log is meant (default: the newest that has one)."""

@@ -8,7 +8,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from chidori.errors import RateLimited
+from chidori.domain.errors import RateLimited
 
 
 class RateLimiter:

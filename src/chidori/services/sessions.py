@@ -10,14 +10,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from chidori.errors import InvalidRequest, NotFound
-from chidori.identity import Role
-from chidori.logfiles import LineWindow
-from chidori.records import Job
+from chidori.domain.errors import InvalidRequest, NotFound
+from chidori.domain.identity import Role
+from chidori.domain.records import Job
+from chidori.domain.spec import JobSpec
+from chidori.domain.states import JobState
 from chidori.services.identity import Actor, IdentityService
 from chidori.services.jobs import JobService
-from chidori.spec import JobSpec
-from chidori.states import JobState
+from chidori.storage.logfiles import LineWindow
 from chidori.store.sessions import (
     ACTIVE_STATEMENT_STATES,
     CANCELLED,

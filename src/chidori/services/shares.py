@@ -6,12 +6,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, timedelta
 
-from chidori.errors import Forbidden, InvalidRequest, NotFound, Unauthenticated
-from chidori.identity import Role
-from chidori.records import Job, Share
+from chidori.domain.errors import Forbidden, InvalidRequest, NotFound, Unauthenticated
+from chidori.domain.identity import Role
+from chidori.domain.records import Job, Share
+from chidori.security.signing import BadSignature, Signer
 from chidori.services.identity import Actor, IdentityService
 from chidori.services.jobs import JobService
-from chidori.signing import BadSignature, Signer
 from chidori.store.shares import ShareStore
 
 SHARE_PURPOSE = "share"

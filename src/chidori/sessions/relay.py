@@ -21,8 +21,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from chidori.errors import StoreUnavailable
-from chidori.jobfs import JobFolder
+from chidori.domain.errors import StoreUnavailable
+from chidori.host.jobfs import JobFolder
 from chidori.store.sessions import (
     CANCELLED,
     CANCELLING,
@@ -70,7 +70,7 @@ class SessionRelay:
 
     def control_dir(self, job_id: int, attempt: int) -> JobFolder:
         """The driver's control folder: the job's, so read and written without following
-        links (chidori.jobfs)."""
+        links (chidori.host.jobfs)."""
         return JobFolder(self._work_dir / str(job_id), [f"attempt-{attempt}", "control"])
 
     def _run(self) -> None:

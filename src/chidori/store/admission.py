@@ -18,7 +18,7 @@ from typing import Any, cast
 from sqlalchemy import Connection, Select, Table, bindparam, delete, func, or_, select, text, update
 from sqlalchemy.orm import Session
 
-from chidori.admission import (
+from chidori.domain.admission import (
     Candidate,
     Decision,
     Resources,
@@ -28,11 +28,11 @@ from chidori.admission import (
     room_for,
     warm_to_retire,
 )
-from chidori.config import WarmPoolConfig
-from chidori.limits import DEFAULT_QUEUE, LimitsDoc, QueueDoc
-from chidori.records import Claim, Ending, Server
-from chidori.spec import JobSpec
-from chidori.states import ACTIVE_JOB_STATES, JobState
+from chidori.domain.limits import DEFAULT_QUEUE, LimitsDoc, QueueDoc
+from chidori.domain.records import Claim, Ending, Server
+from chidori.domain.spec import JobSpec
+from chidori.domain.states import ACTIVE_JOB_STATES, JobState
+from chidori.domain.warm import WarmPoolConfig, cold_reason, warm_demand
 from chidori.store.models import (
     JobRow,
     QueueRow,
@@ -41,7 +41,6 @@ from chidori.store.models import (
     WarmDriverRow,
 )
 from chidori.store.sql import JOBS, Store, claim_in_session
-from chidori.warm import cold_reason, warm_demand
 
 LIMITS_KEY = "limits"
 WARM_POOL_KEY = "warm_pool"
@@ -386,7 +385,7 @@ class AdmissionStore:
         warm: WarmPlan | None = None,
         ending: Ending | None = None,
     ) -> AdmitResult:
-        """Admit every waiting job that fits now (see `chidori.admission`), each with a new
+        """Admit every waiting job that fits now (see `chidori.domain.admission`), each with a new
         attempt owned by `server_id`, and record why the others wait. With a `warm` plan, hand
         jobs to this server's idle warm drivers, retire warm drivers (anyone's) that stand in
         a waiting job's way, and top this server's pools up when no job waits for room.

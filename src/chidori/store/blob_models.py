@@ -1,4 +1,4 @@
-"""Tables of the database's shared storage (chidori.blobs.DatabaseBlobs)."""
+"""Tables of the database's shared storage (chidori.storage.blobs.DatabaseBlobs)."""
 
 from __future__ import annotations
 

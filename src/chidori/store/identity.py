@@ -10,8 +10,8 @@ from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from chidori.errors import Conflict, NotFound, Unauthenticated
-from chidori.identity import AuditEntry, Role, TokenInfo, User
+from chidori.domain.errors import Conflict, NotFound, Unauthenticated
+from chidori.domain.identity import AuditEntry, Role, TokenInfo, User
 from chidori.store.models import AuditRow, SettingRow, TokenRow, UiSessionRow, UserRow
 from chidori.store.sql import Store
 

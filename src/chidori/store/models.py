@@ -67,8 +67,8 @@ class JobRow(Base):
     spec_hash: Mapped[str] = mapped_column(String(64))
     # Unique per owner (uq_jobs_owner_idempotency_key): one user's key never reaches another's.
     idempotency_key: Mapped[str | None] = mapped_column(String(256))
-    # The door the server took the job in through (chidori.records.Channel), set by the server
-    # and never from the spec: None for the API, Livy and the UI.
+    # The door the server took the job in through (chidori.domain.records.Channel), set by the
+    # server and never from the spec: None for the API, Livy and the UI.
     channel: Mapped[str | None] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)

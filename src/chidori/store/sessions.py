@@ -16,8 +16,8 @@ from sqlalchemy import exists, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from chidori.errors import Conflict, NotFound
-from chidori.records import Job
+from chidori.domain.errors import Conflict, NotFound
+from chidori.domain.records import Job
 from chidori.store.models import JobLabelRow, JobRow, LivySessionRow, LivyStatementRow
 from chidori.store.sql import Store, job_record
 

@@ -6,8 +6,8 @@ from datetime import datetime
 
 from sqlalchemy import select
 
-from chidori.errors import NotFound
-from chidori.records import Share
+from chidori.domain.errors import NotFound
+from chidori.domain.records import Share
 from chidori.store.models import ShareRow
 from chidori.store.sql import Store
 

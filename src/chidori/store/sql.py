@@ -41,18 +41,29 @@ from sqlalchemy.exc import InterfaceError as SAInterfaceError
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
-from chidori.admission import Resources, job_demand
-from chidori.errors import Conflict, NotFound, StoreUnavailable
-from chidori.policy import executor_extra_mib
-from chidori.queues.base import Message
-from chidori.records import Attempt, Claim, Ending, Event, Job, JobQuery, Outcome, Page, Server
-from chidori.spec import JobSpec, fingerprint_of
-from chidori.states import (
+from chidori.domain.admission import Resources, job_demand
+from chidori.domain.errors import Conflict, NotFound, StoreUnavailable
+from chidori.domain.policy import executor_extra_mib
+from chidori.domain.records import (
+    Attempt,
+    Claim,
+    Ending,
+    Event,
+    Job,
+    JobQuery,
+    Outcome,
+    Page,
+    Server,
+)
+from chidori.domain.spec import JobSpec, fingerprint_of
+from chidori.domain.states import (
     ACTIVE_ATTEMPT_STATES,
     ACTIVE_JOB_STATES,
     AttemptState,
     JobState,
 )
+from chidori.domain.units import parse_memory_mib
+from chidori.queues.base import Message
 from chidori.store.models import (
     AttemptRow,
     EventRow,
@@ -61,7 +72,6 @@ from chidori.store.models import (
     ServerRow,
     UploadRow,
 )
-from chidori.units import parse_memory_mib
 
 Clock = Callable[[], datetime]
 DispatchWriter = Callable[[Session, Sequence[Message], datetime], None]
@@ -472,7 +482,7 @@ class _Submission:
     team: str | None
     idempotency_key: str | None
     source: str | None
-    channel: str | None = None  # set by the server (chidori.records.Channel), never the spec
+    channel: str | None = None  # set by the server (chidori.domain.records.Channel), never the spec
     public: dict[str, Any] = field(init=False)  # the spec as stored and shown
     # Compared only to tell an idempotent retry from a different job: without a key, none.
     fingerprint: str = field(init=False)
@@ -866,7 +876,7 @@ class Store:
                     ],
                 )
             if self._dispatch_writer is not None and ids:
-                # A message only tells schedulers to look at the store (chidori.dispatch):
+                # A message only tells schedulers to look at the store (chidori.queues.dispatch):
                 # one per job queue per commit, naming its newest job, wakes them as well as
                 # one per job would, at a fraction of the broker traffic.
                 newest = {item.spec.queue: job_id for job_id, item in zip(ids, firsts, strict=True)}

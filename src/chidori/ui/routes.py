@@ -15,7 +15,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
 from chidori.api.schemas import MAX_ID
-from chidori.errors import (
+from chidori.domain.errors import (
     ChidoriError,
     Forbidden,
     InvalidRequest,
@@ -23,13 +23,14 @@ from chidori.errors import (
     RateLimited,
     Unauthenticated,
 )
-from chidori.identity import Role
-from chidori.records import Job
+from chidori.domain.identity import Role
+from chidori.domain.records import Job
+from chidori.domain.states import JobState
+from chidori.domain.units import parse_duration_seconds
 from chidori.services.admission import AdmissionService
 from chidori.services.history import HistoryService
 from chidori.services.jobs import JobService
 from chidori.services.shares import IssuedShare, ShareService
-from chidori.states import JobState
 from chidori.ui import views
 from chidori.ui.session import (
     LOGIN_CSRF_COOKIE,
@@ -38,7 +39,6 @@ from chidori.ui.session import (
     login_csrf_token,
     set_login_csrf,
 )
-from chidori.units import parse_duration_seconds
 
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=HERE / "templates")

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 
 from fastapi import Request, Response
 
-from chidori.errors import Forbidden, Unauthenticated
+from chidori.domain.errors import Forbidden, Unauthenticated
+from chidori.security.signing import BadSignature, Signer
 from chidori.services.identity import Actor, IdentityService
-from chidori.signing import BadSignature, Signer
 
 SESSION_COOKIE = "chidori_session"
 LOGIN_CSRF_COOKIE = "chidori_login_csrf"

@@ -13,8 +13,8 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 
 from chidori.api.routes import log_download
-from chidori.errors import ChidoriError, NotFound
-from chidori.records import Job, Share
+from chidori.domain.errors import ChidoriError, NotFound
+from chidori.domain.records import Job, Share
 from chidori.services.history import HistoryService
 from chidori.services.identity import Actor, IdentityService
 from chidori.services.jobs import JobService

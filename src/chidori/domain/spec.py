@@ -17,7 +17,12 @@ from pydantic import (
     field_validator,
 )
 
-from chidori.units import format_memory, parse_duration_seconds, parse_memory_mib
+from chidori.domain.units import format_memory, parse_duration_seconds, parse_memory_mib
+
+# Schemes Spark itself can fetch from; Chidori passes these through untouched.
+REMOTE_SCHEMES = frozenset(
+    {"hdfs", "s3", "s3a", "s3n", "gs", "abfs", "abfss", "wasb", "wasbs", "http", "https", "local"}
+)
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
 _LABEL_KEY_RE = re.compile(r"^[A-Za-z0-9_.\-/]{1,63}$")

@@ -36,7 +36,7 @@ from pathlib import Path
 
 from chidori.backends.base import DriverCommand
 from chidori.config import ConfigError, IsolationConfig
-from chidori.errors import ChidoriError
+from chidori.domain.errors import ChidoriError
 
 log = logging.getLogger(__name__)
 LAUNCHER = str(Path(__file__).resolve().parent / "runtime" / "sandbox.py")

@@ -18,9 +18,9 @@ from pathlib import Path
 
 from sqlalchemy import String, cast, select
 
-from chidori.artifacts import upload_key
-from chidori.blobs import BlobStore
-from chidori.states import TERMINAL_JOB_STATES
+from chidori.domain.states import TERMINAL_JOB_STATES
+from chidori.storage.artifacts import upload_key
+from chidori.storage.blobs import BlobStore
 from chidori.store import Store
 from chidori.store.models import JobRow, UploadRow
 

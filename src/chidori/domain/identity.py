@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
-from chidori.errors import Forbidden
+from chidori.domain.errors import Forbidden
 
 
 class Role(StrEnum):

@@ -8,11 +8,24 @@ one only if it asks for nothing different; anything else starts cold, and the jo
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 
-from chidori.admission import Resources, job_demand
-from chidori.config import WarmPoolConfig
-from chidori.spec import JobSpec
-from chidori.units import parse_memory_mib
+from chidori.domain.admission import Resources, job_demand
+from chidori.domain.spec import JobSpec
+from chidori.domain.units import parse_memory_mib
+
+
+@dataclass(frozen=True)
+class WarmPoolConfig:
+    """Drivers a server keeps started ahead of jobs for one cluster: how many, and the shape
+    fixed at their JVM's start (a job with another shape, or conf only settable at start,
+    runs cold). An admin can change `size` at run time."""
+
+    size: int = 0
+    driver_memory: str = "1g"
+    driver_cores: int = 1
+    conf: Mapping[str, str] = field(default_factory=dict)
+
 
 # SQL conf Spark only reads when the session starts (StaticSQLConf); every other spark.sql.*
 # key can be set on a running session.

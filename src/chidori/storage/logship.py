@@ -20,7 +20,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from chidori.blobs import BlobStore
+from chidori.storage.blobs import BlobStore
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ import secrets
 from collections.abc import Callable
 from pathlib import Path
 
-from chidori.files import write_private
+from chidori.storage.files import write_private
 
 
 def _kept_secret(path: Path, make: Callable[[], str]) -> str:

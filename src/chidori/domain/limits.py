@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from chidori.admission import Limit, Limits, QueueConfig
-from chidori.spec import Memory
-from chidori.units import parse_memory_mib
+from chidori.domain.admission import Limit, Limits, QueueConfig
+from chidori.domain.spec import Memory
+from chidori.domain.units import parse_memory_mib
 
 DEFAULT_QUEUE = "default"
 

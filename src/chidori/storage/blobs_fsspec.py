@@ -15,7 +15,7 @@ from typing import Any
 
 import fsspec  # type: ignore[import-untyped]
 
-from chidori.blobs import BlobError, BlobInfo, BlobStore, check_key
+from chidori.storage.blobs import BlobError, BlobInfo, BlobStore, check_key
 
 
 class FsspecBlobs(BlobStore):

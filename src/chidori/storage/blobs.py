@@ -7,7 +7,7 @@ One small interface, three homes, chosen by `CHIDORI_STORAGE_URL`:
   `CHIDORI_HOME`, one host), or a volume every replica mounts;
 - `DatabaseBlobs`: rows of the Chidori database (`db`), in 1 MiB chunks. The default on
   PostgreSQL: replicas share it already, so HA needs nothing more for small deployments;
-- `FsspecBlobs` (`chidori.blobs_fsspec`, imported only when chosen): S3 and S3-compatible
+- `FsspecBlobs` (`chidori.storage.blobs_fsspec`, imported only when chosen): S3 and S3-compatible
   services, GCS and Azure Blob through fsspec (`s3://bucket/prefix`, `gs://…`, `az://…`),
   with credentials from the environment, never from the URL.
 
@@ -32,7 +32,7 @@ from urllib.parse import urlsplit
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from chidori.errors import ChidoriError
+from chidori.domain.errors import ChidoriError
 
 CHUNK_BYTES = 1024 * 1024  # one database row's share of an object
 _KEY = re.compile(r"^[A-Za-z0-9._\-]+(/[A-Za-z0-9._\-]+)*$")
@@ -283,7 +283,7 @@ def open_blobs(url: str, database: Any) -> BlobStore | None:
         if not path.is_absolute() or parts.netloc:
             raise ValueError(f"CHIDORI_STORAGE_URL: a file:// URL needs an absolute path: {url}")
         return DirectoryBlobs(path, shared=True)  # a volume every replica mounts
-    from chidori.blobs_fsspec import FsspecBlobs
+    from chidori.storage.blobs_fsspec import FsspecBlobs
 
     return FsspecBlobs(url)
 

@@ -6,9 +6,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
-from chidori.admission import Resources
-from chidori.spec import JobSpec
-from chidori.states import AttemptState, JobState
+from chidori.domain.admission import Resources
+from chidori.domain.spec import JobSpec
+from chidori.domain.states import AttemptState, JobState
 
 
 class Channel(StrEnum):

@@ -10,11 +10,10 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from chidori.artifacts import REMOTE_SCHEMES
-from chidori.errors import FieldError, Forbidden, InvalidRequest
-from chidori.identity import Principal
-from chidori.spec import JobSpec, Memory
-from chidori.units import parse_memory_mib
+from chidori.domain.errors import FieldError, Forbidden, InvalidRequest
+from chidori.domain.identity import Principal
+from chidori.domain.spec import REMOTE_SCHEMES, JobSpec, Memory
+from chidori.domain.units import parse_memory_mib
 
 # Environment variables that make a process load code, options or an identity of the job's
 # choosing (a preloaded library, JVM agents, Python paths, Spark's and Hadoop's own settings).

@@ -19,19 +19,20 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from chidori import __version__, watchdog
-from chidori.artifacts import ArtifactStore
+from chidori import __version__
 from chidori.backends.base import HostedBackend, LaunchRequest
-from chidori.driver_host import DriverHost, log_path_for
-from chidori.errors import ChidoriError, StoreUnavailable
-from chidori.isolation import Isolation
-from chidori.logship import LogShipper
-from chidori.processes import stop_attempt_processes
-from chidori.records import Attempt, Claim, Ending, Outcome
-from chidori.states import AttemptState
+from chidori.domain.errors import ChidoriError, StoreUnavailable
+from chidori.domain.records import Attempt, Claim, Ending, Outcome
+from chidori.domain.states import AttemptState
+from chidori.host import watchdog
+from chidori.host.driver_host import DriverHost, log_path_for
+from chidori.host.isolation import Isolation
+from chidori.host.processes import stop_attempt_processes
+from chidori.host.warm_pool import Refused, WarmPool
+from chidori.storage.artifacts import ArtifactStore
+from chidori.storage.logship import LogShipper
 from chidori.store import Store
 from chidori.store.admission import AdmissionStore, WarmPlan
-from chidori.warm_pool import Refused, WarmPool
 
 log = logging.getLogger(__name__)
 WATCHDOG_PATH = str(Path(watchdog.__file__))

@@ -36,7 +36,7 @@ _NEWLINE = 0x0A
 
 class LogReader(Protocol):
     """A log as it is now: `size` bytes, read by offset. A file on this host (`FileLog`) or
-    the copies of another replica's log in shared storage (`chidori.logship.SharedLog`)."""
+    the copies of another replica's log in shared storage (`chidori.storage.logship.SharedLog`)."""
 
     size: int
 

@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from chidori.backends.base import DriverCommand
-from chidori.driver_host import spawn_driver
-from chidori.isolation import Isolation
-from chidori.jobfs import JobFolder
-from chidori.processes import session_rss, stop_group
+from chidori.host.driver_host import spawn_driver
+from chidori.host.isolation import Isolation
+from chidori.host.jobfs import JobFolder
+from chidori.host.processes import session_rss, stop_group
 
 log = logging.getLogger(__name__)
 GoneCallback = Callable[[str], None]
@@ -123,7 +123,7 @@ class WarmPool:
                 driver.claimed = True
 
     def _folder(self, warm_id: str) -> JobFolder:
-        """The control folder, as the sandboxed driver may have changed it (chidori.jobfs)."""
+        """The control folder, as the sandboxed driver may have changed it (chidori.host.jobfs)."""
         return JobFolder(self._work_dir / "warm", [warm_id])
 
     def is_ready(self, warm_id: str) -> bool:

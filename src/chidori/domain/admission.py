@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from chidori.units import format_memory
+from chidori.domain.units import format_memory
 
 
 @dataclass(frozen=True)

@@ -21,11 +21,11 @@ from pathlib import Path
 
 from chidori.backends.base import DriverCommand
 from chidori.backends.spark_logs import find_application_id, summarize_failure
-from chidori.isolation import Isolation, Launch
-from chidori.logship import LogShipper
-from chidori.processes import group_alive, server_tagged_processes, stop_attempt_processes
-from chidori.records import Outcome
-from chidori.states import AttemptState
+from chidori.domain.records import Outcome
+from chidori.domain.states import AttemptState
+from chidori.host.isolation import Isolation, Launch
+from chidori.host.processes import group_alive, server_tagged_processes, stop_attempt_processes
+from chidori.storage.logship import LogShipper
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +180,7 @@ class DriverHost:
         ChidoriError when no sandbox can be had."""
         log_path = log_path_for(self._log_dir, job_id, attempt)
         # The server's tag lets its watchdog stop the driver if this server dies or stops
-        # renewing its lease (see chidori.watchdog).
+        # renewing its lease (see chidori.host.watchdog).
         tagged = replace(command, env={**command.env, "CHIDORI_SERVER_ID": self._server_id})
         launch = self._isolation.launch(tagged, [command.cwd], user)
         with self._spawning:

@@ -9,7 +9,7 @@ server's right to run it.
   another replica can start the job again.
 - SIGUSR1 ends it quietly (the server is shutting down and stopped its drivers itself).
 
-    python -I -S chidori/watchdog.py SERVER_ID HEARTBEAT_FILE STALE_AFTER GRACE FENCE_DIR
+    python -I -S chidori/host/watchdog.py SERVER_ID HEARTBEAT_FILE STALE_AFTER GRACE FENCE_DIR
 
 One process per server, not per job, and almost no imports: it costs a job nothing.
 """

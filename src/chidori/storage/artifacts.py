@@ -13,14 +13,11 @@ from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import unquote, urlsplit
 
-from chidori.blobs import BlobStore
-from chidori.errors import InvalidRequest, NotFound, PayloadTooLarge
+from chidori.domain.errors import InvalidRequest, NotFound, PayloadTooLarge
+from chidori.domain.spec import REMOTE_SCHEMES
+from chidori.storage.blobs import BlobStore
 
 UPLOAD_SCHEME = "upload"
-# Schemes Spark itself can fetch from; Chidori passes these through untouched.
-REMOTE_SCHEMES = frozenset(
-    {"hdfs", "s3", "s3a", "s3n", "gs", "abfs", "abfss", "wasb", "wasbs", "http", "https", "local"}
-)
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._\-]")
 _UPLOAD_URI = re.compile(r"^upload://([0-9a-f]{64})/([A-Za-z0-9._\-]{1,255})$")
 
