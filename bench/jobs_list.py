@@ -2,7 +2,7 @@
 
 Bulk-inserts ROWS jobs (a realistic mix of states, datasets, users, queues and a year of
 creation dates) straight into a migrated store with SQLAlchemy core, then times the first
-page (50 jobs, newest first) of each filter through `Store.list_jobs`, and through
+page (50 jobs, newest first) of each filter through `JobRepository.list_jobs`, and through
 `GET /api/v1/jobs` (in process, the full HTTP stack) on SQLite.
 
     python -m bench.jobs_list                    # SQLite and PostgreSQL, 1,000,000 rows
@@ -33,9 +33,9 @@ from bench.common import percentile, print_table, write_results
 from chidori.domain.records import JobQuery
 from chidori.domain.spec import JobSpec
 from chidori.domain.states import JobState
-from chidori.store import Store, open_store
+from chidori.store import Database, open_database
+from chidori.store.database import normalize_url
 from chidori.store.models import JobRow
-from chidori.store.sql import normalize_url
 
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 BATCH = 20_000
@@ -132,7 +132,7 @@ def rows(count: int, seed: int = 7) -> Iterator[list[dict[str, Any]]]:
         yield batch
 
 
-def fill(store: Store, url: str, count: int) -> float:
+def fill(store: Database, url: str, count: int) -> float:
     started = time.perf_counter()
     engine = create_engine(url)
     with engine.begin() as conn:
@@ -186,7 +186,7 @@ def timed(call: Callable[[], object], repeats: int) -> tuple[float, float]:
     return percentile(samples, 0.5), percentile(samples, 0.95)
 
 
-def measure(store: Store, count: int, repeats: int) -> dict[str, dict[str, float]]:
+def measure(store: Database, count: int, repeats: int) -> dict[str, dict[str, float]]:
     results = {}
     for name, query in queries().items():
         if query.before_id is not None:
@@ -238,10 +238,10 @@ def measure_http(database_url: str, repeats: int) -> dict[str, dict[str, float]]
 def run_sqlite(count: int, repeats: int, http: bool) -> dict[str, Any]:
     directory = Path(tempfile.mkdtemp(prefix="chidori-bench-"))
     url = f"sqlite:///{directory / 'jobs.db'}"
-    store = open_store(url)
+    store = open_database(url)
     store.migrate()
     fill_seconds = fill(store, url, count)
-    store = open_store(url)
+    store = open_database(url)
     result: dict[str, Any] = {"fill_seconds": round(fill_seconds, 1)}
     result["store"] = measure(store, count, repeats)
     store.dispose()
@@ -259,10 +259,10 @@ def run_postgres(count: int, repeats: int) -> dict[str, Any]:
     separator = "&" if "?" in base else "?"
     url = f"{base}{separator}options=-csearch_path%3D{schema}"
     try:
-        store = open_store(url)
+        store = open_database(url)
         store.migrate()
         fill_seconds = fill(store, url, count)
-        store = open_store(url)
+        store = open_database(url)
         result: dict[str, Any] = {"fill_seconds": round(fill_seconds, 1)}
         result["store"] = measure(store, count, repeats)
         store.dispose()

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from chidori.store import Store, open_store
-from chidori.store.sql import normalize_url
+from chidori.store import Database, open_database
+from chidori.store.database import normalize_url
 from tests.server import ChidoriServer
 
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
@@ -64,8 +64,8 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def store(store_url: str) -> Iterator[Store]:
-    opened = open_store(store_url)
+def store(store_url: str) -> Iterator[Database]:
+    opened = open_database(store_url)
     opened.migrate()
     yield opened
     opened.dispose()

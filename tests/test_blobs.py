@@ -11,7 +11,7 @@ import pytest
 
 from chidori.storage.blobs import CHUNK_BYTES, BlobStore, DatabaseBlobs, DirectoryBlobs, open_blobs
 from chidori.storage.logship import EventLogSync, LogShipper, SharedLog
-from chidori.store.sql import open_store
+from chidori.store.database import open_database
 from tests.s3 import BUCKET, s3_server
 
 
@@ -40,7 +40,7 @@ def blobs(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BlobStore]
             if request.param == "sqlite"
             else request.getfixturevalue("postgres_schema_url")
         )
-        store = open_store(url)
+        store = open_database(url)
         store.migrate()
         yield DatabaseBlobs(store.writing, store.reading, store.dialect)
         store.dispose()

@@ -23,9 +23,9 @@ from sqlalchemy import create_engine, text
 from chidori.config import ConfigError, load_settings
 from chidori.domain.errors import Conflict
 from chidori.domain.identity import Role
-from chidori.store import open_store
+from chidori.store import open_database
+from chidori.store.database import MIGRATIONS, normalize_url
 from chidori.store.identity import IdentityStore
-from chidori.store.sql import MIGRATIONS, normalize_url
 from tests.server import ChidoriServer
 from tests.test_ui_login import csrf_field, sign_in
 
@@ -300,7 +300,7 @@ def test_rotating_the_bootstrap_token_ends_its_sessions(plain: ChidoriServer) ->
 
 def _alembic(url: str, action: str, revision: str) -> None:
     """Run an Alembic upgrade or downgrade on a plain connection (foreign keys off on SQLite,
-    as Store.migrate does)."""
+    as Database.migrate does)."""
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     engine = create_engine(normalize_url(url))
@@ -323,7 +323,7 @@ def _row_count(url: str, table: str) -> Any:
 
 
 def test_migration_0009_keeps_tokens_and_adds_parents_and_sessions(store_url: str) -> None:
-    store = open_store(store_url)
+    store = open_database(store_url)
     try:
         store.migrate("0008")
         with store.writing() as session:

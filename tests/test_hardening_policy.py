@@ -18,12 +18,12 @@ from chidori.api.spark_rest import CreateSubmissionRequest, spec_from_request
 from chidori.backends.base import LaunchRequest
 from chidori.backends.spark import SparkBackend
 from chidori.config import ClusterConfig
+from chidori.domain.lifecycle import spec_demand
 from chidori.domain.policy import conf_rule_errors, executor_extra_mib
 from chidori.domain.records import Job
 from chidori.domain.redact import REDACTED, redact_args, redact_conf, redact_text
 from chidori.domain.spec import JobSpec
 from chidori.domain.states import JobState
-from chidori.store.sql import spec_demand
 from chidori.ui.views import spec_json
 from tests.server import REPO, ChidoriServer
 

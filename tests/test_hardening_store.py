@@ -17,8 +17,9 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from chidori.domain.spec import JobSpec, fingerprint_of
+from chidori.store import JobRepository
+from chidori.store.database import open_database
 from chidori.store.sessions import SessionStore
-from chidori.store.sql import open_store
 from tests.server import ChidoriServer
 
 TRAIN = {"kind": "python", "application": "examples/train.py"}
@@ -130,20 +131,24 @@ def _insert_0007_job(session: Session, owner: str, key: str | None) -> int:
 def test_migration_0008_keeps_every_row_and_scopes_old_keys(store_url: str) -> None:
     """A database at 0007 with jobs, attempts and events upgrades to head without losing a
     row; an old (then global) key becomes its owner's, free for anyone else."""
-    store = open_store(store_url)
+    store = open_database(store_url)
     try:
         store.migrate("0007")
         with store.writing() as session:
             ids = [_insert_0007_job(session, "alice", "nightly")]
             ids.append(_insert_0007_job(session, "bob", None))
         store.migrate()
-        assert [store.get_job(i).owner for i in ids] == ["alice", "bob"]
-        assert [len(store.list_attempts(i)) for i in ids] == [1, 1]
-        assert [len(store.list_events(i)) for i in ids] == [2, 2]
+        assert [JobRepository(store).get_job(i).owner for i in ids] == ["alice", "bob"]
+        assert [len(JobRepository(store).list_attempts(i)) for i in ids] == [1, 1]
+        assert [len(JobRepository(store).list_events(i)) for i in ids] == [2, 2]
         spec = JobSpec.model_validate(TRAIN)
-        replayed, created = store.create_job(spec, owner="alice", idempotency_key="nightly")
+        replayed, created = JobRepository(store).create_job(
+            spec, owner="alice", idempotency_key="nightly"
+        )
         assert (replayed.id, created) == (ids[0], False)
-        bobs, created = store.create_job(spec, owner="bob", idempotency_key="nightly")
+        bobs, created = JobRepository(store).create_job(
+            spec, owner="bob", idempotency_key="nightly"
+        )
         assert created is True and bobs.id not in ids
     finally:
         store.dispose()
@@ -243,7 +248,7 @@ def test_a_livy_statement_records_who_ran_it(world: World) -> None:
     assert runs and runs[0]["actor"] == "dave"
     assert runs[0]["target"] == f"session/{session}/statement/{number}"
     # And the statement row itself says so (the server's own SQLite store).
-    store = open_store(f"sqlite:///{world.server.home / 'chidori.db'}")
+    store = open_database(f"sqlite:///{world.server.home / 'chidori.db'}")
     try:
         assert SessionStore(store).get_statement(session, number).submitted_by == "dave"
     finally:

@@ -25,7 +25,7 @@ from livy import LivySession, SessionKind, SparkRuntimeError
 from chidori.domain.spec import SESSION_APPLICATION, JobSpec
 from chidori.runtime.session_driver import Repl
 from chidori.sessions.relay import SessionRelay
-from chidori.store import open_store
+from chidori.store import JobRepository, open_database
 from chidori.store.sessions import SessionInfo, SessionStore
 from tests.server import ChidoriServer
 
@@ -289,11 +289,11 @@ def test_the_session_shell_shows_the_last_expression_and_captures_output() -> No
 def test_the_relay_hands_statements_over_and_fails_those_a_lost_driver_had(
     tmp_path: Path,
 ) -> None:
-    store = open_store(f"sqlite:///{tmp_path / 'chidori.db'}")
+    store = open_database(f"sqlite:///{tmp_path / 'chidori.db'}")
     store.migrate()
     sessions = SessionStore(store)
     spec = JobSpec(kind="session", application=SESSION_APPLICATION)
-    job, _ = store.create_job(spec, "someone")
+    job, _ = JobRepository(store).create_job(spec, "someone")
     sessions.create(job.id, "pyspark", None)
     hosted: list[tuple[int, int]] = [(job.id, 1)]
     relay = SessionRelay(sessions, lambda: list(hosted), tmp_path / "work")

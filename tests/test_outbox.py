@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from chidori.queues.base import Delivery, DispatchQueue, Message, QueueUnavailable
 from chidori.queues.db import DatabaseQueue
 from chidori.queues.outbox import OutboxRelay, write_outbox
-from chidori.store import Store
+from chidori.store import Database
 from chidori.store.models import OutboxRow
 from tests.test_queue_contract import (
     delete_rabbitmq_queue,
@@ -22,7 +22,7 @@ from tests.test_queue_contract import (
 
 
 @pytest.fixture(params=["db", "rabbitmq"])
-def target(request: pytest.FixtureRequest, store: Store) -> Iterator[DispatchQueue]:
+def target(request: pytest.FixtureRequest, store: Database) -> Iterator[DispatchQueue]:
     """The queue the relay publishes to."""
     if request.param == "db":
         yield DatabaseQueue(store)
@@ -68,13 +68,13 @@ class RecordingQueue(DispatchQueue):
         return 0
 
 
-def _write(store: Store, job_ids: range | list[int]) -> None:
+def _write(store: Database, job_ids: range | list[int]) -> None:
     with store.writing() as session:
         for job_id in job_ids:
             write_outbox(session, [Message(job_id=job_id, queue="etl")], store.now())
 
 
-def _outbox_size(store: Store) -> int:
+def _outbox_size(store: Database) -> int:
     with store.reading() as session:
         return int(session.scalar(select(func.count()).select_from(OutboxRow)) or 0)
 
@@ -89,7 +89,7 @@ def _drain(queue: DispatchQueue) -> list[int]:
 
 
 def test_relay_delivers_every_committed_row_and_removes_it(
-    store: Store, target: DispatchQueue
+    store: Database, target: DispatchQueue
 ) -> None:
     _write(store, range(1, 4))
     _write(store, range(4, 6))
@@ -100,7 +100,7 @@ def test_relay_delivers_every_committed_row_and_removes_it(
 
 
 def test_failing_queue_keeps_the_rows_and_a_later_relay_delivers_each_once_in_order(
-    store: Store, target: DispatchQueue
+    store: Database, target: DispatchQueue
 ) -> None:
     _write(store, range(1, 6))
     down = RecordingQueue(accept=0)
@@ -114,7 +114,9 @@ def test_failing_queue_keeps_the_rows_and_a_later_relay_delivers_each_once_in_or
     assert flaky.accepted + _drain(target) == [1, 2, 3, 4, 5]
 
 
-def test_a_rolled_back_transaction_publishes_nothing(store: Store, target: DispatchQueue) -> None:
+def test_a_rolled_back_transaction_publishes_nothing(
+    store: Database, target: DispatchQueue
+) -> None:
     def create_job_that_fails() -> None:
         with store.writing() as session:
             write_outbox(session, [Message(job_id=1, queue="etl")], store.now())
@@ -127,7 +129,7 @@ def test_a_rolled_back_transaction_publishes_nothing(store: Store, target: Dispa
     assert _drain(target) == []
 
 
-def test_one_pass_publishes_at_most_a_batch(store: Store) -> None:
+def test_one_pass_publishes_at_most_a_batch(store: Database) -> None:
     _write(store, range(1, 8))
     queue = RecordingQueue()
     relay = OutboxRelay(store, queue, batch=3)
@@ -135,7 +137,7 @@ def test_one_pass_publishes_at_most_a_batch(store: Store) -> None:
     assert queue.accepted == list(range(1, 8))
 
 
-def test_two_relays_at_once_lose_nothing(store: Store) -> None:
+def test_two_relays_at_once_lose_nothing(store: Database) -> None:
     """Both relays drain one outbox together. On PostgreSQL (row locks) no row is published
     twice; on SQLite a duplicate is allowed (consumers re-check the store) but no loss."""
     total = 40
@@ -173,7 +175,7 @@ def _until(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
     return condition()
 
 
-def test_run_relays_when_woken_and_stops_when_told(store: Store) -> None:
+def test_run_relays_when_woken_and_stops_when_told(store: Database) -> None:
     queue = RecordingQueue()
     stop, wake = threading.Event(), threading.Event()
     thread = threading.Thread(target=OutboxRelay(store, queue).run, args=(stop, wake))
@@ -194,7 +196,7 @@ def test_run_relays_when_woken_and_stops_when_told(store: Store) -> None:
     assert not thread.is_alive()
 
 
-def test_run_backs_off_while_the_queue_fails(store: Store) -> None:
+def test_run_backs_off_while_the_queue_fails(store: Database) -> None:
     _write(store, [1])
     queue = RecordingQueue(accept=0)
     stop, wake = threading.Event(), threading.Event()

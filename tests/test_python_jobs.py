@@ -278,11 +278,11 @@ def test_a_job_whose_driver_cannot_be_started_fails_with_the_reason_and_frees_it
     it, so it is written straight into the store here) fails its attempt with a reason; it
     does not hold a running slot forever."""
     from chidori.domain.spec import JobSpec
-    from chidori.store import open_store
+    from chidori.store import JobRepository, open_database
 
     home = tmp_path / "home"
     with ChidoriServer(home, env={"CHIDORI_MAX_RUNNING_JOBS": "1"}) as server:
-        store = open_store(f"sqlite:///{home / 'chidori.db'}")
+        store = open_database(f"sqlite:///{home / 'chidori.db'}")
         try:
             spec = JobSpec.model_construct(
                 **{
@@ -290,7 +290,7 @@ def test_a_job_whose_driver_cannot_be_started_fails_with_the_reason_and_frees_it
                     "args": ["a\x00b"],
                 }
             )
-            bad, _ = store.create_job(spec, "admin")
+            bad, _ = JobRepository(store).create_job(spec, "admin")
         finally:
             store.dispose()
         done = server.wait(bad.id, timeout=60)

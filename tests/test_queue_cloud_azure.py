@@ -15,7 +15,7 @@ import pytest
 from chidori.config import ConfigError
 from chidori.queues.base import Message, QueueUnavailable
 from chidori.queues.factory import AZURE_CONNECTION_ENV, open_queue
-from chidori.store import Store, open_store
+from chidori.store import Database, open_database
 
 pytest.importorskip("azure.servicebus", reason="the azure extra is not installed")
 
@@ -43,8 +43,8 @@ def queue(fake: FakeServiceBus) -> Iterator[AzureServiceBusQueue]:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    store = open_store(f"sqlite:///{tmp_path / 'chidori.db'}")
+def store(tmp_path: Path) -> Iterator[Database]:
+    store = open_database(f"sqlite:///{tmp_path / 'chidori.db'}")
     yield store
     store.dispose()
 
@@ -53,7 +53,7 @@ def store(tmp_path: Path) -> Iterator[Store]:
 
 
 def test_open_queue_reads_the_connection_string_from_the_default_variable(
-    fake: FakeServiceBus, store: Store, monkeypatch: pytest.MonkeyPatch
+    fake: FakeServiceBus, store: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv(AZURE_CONNECTION_ENV, fake.connection_string)
     queue = open_queue("azure://", store)  # connects lazily
@@ -74,7 +74,7 @@ def test_open_queue_reads_the_connection_string_from_the_default_variable(
     ["azure://127.0.0.1/jobs?connection_env=MY_SB", "azure://?connection_env=MY_SB&queue=jobs"],
 )
 def test_open_queue_takes_the_queue_and_the_variable_from_the_url(
-    fake: FakeServiceBus, store: Store, monkeypatch: pytest.MonkeyPatch, url: str
+    fake: FakeServiceBus, store: Database, monkeypatch: pytest.MonkeyPatch, url: str
 ) -> None:
     monkeypatch.setenv("MY_SB", fake.connection_string)
     queue = open_queue(url, store)
@@ -84,14 +84,16 @@ def test_open_queue_takes_the_queue_and_the_variable_from_the_url(
     queue.close()
 
 
-def test_open_queue_names_a_missing_variable(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_open_queue_names_a_missing_variable(
+    store: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("MY_SB", raising=False)
     with pytest.raises(ConfigError, match="MY_SB"):
         open_queue("azure://ns.servicebus.windows.net/q?connection_env=MY_SB", store)
 
 
 def test_open_queue_refuses_a_connection_string_for_another_namespace(
-    fake: FakeServiceBus, store: Store, monkeypatch: pytest.MonkeyPatch
+    fake: FakeServiceBus, store: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv(AZURE_CONNECTION_ENV, fake.connection_string)
     with pytest.raises(ConfigError, match=r"ns\.servicebus\.windows\.net") as raised:
@@ -100,7 +102,7 @@ def test_open_queue_refuses_a_connection_string_for_another_namespace(
 
 
 def test_open_queue_does_not_echo_a_bad_connection_string(
-    store: Store, monkeypatch: pytest.MonkeyPatch
+    store: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv(AZURE_CONNECTION_ENV, "SharedAccessKey=s3cr3t;nothing-else")
     with pytest.raises(ConfigError, match=AZURE_CONNECTION_ENV) as raised:
@@ -117,7 +119,7 @@ def test_open_queue_does_not_echo_a_bad_connection_string(
         "azure://RootManageSharedAccessKey:s3cr3t@ns/q",
     ],
 )
-def test_open_queue_rejects_malformed_azure_urls(store: Store, url: str) -> None:
+def test_open_queue_rejects_malformed_azure_urls(store: Database, url: str) -> None:
     with pytest.raises(ConfigError, match=r"azure://\[NAMESPACE\]/\[QUEUE\]") as raised:
         open_queue(url, store)
     assert "s3cr3t" not in raised.value.message

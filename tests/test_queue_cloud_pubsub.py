@@ -15,7 +15,7 @@ import pytest
 from chidori.config import ConfigError
 from chidori.queues.base import Message, QueueUnavailable
 from chidori.queues.factory import open_queue
-from chidori.store import Store, open_store
+from chidori.store import Database, open_database
 
 pytest.importorskip("google.cloud.pubsub_v1", reason="the pubsub extra is not installed")
 
@@ -40,8 +40,8 @@ def topic() -> str:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    store = open_store(f"sqlite:///{tmp_path / 'chidori.db'}")
+def store(tmp_path: Path) -> Iterator[Database]:
+    store = open_database(f"sqlite:///{tmp_path / 'chidori.db'}")
     yield store
     store.dispose()
 
@@ -49,7 +49,7 @@ def store(tmp_path: Path) -> Iterator[Store]:
 # ---- CHIDORI_QUEUE_URL ------------------------------------------------------------------------
 
 
-def test_open_queue_gives_pubsub_with_the_default_subscription(store: Store) -> None:
+def test_open_queue_gives_pubsub_with_the_default_subscription(store: Database) -> None:
     queue = open_queue("pubsub://my-project/dispatch", store)  # connects lazily
     assert isinstance(queue, PubSubQueue)
     assert queue.topic_path == "projects/my-project/topics/dispatch"
@@ -57,7 +57,7 @@ def test_open_queue_gives_pubsub_with_the_default_subscription(store: Store) -> 
     queue.close()
 
 
-def test_open_queue_takes_the_subscription_from_the_url(store: Store) -> None:
+def test_open_queue_takes_the_subscription_from_the_url(store: Database) -> None:
     queue = open_queue("pubsub://my-project/dispatch?subscription=workers", store)
     assert isinstance(queue, PubSubQueue)
     assert queue.subscription_path == "projects/my-project/subscriptions/workers"
@@ -68,7 +68,7 @@ def test_open_queue_takes_the_subscription_from_the_url(store: Store) -> None:
     "url",
     ["pubsub://project", "pubsub:///topic", "pubsub://p/a/b", "pubsub://p/t?queue=x"],
 )
-def test_open_queue_rejects_malformed_pubsub_urls(store: Store, url: str) -> None:
+def test_open_queue_rejects_malformed_pubsub_urls(store: Database, url: str) -> None:
     with pytest.raises(ConfigError, match=r"pubsub://PROJECT/TOPIC"):
         open_queue(url, store)
 

@@ -26,7 +26,7 @@ from chidori.config import ConfigError
 from chidori.queues.base import Delivery, DispatchQueue, Message, QueueUnavailable
 from chidori.queues.db import DatabaseQueue
 from chidori.queues.factory import open_queue
-from chidori.store import Store, open_store
+from chidori.store import Database, open_database
 from tests.conftest import unavailable
 
 if TYPE_CHECKING:
@@ -106,8 +106,8 @@ class QueueFactory:
             queue.close()
 
 
-def _open_migrated(url: str) -> Store:
-    store = open_store(url)
+def _open_migrated(url: str) -> Database:
+    store = open_database(url)
     store.migrate()
     return store
 
@@ -646,19 +646,19 @@ def test_rabbitmq_instance_that_only_publishes_takes_no_messages(
 
 
 @pytest.fixture
-def sqlite_store(tmp_path: Path) -> Iterator[Store]:
+def sqlite_store(tmp_path: Path) -> Iterator[Database]:
     store = _open_migrated(f"sqlite:///{tmp_path / 'chidori.db'}")
     yield store
     store.dispose()
 
 
 @pytest.mark.parametrize("url", ["", "db", " db "])
-def test_open_queue_gives_the_database_queue_by_default(sqlite_store: Store, url: str) -> None:
+def test_open_queue_gives_the_database_queue_by_default(sqlite_store: Database, url: str) -> None:
     assert isinstance(open_queue(url, sqlite_store), DatabaseQueue)
 
 
 @pytest.mark.parametrize("url", ["amqp://guest:guest@127.0.0.1:5672/", "amqps://u:p@host/vh"])
-def test_open_queue_gives_rabbitmq_for_amqp_urls(sqlite_store: Store, url: str) -> None:
+def test_open_queue_gives_rabbitmq_for_amqp_urls(sqlite_store: Database, url: str) -> None:
     from chidori.queues.rabbitmq import RabbitMQQueue
 
     queue = open_queue(url, sqlite_store)  # connects lazily: no broker needed here
@@ -668,7 +668,7 @@ def test_open_queue_gives_rabbitmq_for_amqp_urls(sqlite_store: Store, url: str) 
 
 @pytest.mark.parametrize("url", ["redis://h/0", "user:secret@host"])
 def test_open_queue_rejects_unknown_urls_naming_the_accepted_forms(
-    sqlite_store: Store, url: str
+    sqlite_store: Database, url: str
 ) -> None:
     with pytest.raises(ConfigError, match="amqp://") as raised:
         open_queue(url, sqlite_store)

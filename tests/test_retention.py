@@ -9,10 +9,11 @@ from chidori.domain.spec import JobSpec
 from chidori.host.retention import Retention, Swept
 from chidori.storage.artifacts import upload_key
 from chidori.storage.blobs import DirectoryBlobs
-from chidori.store.sql import Store
+from chidori.store import JobRepository
+from chidori.store.database import Database
 
 
-def test_a_sweep_keeps_what_jobs_still_need(store: Store, tmp_path: Path) -> None:
+def test_a_sweep_keeps_what_jobs_still_need(store: Database, tmp_path: Path) -> None:
     blobs = DirectoryBlobs(tmp_path / "shared", shared=True)
     uploads, logs = tmp_path / "artifacts", tmp_path / "logs"
     used, unused = ("a" * 64, "app.py"), ("b" * 64, "old.py")
@@ -20,7 +21,7 @@ def test_a_sweep_keeps_what_jobs_still_need(store: Store, tmp_path: Path) -> Non
         blobs.put_bytes(upload_key(sha, name), b"print(1)\n")
         (uploads / sha).mkdir(parents=True)
         (uploads / sha / name).write_text("print(1)\n")
-    queued, _ = store.create_job(
+    queued, _ = JobRepository(store).create_job(
         JobSpec.model_validate({"kind": "python", "application": f"upload://{used[0]}/app.py"}),
         owner="alice",
     )

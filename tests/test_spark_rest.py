@@ -43,7 +43,7 @@ from chidori.domain.records import Job
 from chidori.domain.spec import JobSpec
 from chidori.domain.states import JobState
 from chidori.services.identity import IdentityService
-from chidori.store import open_store
+from chidori.store import open_database
 from chidori.store.identity import IdentityStore
 from tests.conftest import unavailable
 from tests.server import REPO, ChidoriServer, add_spark_rest_user, free_port
@@ -408,7 +408,7 @@ START_CASES: list[tuple[str, tuple[Network, ...], bytes | None, str | None]] = [
 
 
 def test_what_the_listener_may_start_with(tmp_path: Path) -> None:
-    store = open_store(f"sqlite:///{tmp_path / 'chidori.db'}")
+    store = open_database(f"sqlite:///{tmp_path / 'chidori.db'}")
     try:
         store.migrate()
         identity = IdentityService(IdentityStore(store), "bootstrap-token", PolicyDoc())

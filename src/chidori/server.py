@@ -43,7 +43,7 @@ from chidori.sessions.relay import SessionRelay
 from chidori.storage.artifacts import ArtifactStore
 from chidori.storage.blobs import open_blobs
 from chidori.storage.logship import EventLogSync, LogShipper
-from chidori.store import Store, open_store
+from chidori.store import Database, Repositories, open_database
 from chidori.store.admission import AdmissionStore
 from chidori.store.identity import IdentityStore
 from chidori.store.sessions import SessionStore
@@ -61,7 +61,7 @@ log = logging.getLogger("chidori")
 @dataclass
 class Server:
     settings: Settings
-    store: Store
+    store: Database
     scheduler: Scheduler
     app: FastAPI
     admin_token_file: Path | None
@@ -72,8 +72,9 @@ class Server:
 def build_server(settings: Settings) -> Server:
     settings.home.mkdir(parents=True, exist_ok=True)
     admin_token, token_file = ensure_admin_token(settings.admin_token, settings.home)
-    store = open_store(settings.database_url)
+    store = open_database(settings.database_url)
     store.migrate()
+    repos = Repositories.of(store)
     try:
         blobs = open_blobs(settings.storage_url, store)
     except ValueError as exc:
@@ -114,7 +115,7 @@ def build_server(settings: Settings) -> Server:
     default_limits = LimitsDoc(max_running_jobs=settings.max_running_jobs)
     admission = AdmissionStore(store, default_limits)
     scheduler = Scheduler(
-        store,
+        repos,
         admission,
         backends,
         artifacts,
@@ -137,7 +138,7 @@ def build_server(settings: Settings) -> Server:
     notifier = ChangeNotifier()
     store.subscribe(notifier.notify)
     store.subscribe(scheduler.wake, scheduling_only=True)
-    dispatcher = Dispatcher(store, settings.queue_url, scheduler.wake)
+    dispatcher = Dispatcher(store, repos.jobs, settings.queue_url, scheduler.wake)
     try:
         default_policy = PolicyDoc.model_validate(dict(settings.policy))
     except ValueError as exc:
@@ -152,7 +153,8 @@ def build_server(settings: Settings) -> Server:
     identity.bootstrap()
     admission_service = AdmissionService(admission, identity, settings.clusters)
     jobs = JobService(
-        store,
+        repos.jobs,
+        repos.uploads,
         artifacts,
         settings.clusters,
         notifier,

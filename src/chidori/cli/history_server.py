@@ -16,7 +16,7 @@ from chidori.cli.render import Output
 from chidori.config import ConfigError, Settings, load_settings
 from chidori.storage.blobs import open_blobs
 from chidori.storage.logship import EventLogSync
-from chidori.store.sql import open_store
+from chidori.store.database import open_database
 
 DEFAULT_PORT = 18080
 HISTORY_SERVER_CLASS = "org.apache.spark.deploy.history.HistoryServer"
@@ -117,7 +117,7 @@ def run(ns: argparse.Namespace, out: Output) -> int:
 def _shared_event_logs(settings: Settings, log_dir: Path, out: Output) -> EventLogSync | None:
     """With shared storage, the event logs of every replica, copied into `log_dir` as they
     arrive (a first copy before the History Server starts)."""
-    store = open_store(settings.database_url)
+    store = open_database(settings.database_url)
     try:
         blobs = open_blobs(settings.storage_url, store)
     except ValueError as exc:

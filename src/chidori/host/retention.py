@@ -21,7 +21,7 @@ from sqlalchemy import String, cast, select
 from chidori.domain.states import TERMINAL_JOB_STATES
 from chidori.storage.artifacts import upload_key
 from chidori.storage.blobs import BlobStore
-from chidori.store import Store
+from chidori.store import Database
 from chidori.store.models import JobRow, UploadRow
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ class Swept:
 class Retention:
     def __init__(
         self,
-        store: Store,
+        store: Database,
         blobs: BlobStore | None,
         upload_dir: Path,
         log_dir: Path,

@@ -31,7 +31,7 @@ from chidori.host.processes import stop_attempt_processes
 from chidori.host.warm_pool import Refused, WarmPool
 from chidori.storage.artifacts import ArtifactStore
 from chidori.storage.logship import LogShipper
-from chidori.store import Store
+from chidori.store import Repositories
 from chidori.store.admission import AdmissionStore, WarmPlan
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ class SchedulerOptions:
 class Scheduler:
     def __init__(
         self,
-        store: Store,
+        store: Repositories,
         admission: AdmissionStore,
         backends: Mapping[str, HostedBackend],
         artifacts: ArtifactStore,
@@ -69,7 +69,10 @@ class Scheduler:
         isolation: Isolation,
         log_shipper: LogShipper | None = None,
     ) -> None:
-        self._store = store
+        self._db = store.db
+        self._jobs = store.jobs
+        self._attempts = store.attempts
+        self._servers = store.servers
         self._admission = admission
         self._backends = backends
         self._artifacts = artifacts
@@ -114,7 +117,7 @@ class Scheduler:
     # ---- lifecycle --------------------------------------------------------------------------
 
     def start(self) -> None:
-        self._store.register_server(
+        self._servers.register_server(
             self._options.server_id, self._options.host, os.getpid(), __version__
         )
         self.keep_leases()
@@ -174,7 +177,7 @@ class Scheduler:
             self._admission.drop_warm(
                 [w.id for w in self._admission.warm_drivers(self._options.server_id)]
             )
-            self._store.server_stopped(self._options.server_id)
+            self._servers.server_stopped(self._options.server_id)
         except StoreUnavailable as exc:
             log.warning("could not record the stop: %s", exc)
 
@@ -240,7 +243,7 @@ class Scheduler:
         """Renew this server's heartbeat and leases, tell the drivers (heartbeat file), and
         stop any driver whose attempt this server no longer owns: after a freeze or a
         partition another replica may have taken it over (fencing by attempt)."""
-        owned = self._store.heartbeat(self._options.server_id, self._options.lease_seconds)
+        owned = self._servers.heartbeat(self._options.server_id, self._options.lease_seconds)
         self._options.heartbeat_file.parent.mkdir(parents=True, exist_ok=True)
         self._options.heartbeat_file.touch()
         for job_id, attempt in self.drivers.running():
@@ -254,7 +257,7 @@ class Scheduler:
 
     def reap_expired(self) -> None:
         """Mark attempts whose host stopped renewing its lease LOST; retry them."""
-        for attempt in self._store.expired_attempts():
+        for attempt in self._attempts.expired_attempts():
             if (attempt.job_id, attempt.number) in self.drivers.running():
                 continue  # ours and alive: the lease renewal was merely late
             self._mark_lost(attempt, "driver host stopped renewing its lease")
@@ -268,7 +271,7 @@ class Scheduler:
         )
         orphans = [
             a
-            for a in self._store.active_attempts(server)
+            for a in self._attempts.active_attempts(server)
             if (a.job_id, a.number) not in self.drivers.running()
         ]
         for attempt in orphans:
@@ -279,7 +282,7 @@ class Scheduler:
         job_id, attempt, pid = lost.job_id, lost.number, lost.pid
         # Record the loss first: from then on the old owner can no longer record an outcome
         # for this attempt (fencing), whatever its driver does while being stopped.
-        self._store.finish_attempt(
+        self._attempts.finish_attempt(
             job_id,
             attempt,
             Outcome(AttemptState.LOST, reason),
@@ -288,7 +291,7 @@ class Scheduler:
         )
         # Its processes on this machine, if any (they carry their own server's id).
         stop_attempt_processes(job_id, attempt, None, 2.0, lost.server_id)
-        job = self._store.get_job(job_id)
+        job = self._jobs.get_job(job_id)
         backend = self._backends.get(job.spec.cluster)
         if backend is not None:
             try:
@@ -298,7 +301,7 @@ class Scheduler:
         log.info("job %s attempt %s (pid %s) lost: %s", job_id, attempt, pid, reason)
 
     def apply_cancels(self) -> None:
-        for attempt in self._store.cancel_requested_attempts(self._options.server_id):
+        for attempt in self._attempts.cancel_requested_attempts(self._options.server_id):
             if (
                 not self.drivers.stop(
                     attempt.job_id, attempt.number, AttemptState.CANCELLED, "cancelled on request"
@@ -374,7 +377,7 @@ class Scheduler:
         for row in rows:
             if row.id not in local:
                 # Rows are written before their process starts: give that a moment.
-                age = (self._store.now() - row.created_at).total_seconds()
+                age = (self._db.now() - row.created_at).total_seconds()
                 if row.state != "starting" or age > 30:
                     gone.append(row.id)
             elif row.state == "retiring":
@@ -403,7 +406,7 @@ class Scheduler:
         replica may have found the attempt expired and run the job again: ask the store."""
         if claimed_at is None or time.monotonic() - claimed_at < self._options.lease_seconds / 3:
             return True
-        for attempt in self._store.list_attempts(claim.job.id):
+        for attempt in self._jobs.list_attempts(claim.job.id):
             if attempt.number == claim.attempt:
                 return (
                     attempt.state is AttemptState.STARTING
@@ -493,7 +496,7 @@ class Scheduler:
         once: the job runs elsewhere."""
         recorded = False
         try:
-            recorded = self._store.mark_running(
+            recorded = self._attempts.mark_running(
                 job_id, attempt, pid, str(log_path), self._options.server_id, ready=ready
             )
         finally:
@@ -516,7 +519,7 @@ class Scheduler:
             )
         except Refused as exc:
             log.info("job %s starts cold: warm driver %s: %s", job.id, claim.warm_driver, exc)
-            self._store.set_start(job.id, attempt, "cold", f"the warm driver refused it: {exc}")
+            self._attempts.set_start(job.id, attempt, "cold", f"the warm driver refused it: {exc}")
             return False
         self.drivers.adopt(job.id, attempt, handover.process, handover.log_path, job.spec.timeout)
         self._record_start(job.id, attempt, handover.process.pid, handover.log_path, ready=True)
@@ -525,7 +528,7 @@ class Scheduler:
     # ---- callbacks from the driver host -----------------------------------------------------
 
     def _finish(self, job_id: int, attempt: int, outcome: Outcome) -> None:
-        self._store.finish_attempt(
+        self._attempts.finish_attempt(
             job_id, attempt, outcome, self._options.server_id, self._options.lost_retry_limit
         )
 
@@ -557,4 +560,4 @@ class Scheduler:
         self._wakeup.set()
 
     def _app_id_found(self, job_id: int, attempt: int, app_id: str) -> None:
-        self._store.set_app_id(job_id, attempt, app_id, self._options.server_id)
+        self._attempts.set_app_id(job_id, attempt, app_id, self._options.server_id)

@@ -36,7 +36,7 @@ class Delivery:
 class DispatchQueue(ABC):
     @abstractmethod
     def put(self, message: Message) -> None:
-        """Store the message durably (returns once the broker confirmed it).
+        """Database the message durably (returns once the broker confirmed it).
         Raises QueueUnavailable."""
 
     @abstractmethod

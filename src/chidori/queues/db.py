@@ -26,11 +26,11 @@ from sqlalchemy.sql import Select, Update
 
 from chidori.domain.errors import StoreUnavailable
 from chidori.queues.base import Delivery, DispatchQueue, Message, QueueUnavailable
-from chidori.store import Store
+from chidori.store import Database
 from chidori.store.models import QueueMessageRow
 
 POLL_INTERVAL = 0.025  # seconds between looks at an empty queue while `claim` waits
-# The statements run for every batch, built once (see chidori.store.sql).
+# The statements run for every batch, built once (see chidori.store.statements).
 _MESSAGES = cast(Table, QueueMessageRow.__table__)
 _INSERT_MESSAGES = insert(_MESSAGES)
 _ANY_AVAILABLE = (
@@ -99,7 +99,7 @@ class DatabaseQueue(DispatchQueue):
     """A dispatch queue on the store's `queue_messages` table; safe to share between threads
     and to use from several processes or replicas over the same database."""
 
-    def __init__(self, store: Store, visibility_timeout: float = 30.0) -> None:
+    def __init__(self, store: Database, visibility_timeout: float = 30.0) -> None:
         if visibility_timeout <= 0:
             raise ValueError("visibility_timeout must be positive")
         self._store = store

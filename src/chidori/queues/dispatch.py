@@ -18,13 +18,17 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
 
-from chidori.queues.base import DispatchQueue, QueueUnavailable
+from sqlalchemy.orm import Session
+
+from chidori.queues.base import DispatchQueue, Message, QueueUnavailable
 from chidori.queues.db import enqueue_in_session
 from chidori.queues.factory import open_queue
 from chidori.queues.outbox import OutboxRelay, write_outbox
-from chidori.store import Store
+from chidori.store import Database, JobRepository
+from chidori.store.jobs import DispatchWriter
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +37,22 @@ def _is_db(url: str) -> bool:
     return url.strip().lower() in ("", "db")
 
 
+MessageWriter = Callable[[Session, Sequence[Message], datetime], None]
+
+
+def _per_queue(write: MessageWriter) -> DispatchWriter:
+    """The store names each job queue's newest job of a commit; a writer takes messages."""
+
+    def write_newest(session: Session, newest: Mapping[str, int], now: datetime) -> None:
+        write(session, [Message(job_id, queue) for queue, job_id in newest.items()], now)
+
+    return write_newest
+
+
 class Dispatcher:
-    def __init__(self, store: Store, url: str, wake: Callable[[], None]) -> None:
+    def __init__(
+        self, store: Database, jobs: JobRepository, url: str, wake: Callable[[], None]
+    ) -> None:
         self._store = store
         self._wake = wake
         self._stop = threading.Event()
@@ -46,10 +64,10 @@ class Dispatcher:
         self._relay: OutboxRelay | None = None
         if _is_db(url):
             if store.dialect != "sqlite":
-                store.set_dispatch_writer(enqueue_in_session)
+                jobs.set_dispatch_writer(_per_queue(enqueue_in_session))
                 self._consumer = open_queue(url, store)
         else:
-            store.set_dispatch_writer(write_outbox)
+            jobs.set_dispatch_writer(_per_queue(write_outbox))
             self._consumer = open_queue(url, store)
             self._relay = OutboxRelay(store, open_queue(url, store))
             store.subscribe(lambda _job_id: self._relay_wake.set(), scheduling_only=True)

@@ -6,7 +6,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from chidori.config import ConfigError
 from chidori.queues.base import DispatchQueue
-from chidori.store import Store
+from chidori.store import Database
 
 ACCEPTED = (
     "db (the default), amqp://... or amqps://... (RabbitMQ), "
@@ -17,7 +17,7 @@ ACCEPTED = (
 AZURE_CONNECTION_ENV = "CHIDORI_AZURE_SERVICEBUS_CONNECTION_STRING"
 
 
-def open_queue(url: str, store: Store) -> DispatchQueue:
+def open_queue(url: str, store: Database) -> DispatchQueue:
     """The queue for `url`: `db` or empty for the in-database queue on `store`,
     `amqp://USER:PASSWORD@HOST:PORT/VHOST` or `amqps://...` for RabbitMQ,
     `pubsub://PROJECT/TOPIC[?subscription=NAME]` for Google Pub/Sub,

@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session
 
 from chidori.domain.errors import StoreUnavailable
 from chidori.queues.base import DispatchQueue, Message, QueueUnavailable
-from chidori.store import Store
+from chidori.store import Database
 from chidori.store.models import OutboxRow
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ def write_outbox(session: Session, messages: Sequence[Message], now: datetime) -
 class OutboxRelay:
     """Publishes outbox rows to `queue`, oldest first."""
 
-    def __init__(self, store: Store, queue: DispatchQueue, batch: int = 100) -> None:
+    def __init__(self, store: Database, queue: DispatchQueue, batch: int = 100) -> None:
         if batch < 1:
             raise ValueError("batch must be at least 1")
         self._store = store

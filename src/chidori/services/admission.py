@@ -9,6 +9,7 @@ from chidori.config import ClusterConfig
 from chidori.domain.admission import Limit, Resources, never_fits
 from chidori.domain.errors import FieldError, InvalidRequest, NotFound
 from chidori.domain.identity import Role
+from chidori.domain.lifecycle import spec_demand
 from chidori.domain.limits import LimitsDoc, QueueDoc
 from chidori.domain.records import Server
 from chidori.domain.spec import JobSpec
@@ -16,7 +17,6 @@ from chidori.domain.warm import WarmPoolConfig
 from chidori.refreshed import Refreshed
 from chidori.services.identity import Actor, IdentityService
 from chidori.store.admission import AdmissionStore, QueueStats, WarmDriver
-from chidori.store.sql import spec_demand
 
 _CACHE_SECONDS = 1.0
 

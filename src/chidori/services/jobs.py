@@ -35,7 +35,7 @@ from chidori.storage.logfiles import (
     stream_log,
 )
 from chidori.storage.logship import SharedLog
-from chidori.store import Store
+from chidori.store import JobRepository, UploadRegistry
 
 _POLL_SECONDS = 1.0
 # A follow stream checks again this often that its caller may still read (token revoked,
@@ -47,7 +47,8 @@ _FOLLOW_SETTLE_SECONDS = 10.0  # how long a follow waits for a finished log's la
 class JobService:
     def __init__(
         self,
-        store: Store,
+        jobs: JobRepository,
+        uploads: UploadRegistry,
         artifacts: ArtifactStore,
         clusters: Mapping[str, ClusterConfig],
         notifier: ChangeNotifier,
@@ -59,7 +60,8 @@ class JobService:
     ) -> None:
         """`admins_only`: why only admins may submit (jobs cannot be isolated), or None.
         `blobs`: the shared storage other replicas copy their drivers' logs into, if any."""
-        self._store = store
+        self._jobs = jobs
+        self._uploads = uploads
         self._blobs = blobs
         self._line_index = LineIndex()
         self._admins_only = admins_only
@@ -71,11 +73,11 @@ class JobService:
         self._submit_limiter = submit_limiter
 
     def upload(self, actor: Actor, stream: BinaryIO, filename: str) -> Upload:
-        """Store a file a job will use (users and admins only)."""
+        """Database a file a job will use (users and admins only)."""
         actor.principal.require(Role.ADMIN, Role.USER)
         stored = self._artifacts.save(stream, filename)
         # The content is shared on disk; the right to name it in a job is the team's.
-        self._store.record_upload(stored.uri, actor.name, actor.principal.team, stored.size)
+        self._uploads.record_upload(stored.uri, actor.name, actor.principal.team, stored.size)
         self._identity.record(actor, "upload", stored.uri, {"size": stored.size})
         return stored
 
@@ -93,7 +95,7 @@ class JobService:
         the first job. `channel`: the door it came in through, for the doors that act on their
         own jobs only (set by the server, never by the caller)."""
         self.check_submission(actor, spec)
-        return self._store.create_job(
+        return self._jobs.create_job(
             spec,
             actor.name,
             team=actor.principal.team,
@@ -122,8 +124,8 @@ class JobService:
     async def submit_checked(
         self, actor: Actor, spec: JobSpec, idempotency_key: str | None = None
     ) -> tuple[Job, bool]:
-        """Store a submission `check_submission` accepted (from the event loop)."""
-        return await self._store.create_job_async(
+        """Database a submission `check_submission` accepted (from the event loop)."""
+        return await self._jobs.create_job_async(
             spec,
             actor.name,
             team=actor.principal.team,
@@ -143,7 +145,7 @@ class JobService:
             if (
                 _is_upload(ref)
                 and not principal.is_admin
-                and not self._store.upload_known(
+                and not self._uploads.upload_known(
                     _without_alias(ref), principal.name, principal.team
                 )
             ):
@@ -164,14 +166,14 @@ class JobService:
 
     def get(self, actor: Actor, job_id: int) -> Job:
         """The job, if `actor` may see it; NotFound otherwise (existence is not revealed)."""
-        job = self._store.get_job(job_id)
+        job = self._jobs.get_job(job_id)
         if not actor.principal.can_see(job.owner, job.team):
             raise NotFound(f"job {job_id} not found")
         return job
 
     def get_unchecked(self, job_id: int) -> Job:
         """The job, without an access check: only for share links, already verified."""
-        return self._store.get_job(job_id)
+        return self._jobs.get_job(job_id)
 
     def read_log_unchecked(
         self, job_id: int, attempt: int | None, offset: int | None, tail_lines: int | None
@@ -183,20 +185,20 @@ class JobService:
     def search(self, actor: Actor, query: JobQuery) -> Page:
         if not actor.principal.is_admin:
             query = replace(query, visible_to=(actor.name, actor.principal.team))
-        return self._store.list_jobs(query)
+        return self._jobs.list_jobs(query)
 
     def events(self, actor: Actor, job_id: int) -> list[Event]:
         self.get(actor, job_id)
-        return self._store.list_events(job_id)
+        return self._jobs.list_events(job_id)
 
     def attempts(self, actor: Actor, job_id: int) -> list[Attempt]:
         self.get(actor, job_id)
-        return self._store.list_attempts(job_id)
+        return self._jobs.list_attempts(job_id)
 
     def cancel(self, actor: Actor, job_id: int) -> Job:
         self.get(actor, job_id)
         actor.principal.require(Role.ADMIN, Role.USER)
-        return self._store.request_cancel(job_id, actor.name, actor.source)
+        return self._jobs.request_cancel(job_id, actor.name, actor.source)
 
     async def wait_for_change(
         self, actor: Actor, job_id: int, state: JobState | None, timeout: float
@@ -205,7 +207,7 @@ class JobService:
         await asyncio.to_thread(self.get, actor, job_id)
         deadline = time.monotonic() + timeout
         while True:
-            job = await asyncio.to_thread(self._store.get_job, job_id)
+            job = await asyncio.to_thread(self._jobs.get_job, job_id)
             remaining = deadline - time.monotonic()
             if state is None or job.state != state or remaining <= 0:
                 return job
@@ -218,7 +220,7 @@ class JobService:
 
     def _log_attempt(self, job_id: int, attempt: int | None) -> Attempt | None:
         """The attempt whose log is meant (default: the newest that has one)."""
-        attempts = self._store.list_attempts(job_id)
+        attempts = self._jobs.list_attempts(job_id)
         if attempt is not None:
             chosen = [a for a in attempts if a.number == attempt]
             if not chosen:
@@ -326,7 +328,7 @@ class JobService:
         return self._follow(job_id, attempt, first, still_allowed or (lambda: True))
 
     def _owner_and_team(self, job_id: int) -> tuple[str, str | None]:
-        job = self._store.get_job(job_id)
+        job = self._jobs.get_job(job_id)
         return job.owner, job.team
 
     async def _follow(
@@ -352,7 +354,7 @@ class JobService:
                 # Behind the log's end: read on; the job's state matters once caught up.
                 yield data
                 continue
-            job = await asyncio.to_thread(self._store.get_job, job_id)
+            job = await asyncio.to_thread(self._jobs.get_job, job_id)
             current = await asyncio.to_thread(self._log_attempt, job_id, attempt)
             if current is not None and current.number != number:
                 number, position = current.number, 0

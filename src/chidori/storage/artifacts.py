@@ -63,7 +63,7 @@ class ArtifactStore:
         self._max_bytes = max_bytes
 
     def save(self, stream: BinaryIO, filename: str) -> Upload:
-        """Store an uploaded file; the same content under the same name is stored once."""
+        """Database an uploaded file; the same content under the same name is stored once."""
         name = safe_filename(filename)
         self._root.mkdir(parents=True, exist_ok=True)
         digest = hashlib.sha256()

@@ -68,10 +68,10 @@ class BlobStore(ABC):
 
     @abstractmethod
     def put_bytes(self, key: str, data: bytes) -> None:
-        """Store `data` under `key`, replacing any object there."""
+        """Database `data` under `key`, replacing any object there."""
 
     def put_file(self, key: str, path: Path) -> None:
-        """Store the file at `path` under `key` (stores may stream it)."""
+        """Database the file at `path` under `key` (stores may stream it)."""
         self.put_bytes(key, path.read_bytes())
 
     @abstractmethod
@@ -264,7 +264,7 @@ def open_blobs(url: str, database: Any) -> BlobStore | None:
 
         Empty: the database on PostgreSQL (replicas share it already, so HA needs no more setup);
         None on SQLite (one server on one host: uploads and logs stay in `home`, as they are).
-        `database`: the Store (for `db`)."""
+        `database`: the Database (for `db`)."""
     if url == "local":
         return None  # one server on one host, whatever the database
     if not url:

@@ -33,6 +33,8 @@ from chidori.domain.records import Claim, Ending, Server
 from chidori.domain.spec import JobSpec
 from chidori.domain.states import ACTIVE_JOB_STATES, JobState
 from chidori.domain.warm import WarmPoolConfig, cold_reason, warm_demand
+from chidori.store.attempts import AttemptRepository, claim_in_session
+from chidori.store.database import Database
 from chidori.store.models import (
     JobRow,
     QueueRow,
@@ -40,7 +42,8 @@ from chidori.store.models import (
     SettingRow,
     WarmDriverRow,
 )
-from chidori.store.sql import JOBS, Store, claim_in_session
+from chidori.store.servers import ServerRegistry
+from chidori.store.statements import JOBS
 
 LIMITS_KEY = "limits"
 WARM_POOL_KEY = "warm_pool"
@@ -50,7 +53,7 @@ _SETTINGS = cast(Table, SettingRow.__table__)
 _QUEUES = cast(Table, QueueRow.__table__)
 _WARM = cast(Table, WarmDriverRow.__table__)
 # The admit step runs after every finished job: its statements are built once (see
-# chidori.store.sql) and run on the session's connection.
+# chidori.store.statements) and run on the session's connection.
 _LOCK_ADMISSION = text("SELECT pg_advisory_xact_lock(:key)")
 _COUNT_ACTIVE = select(func.count()).select_from(JOBS).where(JOBS.c.state.in_(_ACTIVE))
 _NEWEST_JOB = select(func.max(JOBS.c.id))
@@ -172,8 +175,12 @@ def _usage(conn: Connection) -> tuple[Usage, int]:
 
 
 class AdmissionStore:
-    def __init__(self, store: Store, default_limits: LimitsDoc) -> None:
+    def __init__(self, store: Database, default_limits: LimitsDoc) -> None:
         self._store = store
+        # Stateless views over the same database: the admit step ends attempts in its own
+        # transaction, and counts the servers that are up.
+        self._attempts = AttemptRepository(store)
+        self._servers = ServerRegistry(store)
         self._default_limits = default_limits
         self._explained_up_to = 0
         self._cap_read: tuple[float, int | None] | None = None
@@ -288,7 +295,7 @@ class AdmissionStore:
             return _usage(session.connection())[0], int(waiting or 0)
 
     def servers(self) -> list[Server]:
-        return self._store.list_servers()
+        return self._servers.list_servers()
 
     # ---- warm drivers ------------------------------------------------------------------------
 
@@ -418,7 +425,7 @@ class AdmissionStore:
             if self._store.dialect == "postgresql":
                 conn.execute(_LOCK_ADMISSION, {"key": _ADMISSION_LOCK})
             if ending is not None:
-                self._store.finish_in(conn, ending)
+                self._attempts.finish_in(conn, ending)
             settings = {key: value for key, value in conn.execute(_ADMISSION_SETTINGS)}
             limits = self._parse_limits(settings.get(LIMITS_KEY))
             usage, warm_count = _usage(conn)

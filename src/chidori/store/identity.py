@@ -12,8 +12,8 @@ from sqlalchemy.orm import Session
 
 from chidori.domain.errors import Conflict, NotFound, Unauthenticated
 from chidori.domain.identity import AuditEntry, Role, TokenInfo, User
+from chidori.store.database import Database
 from chidori.store.models import AuditRow, SettingRow, TokenRow, UiSessionRow, UserRow
-from chidori.store.sql import Store
 
 # Ended and expired UI sessions are kept this long (for a look afterwards), then deleted.
 _UI_SESSION_KEEP = timedelta(days=1)
@@ -74,7 +74,7 @@ def _live_tokens(session: Session, user_id: int, now: datetime) -> int:
 
 
 class IdentityStore:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Database) -> None:
         self._store = store
 
     def now(self) -> datetime:

@@ -1,10 +1,13 @@
-"""Row mappers: database rows to the frozen records the store hands out (`chidori.domain.records`)."""
+"""Row mappers: database rows to the frozen records the store hands out
+(`chidori.domain.records`), and the event row every ORM write adds."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Row
+from sqlalchemy.orm import Session
 
 from chidori.domain.admission import Resources
 from chidori.domain.records import Attempt, Event, Job
@@ -97,4 +100,32 @@ def event_record(row: EventRow) -> Event:
         actor=row.actor,
         reason=row.reason,
         source=row.source,
+    )
+
+
+def add_event(
+    session: Session,
+    time: datetime,
+    job_id: int,
+    type_: str,
+    actor: str,
+    *,
+    state: str | None = None,
+    reason: str | None = None,
+    attempt: int | None = None,
+    source: str | None = None,
+) -> None:
+    """Add one event row to the caller's transaction (for ORM writes; the per-job statements
+    insert theirs with `statements.INSERT_EVENT`)."""
+    session.add(
+        EventRow(
+            job_id=job_id,
+            attempt=attempt,
+            time=time,
+            type=type_,
+            state=state,
+            actor=actor,
+            reason=reason,
+            source=source,
+        )
     )

@@ -18,8 +18,9 @@ from sqlalchemy.orm import Session
 
 from chidori.domain.errors import Conflict, NotFound
 from chidori.domain.records import Job
+from chidori.store.database import Database
 from chidori.store.models import JobLabelRow, JobRow, LivySessionRow, LivyStatementRow
-from chidori.store.sql import Store, job_record
+from chidori.store.rows import job_record
 
 # Statement states (Livy's, with "error" for statements whose driver was lost).
 WAITING, RUNNING, AVAILABLE, ERROR = "waiting", "running", "available", "error"
@@ -83,7 +84,7 @@ def lost_output(number: int, reason: str) -> dict[str, Any]:
 
 
 class SessionStore:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Database) -> None:
         self._store = store
 
     def now(self) -> datetime:

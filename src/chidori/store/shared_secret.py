@@ -8,13 +8,13 @@ import secrets
 
 from sqlalchemy.exc import IntegrityError
 
+from chidori.store.database import Database
 from chidori.store.models import SettingRow
-from chidori.store.sql import Store
 
 SIGNING_KEY = "signing_key"  # never served by a settings route: those read their own keys
 
 
-def shared_signing_key(store: Store) -> str:
+def shared_signing_key(store: Database) -> str:
     for _ in range(3):
         with store.reading() as session:
             row = session.get(SettingRow, SIGNING_KEY)

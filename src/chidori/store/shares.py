@@ -8,8 +8,8 @@ from sqlalchemy import select
 
 from chidori.domain.errors import NotFound
 from chidori.domain.records import Share
+from chidori.store.database import Database
 from chidori.store.models import ShareRow
-from chidori.store.sql import Store
 
 
 def _share(row: ShareRow) -> Share:
@@ -27,7 +27,7 @@ def _share(row: ShareRow) -> Share:
 
 
 class ShareStore:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Database) -> None:
         self._store = store
 
     def now(self) -> datetime:
