@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -187,6 +188,16 @@ class JobSpec(BaseModel):
     def from_stored(cls, data: object) -> JobSpec:
         """A spec as the store keeps it (validated when it arrived)."""
         return cls.model_validate(data, context=STORED)
+
+    @classmethod
+    def retries_of(cls, stored: Mapping[str, Any]) -> tuple[int, bool]:
+        """(max_retries, rerun_lost) of a stored spec, read without validating all of it again:
+        the store needs only these when an attempt ends, once per job."""
+        fields = cls.model_fields
+        return (
+            int(stored.get("max_retries", fields["max_retries"].default)),
+            bool(stored.get("rerun_lost", fields["rerun_lost"].default)),
+        )
 
     @property
     def display_name(self) -> str:

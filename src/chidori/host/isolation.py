@@ -39,7 +39,7 @@ from chidori.config import ConfigError, IsolationConfig
 from chidori.domain.errors import ChidoriError
 
 log = logging.getLogger(__name__)
-LAUNCHER = str(Path(__file__).resolve().parent / "runtime" / "sandbox.py")
+LAUNCHER = str(Path(__file__).resolve().parent.parent / "runtime" / "sandbox.py")
 
 # What a driver's environment may carry from the server's: nothing else (no tokens, keys,
 # database or cloud credentials, unless an admin names them in isolation.pass_env).
@@ -384,7 +384,7 @@ def runtime_paths(extra: Iterable[str | None] = ()) -> list[Path]:
     site-packages, Chidori's runtime scripts, and the given paths (Spark, Java, pythons)."""
     paths = [Path(sys.prefix), Path(sys.base_prefix), Path(sys.exec_prefix)]
     paths += [Path(p) for p in site.getsitepackages()]
-    paths.append(Path(__file__).resolve().parent / "runtime")
+    paths.append(Path(__file__).resolve().parent.parent / "runtime")
     for item in extra:
         if item:
             paths.append(Path(item))

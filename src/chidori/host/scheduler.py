@@ -36,6 +36,8 @@ from chidori.store.admission import AdmissionStore, WarmPlan
 
 log = logging.getLogger(__name__)
 WATCHDOG_PATH = str(Path(watchdog.__file__))
+# How long a driver's exit waits for an admit step under way before recording its end alone.
+_EXIT_ADMIT_WAIT_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -536,9 +538,10 @@ class Scheduler:
         ending = Ending(
             job_id, attempt, outcome, self._options.server_id, self._options.lost_retry_limit
         )
-        # Record the end and use the freed capacity from this thread, in one transaction,
-        # unless an admit step is already under way (then the loop runs another one after it).
-        if self._admit_lock.acquire(blocking=False):
+        # Record the end and use the freed capacity from this thread, in one transaction. An
+        # admit step under way (the loop's, or another exit's) takes milliseconds: waiting for
+        # it costs less than a transaction of its own for the end plus a step of the loop.
+        if self._admit_lock.acquire(timeout=_EXIT_ADMIT_WAIT_SECONDS):
             try:
                 if self._admitting:
                     self.admit(ending)

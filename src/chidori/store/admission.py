@@ -43,7 +43,7 @@ from chidori.store.models import (
     WarmDriverRow,
 )
 from chidori.store.servers import ServerRegistry
-from chidori.store.statements import JOBS
+from chidori.store.statements import JOBS, run
 
 LIMITS_KEY = "limits"
 WARM_POOL_KEY = "warm_pool"
@@ -159,14 +159,14 @@ def _usage(conn: Connection) -> tuple[Usage, int]:
     total = Resources()
     by_cluster: dict[str, Resources] = {}
     by_queue: dict[str, Resources] = {}
-    for queue, cluster, count, memory, cores in conn.execute(_USAGE_JOBS):
+    for queue, cluster, count, memory, cores in run(conn, _USAGE_JOBS):
         held = Resources(int(count), int(memory), int(cores))
         total = total + held
         by_cluster[cluster] = by_cluster.get(cluster, Resources()) + held
         by_queue[queue] = by_queue.get(queue, Resources()) + held
     # Warm drivers hold a driver's memory and cores and a slot, like running jobs.
     warm = 0
-    for cluster, count, memory, cores in conn.execute(_USAGE_WARM):
+    for cluster, count, memory, cores in run(conn, _USAGE_WARM):
         held = Resources(int(count), int(memory), int(cores))
         warm += held.jobs
         total = total + held
@@ -220,7 +220,7 @@ class AdmissionStore:
         return limits
 
     def _queues(self, session: Session) -> dict[str, QueueDoc]:
-        rows = [tuple(row) for row in session.connection().execute(_QUEUE_CONFIGS)]
+        rows = [tuple(row) for row in run(session.connection(), _QUEUE_CONFIGS)]
         cached = self._parsed_queues
         if cached is not None and cached[0] == rows:
             return dict(cached[1])
@@ -426,7 +426,7 @@ class AdmissionStore:
                 conn.execute(_LOCK_ADMISSION, {"key": _ADMISSION_LOCK})
             if ending is not None:
                 self._attempts.finish_in(conn, ending)
-            settings = {key: value for key, value in conn.execute(_ADMISSION_SETTINGS)}
+            settings = {key: value for key, value in run(conn, _ADMISSION_SETTINGS)}
             limits = self._parse_limits(settings.get(LIMITS_KEY))
             usage, warm_count = _usage(conn)
             warm_rows = list(session.scalars(select(WarmDriverRow))) if warm_count else []
@@ -534,14 +534,14 @@ class AdmissionStore:
                 self._cap_read = (now, self._limits(session).max_running_jobs)
             cap = self._cap_read[1]
             conn = session.connection()
-            active = conn.execute(_COUNT_ACTIVE).scalar()
-            newest = conn.execute(_NEWEST_JOB).scalar() or 0
+            active = run(conn, _COUNT_ACTIVE).scalar()
+            newest = run(conn, _NEWEST_JOB).scalar() or 0
         return cap is not None and int(active or 0) >= cap and newest <= self._explained_up_to
 
     def _explain_full(self, conn: Connection, cap: int) -> None:
         # Nothing can start: skip reading candidates; just explain the arrivals since the last
         # step (an id range, so a long queue is not rescanned every time).
-        newest = conn.execute(_NEWEST_JOB).scalar() or 0
+        newest = run(conn, _NEWEST_JOB).scalar() or 0
         if newest > self._explained_up_to:
             conn.execute(
                 _EXPLAIN_FULL,
@@ -722,7 +722,7 @@ class AdmissionStore:
             )
         found: list[tuple[Candidate, str | None]] = []
         for name in names:
-            rows = conn.execute(statement, {"b_now": now, "b_queue": name})
+            rows = run(conn, statement, {"b_now": now, "b_queue": name})
             found += [
                 (Candidate(job_id, name, cluster, priority, Resources(1, memory, cores)), reason)
                 for job_id, cluster, priority, memory, cores, reason in rows
@@ -741,4 +741,4 @@ class AdmissionStore:
             if previous.get(job_id) != reason
         ]
         if changed:
-            conn.execute(_SET_WAIT_REASON, changed)
+            run(conn, _SET_WAIT_REASON, changed)

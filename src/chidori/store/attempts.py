@@ -10,6 +10,7 @@ one, and each runs the prebuilt statements of `chidori.store.statements`.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import Connection, func, select, update
 from sqlalchemy.orm import Session
@@ -33,6 +34,7 @@ from chidori.store.statements import (
     JOB_TO_FINISH,
     RUN_ATTEMPT,
     RUN_JOB,
+    run,
 )
 
 
@@ -51,14 +53,16 @@ def claim_in_session(
     caller's transaction. None if the job is no longer QUEUED (another replica took it)."""
     # One UPDATE ... RETURNING (a compare-and-set on the state) gives the row as it is now.
     conn = session.connection()
-    row = conn.execute(
+    row = run(
+        conn,
         CLAIM,
         {"b_id": job_id, "b_now": now, "b_start_type": start_type, "b_start_note": start_note},
     ).one_or_none()
     if row is None:
         return None
     number = row.attempts
-    conn.execute(
+    run(
+        conn,
         INSERT_ATTEMPT,
         {
             "job_id": job_id,
@@ -72,7 +76,8 @@ def claim_in_session(
             "start_note": start_note,
         },
     )
-    conn.execute(
+    run(
+        conn,
         INSERT_EVENT,
         {
             "job_id": job_id,
@@ -107,11 +112,12 @@ class AttemptRepository:
             "b_ready": now if ready else None,
         }
         with self._db.connecting() as conn:
-            moved = conn.execute(RUN_ATTEMPT, {**keys, "b_pid": pid, "b_log": log_path})
+            moved = run(conn, RUN_ATTEMPT, {**keys, "b_pid": pid, "b_log": log_path})
             if moved.rowcount != 1:
                 return False
-            conn.execute(RUN_JOB, keys)
-            conn.execute(
+            run(conn, RUN_JOB, keys)
+            run(
+                conn,
                 INSERT_EVENT,
                 {
                     "job_id": job_id,
@@ -181,19 +187,23 @@ class AttemptRepository:
         """Record how an attempt ended and move the job on: terminal, or back to QUEUED for a
         retry. Returns the job, or None if the attempt was already finished (fenced)."""
         with self._db.connecting() as conn:
-            job = self.finish_in(conn, Ending(job_id, attempt, outcome, actor, lost_retry_limit))
-        if job is not None:
-            # No wake-up for the scheduler: the one that records an end admits right after it
-            # (a driver's exit, or the scheduler's own step).
-            self._db.notify_change([job_id], wake_scheduler=False)
-        return job
+            row = self.finish_in(conn, Ending(job_id, attempt, outcome, actor, lost_retry_limit))
+        if row is None:
+            return None
+        # No wake-up for the scheduler: the one that records an end admits right after it
+        # (a driver's exit, or the scheduler's own step).
+        self._db.notify_change([job_id], wake_scheduler=False)
+        return job_record(row)
 
-    def finish_in(self, conn: Connection, ending: Ending) -> Job | None:
-        """`finish_attempt` inside the caller's write transaction. The caller tells listeners
+    def finish_in(self, conn: Connection, ending: Ending) -> Any | None:
+        """`finish_attempt` inside the caller's write transaction: the job's row as it is now
+        (`rows.job_record` makes it a record; the admit step, which ends an attempt on every
+        driver exit, needs none), or None if fenced. The caller tells listeners
         (`notify_change`, without waking the scheduler) once it has committed."""
         job_id, attempt, outcome = ending.job_id, ending.attempt, ending.outcome
         now = self._db.now()
-        moved = conn.execute(
+        moved = run(
+            conn,
             END_ATTEMPT,
             {
                 "b_job": job_id,
@@ -206,22 +216,23 @@ class AttemptRepository:
         )
         if moved.rowcount != 1:
             return None
-        current = conn.execute(JOB_TO_FINISH, {"b_job": job_id}).one_or_none()
+        current = run(conn, JOB_TO_FINISH, {"b_job": job_id}).one_or_none()
         if current is None or current.attempts != attempt or current.state not in ACTIVE_JOB:
             return None
-        spec = JobSpec.from_stored(current.spec)
+        max_retries, rerun_lost = JobSpec.retries_of(current.spec)
         step = next_state(
             outcome,
             bool(current.cancel_requested),
             current.failed_attempts,
             current.lost_attempts,
-            spec.max_retries,
+            max_retries,
             ending.lost_retry_limit,
-            spec.rerun_lost,
+            rerun_lost,
         )
         retry = step.state is JobState.QUEUED
         backoff = retry and outcome.state is AttemptState.FAILED
-        row = conn.execute(
+        row = run(
+            conn,
             END_JOB,
             {
                 "b_job": job_id,
@@ -236,7 +247,8 @@ class AttemptRepository:
             },
         ).one()
         event = {"job_id": job_id, "attempt": attempt, "time": now, "actor": ending.actor}
-        conn.execute(
+        run(
+            conn,
             INSERT_EVENT,
             [
                 {**event, "type": "attempt", "state": outcome.state.value,
@@ -244,7 +256,7 @@ class AttemptRepository:
                 {**event, "type": "state", "state": step.state.value, "reason": step.reason},
             ],
         )  # fmt: skip
-        return job_record(row)
+        return row
 
     def cancel_requested_attempts(self, server_id: str) -> list[Attempt]:
         """Active attempts hosted by `server_id` whose job was asked to cancel."""
