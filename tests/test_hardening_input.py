@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from chidori.api.spark_rest import CreateSubmissionRequest, spec_from_request
+from chidori.api.spark_rest_messages import CreateSubmissionRequest, spec_from_request
 from chidori.domain.errors import InvalidRequest
 from tests.server import ChidoriServer
 from tests.test_ui_login import sign_in

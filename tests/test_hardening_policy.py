@@ -13,8 +13,7 @@ import httpx
 import pytest
 
 from chidori.api.livy_common import LivySparkRequest
-from chidori.api.schemas import public_spec
-from chidori.api.spark_rest import CreateSubmissionRequest, spec_from_request
+from chidori.api.spark_rest_messages import CreateSubmissionRequest, spec_from_request
 from chidori.backends.base import LaunchRequest
 from chidori.backends.spark import SparkBackend
 from chidori.config import ClusterConfig
@@ -25,6 +24,7 @@ from chidori.domain.redact import REDACTED, redact_args, redact_conf, redact_tex
 from chidori.domain.spec import JobSpec
 from chidori.domain.states import JobState
 from chidori.ui.views import spec_json
+from chidori.web.job_views import public_spec
 from tests.server import REPO, ChidoriServer
 
 PI = {"application": "examples/pi.py"}

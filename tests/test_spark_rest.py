@@ -24,16 +24,13 @@ from typing import Any
 import httpx
 import pytest
 
-from chidori.api.spark_rest import (
+from chidori.api.jws import JwsError, verify_jws
+from chidori.api.spark_rest import Network, SparkRestOptions, check_spark_rest
+from chidori.api.spark_rest_messages import (
     CreateSubmissionRequest,
-    JwsError,
-    Network,
-    SparkRestOptions,
-    check_spark_rest,
     parse_submission_id,
     spec_from_request,
     submission_id,
-    verify_jws,
 )
 from chidori.config import ConfigError
 from chidori.domain.errors import InvalidRequest

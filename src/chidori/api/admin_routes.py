@@ -20,9 +20,10 @@ from chidori.api.admin_schemas import (
     WhoAmI,
 )
 from chidori.api.deps import CurrentActor
-from chidori.api.schemas import MAX_ID, decode_cursor, encode_cursor, error_responses
+from chidori.api.schemas import error_responses
 from chidori.domain.policy import PolicyDoc
 from chidori.services.identity import IdentityService
+from chidori.web.job_views import MAX_ID, decode_cursor, encode_cursor
 
 
 def build_admin_router(identity: IdentityService) -> APIRouter:

@@ -9,14 +9,15 @@ from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, Response
 
 from chidori import __version__
 from chidori.api.admin_routes import build_admin_router
 from chidori.api.admission_routes import build_admission_router
 from chidori.api.deps import ProxyAuth
-from chidori.api.errors import error_body, install_error_handlers
+from chidori.api.errors import install_error_handlers
 from chidori.api.history_routes import build_history_router
+from chidori.api.livy_errors import install_livy_error_handler
 from chidori.api.livy_routes import build_livy_router
 from chidori.api.livy_session_routes import build_livy_session_router
 from chidori.api.middleware import (
@@ -29,8 +30,7 @@ from chidori.api.routes import build_router
 from chidori.api.schemas import Status, error_responses
 from chidori.api.share_routes import build_share_router
 from chidori.api.submit import SubmitLane, document_job_spec, submission_handler
-from chidori.domain.errors import NotFound, StoreUnavailable
-from chidori.queues.base import QueueUnavailable
+from chidori.domain.errors import NotFound
 from chidori.services.admission import AdmissionService
 from chidori.services.history import HistoryService
 from chidori.services.identity import IdentityService
@@ -86,7 +86,8 @@ def create_app(
         docs_url=None,
         redoc_url=None,
     )
-    install_error_handlers(app)
+    install_error_handlers(app)  # REST's: the default for domain errors
+    install_livy_error_handler(app)  # for the Livy routes (see livy_errors.py)
     install_api_docs(app)
     app.state.identity = identity
     app.state.proxy_auth = proxy_auth or ProxyAuth()
@@ -124,13 +125,10 @@ def create_app(
         return Status(status="ok")
 
     @app.get("/readyz", response_model=Status, tags=["health"], responses=error_responses(503))
-    def readyz() -> Status | JSONResponse:
+    def readyz() -> Status:
         """Ready to serve: the database answers. `detail` says whether jobs are isolated."""
-        try:
-            detail = readiness()
-        except (StoreUnavailable, QueueUnavailable) as exc:
-            return JSONResponse(error_body(exc.code, exc.message), status_code=503)
-        return Status(status="ready", detail=detail)
+        # Not ready: readiness raises StoreUnavailable or QueueUnavailable, both answer 503.
+        return Status(status="ready", detail=readiness())
 
     document_job_spec(app)
     return app

@@ -1,8 +1,17 @@
-"""The one place where errors become HTTP responses: `{"error": {code, message, fields}}`."""
+"""Where domain errors become HTTP answers: the lookup every protocol's error table uses, and
+the REST API's table and exception handlers (`{"error": {code, message, fields}}`).
+
+Each protocol Chidori serves has one table from error class to status, rendered in its own
+error body by exception handlers on the application that serves it: REST here (`/api/v1`, the
+app's default), Livy in `livy_errors.py` (its routes at the root of the same app), Spark's REST
+submission protocol in `spark_rest_errors.py` (its own listener). Routes never catch domain
+errors to answer them; they raise, and the protocol's handler answers.
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -10,6 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from chidori.config import ConfigError
 from chidori.domain.errors import (
     BackendError,
     ChidoriError,
@@ -24,21 +34,50 @@ from chidori.domain.errors import (
     Unauthenticated,
     UnsupportedMediaType,
 )
+from chidori.host.isolation import IsolationUnavailable
+from chidori.queues.base import QueueUnavailable
+from chidori.storage.blobs import BlobError
 
 log = logging.getLogger(__name__)
 
-STATUS_BY_ERROR: list[tuple[type[ChidoriError], int]] = [
-    (InvalidRequest, 422),
-    (NotFound, 404),
-    (Conflict, 409),
-    (Unauthenticated, 401),
-    (Forbidden, 403),
-    (PayloadTooLarge, 413),
-    (RateLimited, 429),
-    (UnsupportedMediaType, 415),
-    (StoreUnavailable, 503),
-    (BackendError, 502),
-]
+StatusTable = Mapping[type[ChidoriError], int]
+"""A protocol's status for each error class. `ChidoriError` itself is in every table (an
+error without a class of its own); every class Chidori raises has an entry of its own or
+inherits one from a listed class below ChidoriError (tests/test_error_tables.py checks)."""
+
+
+def table_entry(table: StatusTable, error_type: type[ChidoriError]) -> type[ChidoriError]:
+    """The class whose entry answers `error_type`: the nearest one in its MRO that the table
+    lists (so a subclass answers as its parent unless listed itself)."""
+    for cls in error_type.__mro__:
+        if cls in table:
+            return cls
+    raise LookupError(f"{error_type.__name__} is not a ChidoriError")
+
+
+def status_for(table: StatusTable, exc: ChidoriError) -> int:
+    """The status `table` gives `exc` (see `table_entry`)."""
+    return table[table_entry(table, type(exc))]
+
+
+REST_STATUS: StatusTable = {
+    ChidoriError: 400,
+    InvalidRequest: 422,
+    NotFound: 404,
+    Conflict: 409,
+    Unauthenticated: 401,
+    Forbidden: 403,
+    PayloadTooLarge: 413,
+    RateLimited: 429,
+    UnsupportedMediaType: 415,
+    StoreUnavailable: 503,
+    QueueUnavailable: 503,
+    BlobError: 503,
+    IsolationUnavailable: 503,
+    BackendError: 502,
+    # The server's configuration, never the caller's doing (raised at start-up in practice).
+    ConfigError: 500,
+}
 
 
 def error_body(code: str, message: str, fields: list[FieldError] | None = None) -> dict[str, Any]:
@@ -49,13 +88,6 @@ def error_body(code: str, message: str, fields: list[FieldError] | None = None) 
             "fields": [{"field": f.field, "message": f.message} for f in fields or []],
         }
     }
-
-
-def _status_for(exc: ChidoriError) -> int:
-    for error_type, status in STATUS_BY_ERROR:
-        if isinstance(exc, error_type):
-            return status
-    return 400
 
 
 def _field_name(location: tuple[Any, ...]) -> str:
@@ -87,6 +119,7 @@ def _validation_fields(exc: RequestValidationError) -> tuple[str, list[FieldErro
 
 
 def domain_error_response(exc: ChidoriError) -> JSONResponse:
+    """A domain error as the REST API answers it."""
     headers = None
     if isinstance(exc, Unauthenticated):
         headers = {"WWW-Authenticate": "Bearer"}
@@ -94,7 +127,7 @@ def domain_error_response(exc: ChidoriError) -> JSONResponse:
         headers = {"Retry-After": str(max(1, round(exc.retry_after)))}
     return JSONResponse(
         error_body(exc.code, exc.message, exc.fields),
-        status_code=_status_for(exc),
+        status_code=status_for(REST_STATUS, exc),
         headers=headers,
     )
 
@@ -107,6 +140,9 @@ def validation_error_response(exc: RequestValidationError) -> JSONResponse:
 
 
 def install_error_handlers(app: FastAPI) -> None:
+    """The REST API's handlers: the app's default for domain errors, request validation,
+    routing errors (404, 405) and anything unexpected (500, the trace to the log only)."""
+
     @app.exception_handler(ChidoriError)
     async def _domain(_request: Request, exc: ChidoriError) -> JSONResponse:
         return domain_error_response(exc)

@@ -9,9 +9,10 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from chidori.api.deps import CurrentActor
-from chidori.api.schemas import decode_cursor, encode_cursor, error_responses
+from chidori.api.schemas import error_responses
 from chidori.domain.records import Job
 from chidori.services.history import DEFAULT_RUNS, MAX_RUNS, DatasetHistory, HistoryService
+from chidori.web.job_views import decode_cursor, encode_cursor
 
 
 class RunOut(BaseModel):

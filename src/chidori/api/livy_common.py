@@ -1,26 +1,20 @@
-"""What the Livy routers share: Livy's error shape (`{"msg": ...}`) and status codes, and
-their OpenAPI documentation."""
+"""What the Livy routers share: their requests' common fields, reading a body into them, and
+their OpenAPI documentation. Their error answers are in `livy_errors.py`."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from chidori.api.schemas import ErrorResponse
-from chidori.domain.errors import ChidoriError, InvalidRequest
+from chidori.domain.errors import InvalidRequest
+from chidori.domain.records import SUBMITTED_THROUGH
+from chidori.domain.spec import JobSpec
 from chidori.storage.logfiles import LineWindow
 
-_STATUS = {
-    "invalid_request": 400,
-    "not_found": 404,
-    "unauthenticated": 401,
-    "forbidden": 403,
-    "unsupported_media_type": 415,
-    "rate_limited": 429,
-    "store_unavailable": 503,
-}
+Model = TypeVar("Model", bound=BaseModel)
 MAX_WINDOW = 1000  # Livy lists are paged with from/size; deeper pages go through /api/v1/jobs
 
 
@@ -106,7 +100,7 @@ class LivySparkRequest(BaseModel):
             "executor_memory": self.executor_memory,
             "executor_cores": self.executor_cores,
             "executor_instances": self.num_executors,
-            "labels": {"submitted-through": "livy"},
+            "labels": {SUBMITTED_THROUGH: "livy"},
         }
         # As in Livy, a request field wins over the same setting in conf.
         fields |= {k: v for k, v in mapped.items() if fields.get(k) is None}
@@ -120,13 +114,17 @@ def line_window(owner_id: int, window: LineWindow) -> JSONResponse:
     )
 
 
-def livy_error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"msg": message}, status_code=status)
+def parse_body(model: type[Model], body: Any) -> Model:
+    """A request body as `model`; InvalidRequest (Livy's 400) naming the first bad field."""
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        raise invalid_body(exc) from exc
 
 
-def livy_failure(exc: ChidoriError) -> JSONResponse:
-    """A domain error as Livy answers errors."""
-    return livy_error(_STATUS.get(exc.code, 500 if exc.code == "internal" else 400), exc.message)
+def job_spec(fields: dict[str, Any]) -> JobSpec:
+    """The job spec a Livy request stands for; InvalidRequest naming the first bad field."""
+    return parse_body(JobSpec, fields)
 
 
 def invalid_body(exc: ValidationError) -> InvalidRequest:

@@ -3,7 +3,8 @@ Airflow's Livy operator, scripts) work unchanged: `POST/GET /batches`, `GET/DELE
 /batches/{id}`, `GET /batches/{id}/state`, `GET /batches/{id}/log`.
 
 Request and response shapes and status codes follow Livy's documentation; errors answer
-`{"msg": ...}` as Livy does. Authentication is ours: HTTP basic with the token as password
+`{"msg": ...}` as Livy does (the routes are `LivyBatchRoute`s: see `livy_errors.py`).
+Authentication is ours: HTTP basic with the token as password
 (what Livy clients can send) or a bearer token. A batch is an ordinary Chidori job: it shows
 in the UI, obeys limits and policy, and is retried.
 """
@@ -14,7 +15,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Header, Path, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import Field, ValidationError
+from pydantic import Field
 
 from chidori.api.deps import current_actor
 from chidori.api.livy_common import (
@@ -22,19 +23,19 @@ from chidori.api.livy_common import (
     MAX_WINDOW,
     LivyMessage,
     LivySparkRequest,
-    invalid_body,
+    job_spec,
     line_window,
-    livy_error,
+    parse_body,
 )
-from chidori.api.livy_common import livy_failure as _failure
-from chidori.api.schemas import MAX_ID, error_responses
-from chidori.domain.errors import ChidoriError, NotFound
-from chidori.domain.records import Job, JobQuery
+from chidori.api.livy_errors import LivyBatchRoute
+from chidori.api.schemas import error_responses
+from chidori.domain.records import SUBMITTED_THROUGH, Job, JobQuery
 from chidori.domain.spec import JobSpec
 from chidori.domain.states import JobState
 from chidori.services.identity import Actor
 from chidori.services.jobs import JobService
 from chidori.services.sessions import SessionService
+from chidori.web.job_views import MAX_ID
 
 # Livy's batch states for ours (Livy: not_started, starting, running, success, dead, killed...).
 LIVY_STATE = {
@@ -60,7 +61,7 @@ class LivyBatchRequest(LivySparkRequest):
             fields["main_class"] = self.class_name
         if self.args:
             fields["args"] = self.args
-        return JobSpec.model_validate(fields)
+        return job_spec(fields)
 
 
 def batch_json(job: Job, log: list[str]) -> dict[str, Any]:
@@ -80,7 +81,11 @@ BatchId = Annotated[int, Path(ge=1, le=MAX_ID)]
 
 
 def build_livy_router(jobs: JobService, livy_sessions: SessionService | None = None) -> APIRouter:
-    router = APIRouter(tags=["livy"], responses={**LIVY_ERRORS, **error_responses(422)})
+    router = APIRouter(
+        tags=["livy"],
+        responses={**LIVY_ERRORS, **error_responses(422)},
+        route_class=LivyBatchRoute,
+    )
 
     def who(request: Request, authorization: str | None) -> Actor:
         return current_actor(request, authorization)
@@ -109,16 +114,9 @@ def build_livy_router(jobs: JobService, livy_sessions: SessionService | None = N
         authorization: Annotated[str | None, Header()] = None,
     ) -> JSONResponse:
         """Livy: create a batch (201 with the batch)."""
-        try:
-            actor = who(request, authorization)
-            try:
-                spec = LivyBatchRequest.model_validate(body).spec()
-            except ValidationError as exc:
-                raise invalid_body(exc) from exc
-            job, _ = jobs.submit(actor, spec)
-            return JSONResponse(batch_json(job, []), status_code=201)
-        except ChidoriError as exc:
-            return _failure(exc)
+        actor = who(request, authorization)
+        job, _ = jobs.submit(actor, parse_body(LivyBatchRequest, body).spec())
+        return JSONResponse(batch_json(job, []), status_code=201)
 
     @router.get("/batches", response_model=dict[str, Any])
     def list_batches(
@@ -128,45 +126,32 @@ def build_livy_router(jobs: JobService, livy_sessions: SessionService | None = N
         authorization: Annotated[str | None, Header()] = None,
     ) -> JSONResponse:
         """Livy: `{"from", "total", "sessions": [batch]}` (newest first)."""
-        try:
-            actor = who(request, authorization)
-            if livy_sessions is not None:
-                # Sessions are Livy jobs too, but not batches.
-                total, found = livy_sessions.list_batches(actor, from_, size)
-                batches = [batch_json(job, []) for job in found]
-                return JSONResponse({"from": from_, "total": total, "sessions": batches})
-            page = jobs.search(
-                actor, JobQuery(labels=(("submitted-through", "livy"),), limit=from_ + size)
-            )
-            found = [job for job in page.items if job.spec.kind != "session"]
-            sessions = [batch_json(job, []) for job in found[from_:]]
-            return JSONResponse({"from": from_, "total": len(sessions), "sessions": sessions})
-        except ChidoriError as exc:
-            return _failure(exc)
+        actor = who(request, authorization)
+        if livy_sessions is not None:
+            # Sessions are Livy jobs too, but not batches.
+            total, found = livy_sessions.list_batches(actor, from_, size)
+            batches = [batch_json(job, []) for job in found]
+            return JSONResponse({"from": from_, "total": total, "sessions": batches})
+        page = jobs.search(
+            actor, JobQuery(labels=((SUBMITTED_THROUGH, "livy"),), limit=from_ + size)
+        )
+        found = [job for job in page.items if job.spec.kind != "session"]
+        sessions = [batch_json(job, []) for job in found[from_:]]
+        return JSONResponse({"from": from_, "total": len(sessions), "sessions": sessions})
 
     @router.get("/batches/{batch_id}", response_model=dict[str, Any])
     def get_batch(
         request: Request, batch_id: BatchId, authorization: Annotated[str | None, Header()] = None
     ) -> JSONResponse:
-        try:
-            actor = who(request, authorization)
-            return JSONResponse(batch_json(jobs.get(actor, batch_id), tail(actor, batch_id)))
-        except NotFound:
-            return livy_error(404, f"Session '{batch_id}' not found.")
-        except ChidoriError as exc:
-            return _failure(exc)
+        actor = who(request, authorization)
+        return JSONResponse(batch_json(jobs.get(actor, batch_id), tail(actor, batch_id)))
 
     @router.get("/batches/{batch_id}/state", response_model=dict[str, Any])
     def batch_state(
         request: Request, batch_id: BatchId, authorization: Annotated[str | None, Header()] = None
     ) -> JSONResponse:
-        try:
-            job = jobs.get(who(request, authorization), batch_id)
-            return JSONResponse({"id": job.id, "state": LIVY_STATE[job.state]})
-        except NotFound:
-            return livy_error(404, f"Session '{batch_id}' not found.")
-        except ChidoriError as exc:
-            return _failure(exc)
+        job = jobs.get(who(request, authorization), batch_id)
+        return JSONResponse({"id": job.id, "state": LIVY_STATE[job.state]})
 
     @router.get("/batches/{batch_id}/log", response_model=dict[str, Any])
     def batch_log(
@@ -177,25 +162,15 @@ def build_livy_router(jobs: JobService, livy_sessions: SessionService | None = N
         authorization: Annotated[str | None, Header()] = None,
     ) -> JSONResponse:
         """Livy: lines `from` (default: the last `size`) — `{"id", "from", "total", "log"}`."""
-        try:
-            actor = who(request, authorization)
-            return line_window(batch_id, jobs.read_log_lines(actor, batch_id, from_, size))
-        except NotFound:
-            return livy_error(404, f"Session '{batch_id}' not found.")
-        except ChidoriError as exc:
-            return _failure(exc)
+        actor = who(request, authorization)
+        return line_window(batch_id, jobs.read_log_lines(actor, batch_id, from_, size))
 
     @router.delete("/batches/{batch_id}", response_model=LivyMessage)
     def delete_batch(
         request: Request, batch_id: BatchId, authorization: Annotated[str | None, Header()] = None
     ) -> JSONResponse:
         """Livy: kill the batch — `{"msg": "deleted"}`."""
-        try:
-            jobs.cancel(who(request, authorization), batch_id)
-            return JSONResponse({"msg": "deleted"})
-        except NotFound:
-            return livy_error(404, f"Session '{batch_id}' not found.")
-        except ChidoriError as exc:
-            return _failure(exc)
+        jobs.cancel(who(request, authorization), batch_id)
+        return JSONResponse({"msg": "deleted"})
 
     return router

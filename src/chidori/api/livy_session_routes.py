@@ -5,7 +5,8 @@ sparkmagic, Airflow) work unchanged: `POST/GET /sessions`, `GET/DELETE /sessions
 `GET /version` (clients ask it which session kinds the server knows).
 
 Shapes and status codes follow Livy's; errors answer `{"msg": ...}`, malformed JSON included
-(these routes read their bodies themselves). A session is a Chidori job of kind `session`.
+(these routes read their bodies themselves, and are `LivyRoute`s: see `livy_errors.py`). A
+session is a Chidori job of kind `session`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from chidori.api.deps import current_actor
 from chidori.api.livy_common import (
@@ -24,16 +25,18 @@ from chidori.api.livy_common import (
     MAX_WINDOW,
     LivyMessage,
     LivySparkRequest,
-    invalid_body,
+    job_spec,
     line_window,
-    livy_failure,
+    parse_body,
 )
-from chidori.api.schemas import MAX_ID, error_responses
-from chidori.domain.errors import ChidoriError, InvalidRequest
+from chidori.api.livy_errors import LivyRoute
+from chidori.api.schemas import error_responses
+from chidori.domain.errors import InvalidRequest
 from chidori.domain.spec import SESSION_APPLICATION, JobSpec
 from chidori.services.identity import Actor
 from chidori.services.sessions import SHARED, SessionService, SessionView
 from chidori.store.sessions import AVAILABLE, CANCELLED, ERROR, Statement
+from chidori.web.job_views import MAX_ID
 
 LIVY_VERSION = "0.8.0-incubating"  # the Livy REST API these routes follow
 SessionId = Annotated[int, Path(ge=1, le=MAX_ID)]
@@ -54,7 +57,7 @@ class LivySessionRequest(LivySparkRequest):
         if self.heartbeat_timeout:
             # The driver's idle timeout: a session nobody uses frees its slot.
             fields["args"] = [str(self.heartbeat_timeout)]
-        return JobSpec.model_validate(fields)
+        return job_spec(fields)
 
 
 class LivyStatementRequest(BaseModel):
@@ -123,7 +126,11 @@ async def _json_body(request: Request) -> dict[str, Any]:
 
 
 def build_livy_session_router(sessions: SessionService) -> APIRouter:
-    router = APIRouter(tags=["livy"], responses={**LIVY_ERRORS, **error_responses(422)})
+    router = APIRouter(
+        tags=["livy"],
+        responses={**LIVY_ERRORS, **error_responses(422)},
+        route_class=LivyRoute,
+    )
 
     def who(request: Request, authorization: str | None) -> Actor:
         return current_actor(request, authorization)
@@ -136,11 +143,8 @@ def build_livy_session_router(sessions: SessionService) -> APIRouter:
         request: Request, authorization: Annotated[str | None, Header()] = None
     ) -> JSONResponse:
         """Livy: the server's version (clients pick session kinds by it)."""
-        try:
-            who(request, authorization)
-            return JSONResponse({"version": LIVY_VERSION})
-        except ChidoriError as exc:
-            return livy_failure(exc)
+        who(request, authorization)
+        return JSONResponse({"version": LIVY_VERSION})
 
     @router.post(
         "/sessions",
@@ -152,23 +156,16 @@ def build_livy_session_router(sessions: SessionService) -> APIRouter:
         request: Request, authorization: Annotated[str | None, Header()] = None
     ) -> JSONResponse:
         """Livy: start an interactive session (201 with the session, `starting`)."""
-        try:
-            actor = await run_in_threadpool(who, request, authorization)
-            body = await _json_body(request)
+        actor = await run_in_threadpool(who, request, authorization)
+        body = await _json_body(request)
 
-            def create() -> JSONResponse:
-                try:
-                    parsed = LivySessionRequest.model_validate(body)
-                    spec = parsed.spec()
-                except ValidationError as exc:
-                    raise invalid_body(exc) from exc
-                view = sessions.create(actor, spec, parsed.kind, parsed.proxy_user)
-                headers = {"Location": f"/sessions/{view.job.id}"}
-                return JSONResponse(session_json(view, []), status_code=201, headers=headers)
+        def create() -> JSONResponse:
+            parsed = parse_body(LivySessionRequest, body)
+            view = sessions.create(actor, parsed.spec(), parsed.kind, parsed.proxy_user)
+            headers = {"Location": f"/sessions/{view.job.id}"}
+            return JSONResponse(session_json(view, []), status_code=201, headers=headers)
 
-            return await run_in_threadpool(create)
-        except ChidoriError as exc:
-            return livy_failure(exc)
+        return await run_in_threadpool(create)
 
     @router.get("/sessions", response_model=dict[str, Any])
     def list_sessions(
@@ -178,12 +175,9 @@ def build_livy_session_router(sessions: SessionService) -> APIRouter:
         authorization: Annotated[str | None, Header()] = None,
     ) -> JSONResponse:
         """Livy: `{"from", "total", "sessions": [session]}` (newest first)."""
-        try:
-            total, views = sessions.list_sessions(who(request, authorization), from_, size)
-            found = [session_json(view, []) for view in views]
-            return JSONResponse({"from": from_, "total": total, "sessions": found})
-        except ChidoriError as exc:
-            return livy_failure(exc)
+        total, views = sessions.list_sessions(who(request, authorization), from_, size)
+        found = [session_json(view, []) for view in views]
+        return JSONResponse({"from": from_, "total": total, "sessions": found})
 
     @router.get("/sessions/{session_id}", response_model=dict[str, Any])
     def get_session(
@@ -191,12 +185,9 @@ def build_livy_session_router(sessions: SessionService) -> APIRouter:
         session_id: SessionId,
         authorization: Annotated[str | None, Header()] = None,
     ) -> JSONResponse:
-        try:
-            actor = who(request, authorization)
-            view = sessions.get(actor, session_id)
-            return JSONResponse(session_json(view, tail(actor, session_id, SESSION_LOG_LINES)))
-        except ChidoriError as exc:
-            return livy_failure(exc)
+        actor = who(request, authorization)
+        view = sessions.get(actor, session_id)
+        return JSONResponse(session_json(view, tail(actor, session_id, SESSION_LOG_LINES)))
 
     @router.get("/sessions/{session_id}/state", response_model=dict[str, Any])
     def session_state(
@@ -204,11 +195,8 @@ def build_livy_session_router(sessions: SessionService) -> APIRouter:
         session_id: SessionId,
         authorization: Annotated[str | None, Header()] = None,
     ) -> JSONResponse:
-        try:
-            view = sessions.get(who(request, authorization), session_id)
-            return JSONResponse({"id": view.job.id, "state": view.state})
-        except ChidoriError as exc:
-            return livy_failure(exc)
+        view = sessions.get(who(request, authorization), session_id)
+        return JSONResponse({"id": view.job.id, "state": view.state})
 
     @router.get("/sessions/{session_id}/log", response_model=dict[str, Any])
     def session_log(
@@ -219,11 +207,8 @@ def build_livy_session_router(sessions: SessionService) -> APIRouter:
         authorization: Annotated[str | None, Header()] = None,
     ) -> JSONResponse:
         """Livy: lines `from` (default: the last `size`) — `{"id", "from", "total", "log"}`."""
-        try:
-            window = sessions.log_lines(who(request, authorization), session_id, from_, size)
-            return line_window(session_id, window)
-        except ChidoriError as exc:
-            return livy_failure(exc)
+        window = sessions.log_lines(who(request, authorization), session_id, from_, size)
+        return line_window(session_id, window)
 
     @router.delete("/sessions/{session_id}", response_model=LivyMessage)
     def delete_session(
@@ -232,11 +217,8 @@ def build_livy_session_router(sessions: SessionService) -> APIRouter:
         authorization: Annotated[str | None, Header()] = None,
     ) -> JSONResponse:
         """Livy: stop the session — `{"msg": "deleted"}`."""
-        try:
-            sessions.stop(who(request, authorization), session_id)
-            return JSONResponse({"msg": "deleted"})
-        except ChidoriError as exc:
-            return livy_failure(exc)
+        sessions.stop(who(request, authorization), session_id)
+        return JSONResponse({"msg": "deleted"})
 
     @router.post(
         "/sessions/{session_id}/statements",
@@ -250,24 +232,18 @@ def build_livy_session_router(sessions: SessionService) -> APIRouter:
         authorization: Annotated[str | None, Header()] = None,
     ) -> JSONResponse:
         """Livy: run code (`{"code", "kind"}`) — 201 with the statement, `waiting`."""
-        try:
-            actor = await run_in_threadpool(who, request, authorization)
-            body = await _json_body(request)
+        actor = await run_in_threadpool(who, request, authorization)
+        body = await _json_body(request)
 
-            def submit() -> JSONResponse:
-                try:
-                    parsed = LivyStatementRequest.model_validate(body)
-                except ValidationError as exc:
-                    raise invalid_body(exc) from exc
-                statement = sessions.submit(actor, session_id, parsed.code, parsed.kind)
-                location = f"/sessions/{session_id}/statements/{statement.number}"
-                return JSONResponse(
-                    statement_json(statement), status_code=201, headers={"Location": location}
-                )
+        def submit() -> JSONResponse:
+            parsed = parse_body(LivyStatementRequest, body)
+            statement = sessions.submit(actor, session_id, parsed.code, parsed.kind)
+            location = f"/sessions/{session_id}/statements/{statement.number}"
+            return JSONResponse(
+                statement_json(statement), status_code=201, headers={"Location": location}
+            )
 
-            return await run_in_threadpool(submit)
-        except ChidoriError as exc:
-            return livy_failure(exc)
+        return await run_in_threadpool(submit)
 
     @router.get("/sessions/{session_id}/statements", response_model=dict[str, Any])
     def list_statements(
@@ -279,19 +255,16 @@ def build_livy_session_router(sessions: SessionService) -> APIRouter:
         authorization: Annotated[str | None, Header()] = None,
     ) -> JSONResponse:
         """Livy: `{"total_statements", "statements"}` (`order=desc` for newest first)."""
-        try:
-            found = sessions.statements(who(request, authorization), session_id)
-            if order is not None and order.strip().lower() == "desc":
-                found.reverse()
-            end = None if size is None else from_ + size
-            return JSONResponse(
-                {
-                    "total_statements": len(found),
-                    "statements": [statement_json(s) for s in found[from_:end]],
-                }
-            )
-        except ChidoriError as exc:
-            return livy_failure(exc)
+        found = sessions.statements(who(request, authorization), session_id)
+        if order is not None and order.strip().lower() == "desc":
+            found.reverse()
+        end = None if size is None else from_ + size
+        return JSONResponse(
+            {
+                "total_statements": len(found),
+                "statements": [statement_json(s) for s in found[from_:end]],
+            }
+        )
 
     @router.get("/sessions/{session_id}/statements/{statement_id}", response_model=dict[str, Any])
     def get_statement(
@@ -300,11 +273,8 @@ def build_livy_session_router(sessions: SessionService) -> APIRouter:
         statement_id: StatementId,
         authorization: Annotated[str | None, Header()] = None,
     ) -> JSONResponse:
-        try:
-            actor = who(request, authorization)
-            return JSONResponse(statement_json(sessions.statement(actor, session_id, statement_id)))
-        except ChidoriError as exc:
-            return livy_failure(exc)
+        actor = who(request, authorization)
+        return JSONResponse(statement_json(sessions.statement(actor, session_id, statement_id)))
 
     @router.post(
         "/sessions/{session_id}/statements/{statement_id}/cancel", response_model=LivyMessage
@@ -317,10 +287,7 @@ def build_livy_session_router(sessions: SessionService) -> APIRouter:
     ) -> JSONResponse:
         """Livy: cancel a statement — `{"msg": "canceled"}`. Its Spark jobs are cancelled; code
         busy in pure Python runs on until it ends."""
-        try:
-            sessions.cancel(who(request, authorization), session_id, statement_id)
-            return JSONResponse({"msg": "canceled"})
-        except ChidoriError as exc:
-            return livy_failure(exc)
+        sessions.cancel(who(request, authorization), session_id, statement_id)
+        return JSONResponse({"msg": "canceled"})
 
     return router

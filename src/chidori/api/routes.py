@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated
 
@@ -12,7 +12,6 @@ from fastapi.responses import StreamingResponse
 
 from chidori.api.deps import CurrentActor
 from chidori.api.schemas import (
-    MAX_ID,
     AttemptList,
     AttemptOut,
     EventList,
@@ -20,8 +19,6 @@ from chidori.api.schemas import (
     JobOut,
     JobPage,
     UploadOut,
-    decode_cursor,
-    encode_cursor,
     error_responses,
 )
 from chidori.api.submit import IDEMPOTENCY_KEY_MAX, Handler
@@ -29,6 +26,7 @@ from chidori.domain.errors import InvalidRequest
 from chidori.domain.records import JobQuery
 from chidori.domain.states import JobState
 from chidori.services.jobs import JobService
+from chidori.web.job_views import MAX_ID, decode_cursor, encode_cursor, log_download
 
 JobId = Annotated[int, Path(ge=1, le=MAX_ID)]
 AttemptNumber = Annotated[int | None, Query(ge=1, le=MAX_ID)]
@@ -64,18 +62,6 @@ LOG_HEADERS = {
         "schema": {"type": "string"},
     },
 }
-
-
-def log_download(filename: str, size: int, chunks: Iterator[bytes]) -> StreamingResponse:
-    """A whole log as an attachment, streamed in chunks (never read whole into memory)."""
-    return StreamingResponse(
-        chunks,
-        media_type="text/plain; charset=utf-8",
-        headers={
-            "Content-Length": str(size),
-            "Content-Disposition": f'attachment; filename="{filename}"',
-        },
-    )
 
 
 def build_router(jobs: JobService, submit: Handler) -> APIRouter:

@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from chidori.domain.errors import InvalidRequest
 from chidori.domain.records import Attempt, Event, Job
-from chidori.domain.redact import redact_args, redact_conf
 from chidori.domain.units import format_memory
-
-MAX_ID = 2**63 - 1
-"""The largest id a database row can have (a signed 64-bit integer)."""
+from chidori.web.job_views import public_spec
 
 
 class FieldErrorOut(BaseModel):
@@ -129,14 +123,6 @@ class JobOut(BaseModel):
         )
 
 
-def public_spec(job: Job) -> dict[str, Any]:
-    """The spec as shown to anyone: secret-looking conf values and args redacted."""
-    shown = job.spec.public_dict()
-    shown["conf"] = redact_conf(job.spec.conf)
-    shown["args"] = redact_args(job.spec.args)
-    return shown
-
-
 class JobPage(BaseModel):
     items: list[JobOut]
     next_cursor: str | None
@@ -217,25 +203,3 @@ class UploadOut(BaseModel):
 class Status(BaseModel):
     status: str
     detail: str | None = None
-
-
-def encode_cursor(before_id: int | None) -> str | None:
-    if before_id is None:
-        return None
-    return base64.urlsafe_b64encode(f"b:{before_id}".encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str | None) -> int | None:
-    if not cursor:
-        return None
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        prefix, value = raw.split(":", 1)
-        if prefix != "b" or not (value.isascii() and value.isdigit()):
-            raise ValueError(prefix)
-        before_id = int(value)
-        if not 1 <= before_id <= MAX_ID:
-            raise ValueError(value)
-        return before_id
-    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
-        raise InvalidRequest.for_field("cursor", "not a cursor returned by this API") from exc

@@ -9,10 +9,11 @@ from fastapi import APIRouter, Path, Request
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from chidori.api.deps import CurrentActor
-from chidori.api.schemas import MAX_ID, error_responses
+from chidori.api.schemas import error_responses
 from chidori.domain.records import Share
 from chidori.domain.units import parse_duration_seconds
 from chidori.services.shares import IssuedShare, ShareService
+from chidori.web.job_views import MAX_ID
 
 
 def _lifetime(value: object) -> float | None:

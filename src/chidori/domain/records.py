@@ -18,6 +18,12 @@ class Channel(StrEnum):
     SPARK_REST = "spark-rest"  # Spark's REST submission listener (chidori.api.spark_rest)
 
 
+SUBMITTED_THROUGH = "submitted-through"
+"""The label that tells people which door a job came in through (`livy`, `spark-rest`): set
+by the door, visible and searchable like any label. Unlike `Channel` it proves nothing (a
+caller can set labels): the server acts on the channel, never on this label."""
+
+
 @dataclass(frozen=True)
 class Job:
     id: int

@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from chidori.domain.errors import Conflict, NotFound
-from chidori.domain.records import Job
+from chidori.domain.records import SUBMITTED_THROUGH, Job
 from chidori.store.database import Database
 from chidori.store.models import JobLabelRow, JobRow, LivySessionRow, LivyStatementRow
 from chidori.store.rows import job_record
@@ -124,7 +124,7 @@ class SessionStore:
         conditions: list[Any] = [
             exists().where(
                 JobLabelRow.job_id == JobRow.id,
-                JobLabelRow.key == "submitted-through",
+                JobLabelRow.key == SUBMITTED_THROUGH,
                 JobLabelRow.value == "livy",
             ),
             JobRow.kind == SESSION_KIND if sessions else JobRow.kind != SESSION_KIND,

@@ -14,7 +14,6 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
-from chidori.api.schemas import MAX_ID
 from chidori.domain.errors import (
     ChidoriError,
     Forbidden,
@@ -39,6 +38,7 @@ from chidori.ui.session import (
     login_csrf_token,
     set_login_csrf,
 )
+from chidori.web.job_views import MAX_ID
 
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=HERE / "templates")

@@ -12,7 +12,6 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 
-from chidori.api.routes import log_download
 from chidori.domain.errors import ChidoriError, NotFound
 from chidori.domain.records import Job, Share
 from chidori.services.history import HistoryService
@@ -21,6 +20,7 @@ from chidori.services.jobs import JobService
 from chidori.services.shares import ShareRefused, ShareService
 from chidori.ui import views
 from chidori.ui.routes import HISTORY_RUNS, UiOptions, job_context, render
+from chidori.web.job_views import log_download
 
 TOKEN_MAX = 512
 PRIVATE = {"Cache-Control": "no-store", "X-Robots-Tag": "noindex, nofollow"}

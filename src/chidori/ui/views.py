@@ -10,12 +10,12 @@ from urllib.parse import quote, urlencode
 
 from starlette.datastructures import QueryParams
 
-from chidori.api.schemas import decode_cursor, encode_cursor, public_spec
 from chidori.domain.admission import Limit, Resources
 from chidori.domain.errors import InvalidRequest
 from chidori.domain.records import Job, JobQuery
 from chidori.domain.states import JobState
 from chidori.domain.units import format_memory
+from chidori.web.job_views import decode_cursor, encode_cursor, public_spec
 
 PAGE_SIZES = (25, 50, 100, 200)
 ACTIVE_STATES = frozenset({JobState.QUEUED, JobState.ADMITTED, JobState.RUNNING})
