@@ -13,7 +13,9 @@ import pytest
 from chidori.cli import main
 from chidori.cli.admin import PolicyChanges, merge_policy
 from chidori.cli.errors import UsageError
-from chidori.cli.render import STATUS_STYLES, USER_COLUMNS, Output, policy_pairs, user_row
+from chidori.cli.output import Output
+from chidori.cli.views.admin import policy_pairs
+from chidori.cli.views.identity import STATUS_STYLES, USER_COLUMNS, user_row
 from tests.test_cli_http import FakeServer, Reply
 
 

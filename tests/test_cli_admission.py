@@ -13,7 +13,9 @@ import pytest
 
 from chidori.cli import jobs, main
 from chidori.cli.admission import merge_limits, merge_queue
-from chidori.cli.render import Output, capacity_rows, detail_pairs, queue_row
+from chidori.cli.output import Output
+from chidori.cli.views.admission import capacity_rows, queue_row
+from chidori.cli.views.jobs import detail_pairs
 from tests.test_cli_http import FakeServer, Reply, job
 
 

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from chidori.cli.client import ApiError, FieldError, ServerUnreachable
-from chidori.cli.render import Output, align, format_duration
+from chidori.cli.output import Output
 from chidori.cli.settings import DEFAULT_URL, resolve, resolve_token, resolve_url
+from chidori.cli.views.cells import align, format_duration
 
 
 def test_url_flag_beats_env_beats_default() -> None:

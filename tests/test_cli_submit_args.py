@@ -8,14 +8,9 @@ import pytest
 
 from chidori.cli import main
 from chidori.cli.errors import UsageError
-from chidori.cli.submit import (
-    UNSUPPORTED,
-    LocalFile,
-    SubmitPlan,
-    materialize,
-    parse_submit,
-    read_properties,
-)
+from chidori.cli.properties_file import read_properties
+from chidori.cli.submit import materialize
+from chidori.cli.submit_flags import UNSUPPORTED, LocalFile, SubmitPlan, parse_submit
 
 
 def fake_upload(path: Path) -> str:

@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from chidori.cli import main
-from chidori.cli.render import detail_pairs, start_text, warm_count_text, warm_pool_pairs
+from chidori.cli.views.jobs import detail_pairs, start_text
+from chidori.cli.views.warm_pools import warm_count_text, warm_pool_pairs
 from tests.server import ChidoriServer
 from tests.test_cli_http import FakeServer, Reply, job
 

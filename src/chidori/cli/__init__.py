@@ -2,6 +2,18 @@
 
 Exit statuses: 0 success; 1 failure (server error, unreachable server, failed job);
 2 bad usage or a 4xx answer; 3 a waited-for job was cancelled; 130 interrupted.
+
+Modules:
+
+- commands: ``server``, ``history_server``, ``jobs`` (list/show/cancel/logs and the wait and
+  follow loops), ``submit`` (upload, submit, wait), ``admission`` (queues, limits), ``admin``
+  (users, policy, warm pools, audit), ``tokens`` (whoami, tokens).
+- ``submit_flags``: spark-submit's flags plus Chidori's, turned into a ``SubmitPlan``;
+  ``properties_file``: the ``--properties-file`` reader.
+- plumbing: ``client`` (the REST client), ``settings`` (server URL and token), ``args``
+  (argparse types and shared flags), ``errors`` (usage errors).
+- output: ``output`` (``Output``: tables and colour at a terminal, plain text otherwise) and
+  ``views/`` (the columns, rows and pairs each command shows).
 """
 
 from __future__ import annotations
@@ -16,7 +28,7 @@ from chidori.cli import admin, admission, history_server, jobs, server, submit, 
 from chidori.cli.args import ArgumentParser
 from chidori.cli.client import ApiError, ServerUnreachable
 from chidori.cli.errors import UsageError
-from chidori.cli.render import Output
+from chidori.cli.output import Output
 
 __all__ = ["main"]
 
@@ -33,7 +45,7 @@ def build_parser() -> ArgumentParser:
     )
     server.add_parser(subparsers)
     history_server.add_parser(subparsers)
-    # Parsed by submit.parse_submit (spark-submit style); listed here for --help.
+    # Parsed by submit_flags.parse_submit (spark-submit style); listed here for --help.
     subparsers.add_parser(
         "submit",
         help="submit an application: chidori submit [options] APP [APP ARGS]",

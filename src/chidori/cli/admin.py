@@ -23,24 +23,20 @@ from chidori.cli.args import (
 )
 from chidori.cli.client import JsonObject
 from chidori.cli.errors import UsageError
-from chidori.cli.render import (
-    AUDIT_COLUMNS,
-    STATUS_STYLES,
-    USER_COLUMNS,
+from chidori.cli.output import Output
+from chidori.cli.views.admin import AUDIT_COLUMNS, audit_row, policy_pairs
+from chidori.cli.views.identity import STATUS_STYLES, USER_COLUMNS, user_pairs, user_row
+from chidori.cli.views.warm_pools import (
     WARM_DRIVER_COLUMNS,
     WARM_POOL_COLUMNS,
     WARM_STYLES,
-    Output,
-    audit_row,
-    policy_pairs,
-    user_pairs,
-    user_row,
     warm_driver_rows,
     warm_pool_pairs,
     warm_pool_row,
 )
+from chidori.domain.identity import Role
 
-ROLES = ("admin", "user", "viewer")
+ROLES = tuple(role.value for role in Role)
 SIZE_CAPS = ("max_driver_memory", "max_executor_memory")
 CAPS = (
     "max_driver_memory",

@@ -17,18 +17,18 @@ from chidori.cli.args import (
 )
 from chidori.cli.client import JsonObject
 from chidori.cli.errors import UsageError
-from chidori.cli.render import (
+from chidori.cli.output import Output
+from chidori.cli.views.admission import (
     CAPACITY_COLUMNS,
     LIMIT_COLUMNS,
     LIMIT_KEYS,
     QUEUE_COLUMNS,
-    Output,
     capacity_rows,
     limits_rows,
-    plural,
     queue_pairs,
     queue_row,
 )
+from chidori.cli.views.cells import plural
 
 QUEUE_KEYS = ("priority", "weight", *LIMIT_KEYS)
 NEW_QUEUE: JsonObject = {

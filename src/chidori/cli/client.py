@@ -18,7 +18,6 @@ import httpx
 JsonObject = dict[str, Any]
 
 API_PREFIX = "/api/v1"
-TERMINAL_STATES = frozenset({"SUCCEEDED", "FAILED", "CANCELLED"})
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from chidori.backends.spark_home import SparkNotFound, find_spark_home
 from chidori.cli.args import ArgumentParser, positive_int
-from chidori.cli.render import Output
+from chidori.cli.output import Output
 from chidori.config import ConfigError, Settings, load_settings
 from chidori.storage.blobs import open_blobs
 from chidori.storage.logship import EventLogSync

@@ -15,7 +15,6 @@ from chidori.cli.args import (
     positive_int,
 )
 from chidori.cli.client import (
-    TERMINAL_STATES,
     ApiError,
     ChidoriClient,
     JobQuery,
@@ -23,11 +22,12 @@ from chidori.cli.client import (
     StreamInterrupted,
 )
 from chidori.cli.errors import UsageError
-from chidori.cli.render import Output
+from chidori.cli.output import Output
+from chidori.domain.states import TERMINAL_JOB_STATES, JobState
 
 WAIT_SECONDS = 30
-STATES = ("QUEUED", "ADMITTED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED")
-EXIT_CODES = {"SUCCEEDED": 0, "FAILED": 1, "CANCELLED": 3}
+STATES = tuple(state.value for state in JobState)  # plain str: argparse repr()s choices
+EXIT_CODES: dict[str, int] = {JobState.SUCCEEDED: 0, JobState.FAILED: 1, JobState.CANCELLED: 3}
 
 sleep: Callable[[float], None] = time.sleep  # replaced in tests
 
@@ -42,7 +42,7 @@ def outcome_code(job: JsonObject) -> int:
 
 def report_outcome(job: JsonObject, out: Output) -> None:
     state = str(job.get("state"))
-    if state != "SUCCEEDED":
+    if state != JobState.SUCCEEDED:
         reason = job.get("reason")
         out.err(f"job {job.get('id')} {state}" + (f": {reason}" if reason else ""))
 
@@ -51,7 +51,7 @@ def report_outcome(job: JsonObject, out: Output) -> None:
 
 
 def _is_terminal(job: JsonObject) -> bool:
-    return job.get("state") in TERMINAL_STATES
+    return job.get("state") in TERMINAL_JOB_STATES
 
 
 def wait_for_end(
@@ -109,7 +109,7 @@ def follow_job(
             offset = chunk.next_offset
     seen_attempt = job.get("attempts")
     while True:
-        if not _is_terminal(job) and job.get("state") != "RUNNING":
+        if not _is_terminal(job) and job.get("state") != JobState.RUNNING:
             job = _next_state(client, job, out, progress=progress)
             continue
         if attempt is None and job.get("attempts") != seen_attempt:
@@ -272,7 +272,7 @@ def cancel_job(ns: argparse.Namespace, out: Output) -> int:
         job = client.cancel_job(ns.id)
     if ns.json:
         out.json(job)
-    elif job.get("state") == "CANCELLED":
+    elif job.get("state") == JobState.CANCELLED:
         out.out(f"job {ns.id} cancelled")
     else:
         out.out(f"job {ns.id}: cancel requested (state {job.get('state')})")

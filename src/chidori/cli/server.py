@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Protocol, cast
 
 from chidori.cli.args import ArgumentParser, positive_int
-from chidori.cli.render import Output
+from chidori.cli.output import Output
 
 
 class RunServer(Protocol):

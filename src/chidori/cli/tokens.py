@@ -5,14 +5,9 @@ from __future__ import annotations
 import argparse
 
 from chidori.cli.args import ArgumentParser, add_connection_flags, connect, token_id
-from chidori.cli.render import (
-    STATUS_STYLES,
-    TOKEN_COLUMNS,
-    Output,
-    format_time,
-    token_row,
-    whoami_pairs,
-)
+from chidori.cli.output import Output
+from chidori.cli.views.cells import format_time
+from chidori.cli.views.identity import STATUS_STYLES, TOKEN_COLUMNS, token_row, whoami_pairs
 
 
 def add_parsers(subparsers: argparse._SubParsersAction[ArgumentParser]) -> None:
