@@ -14,9 +14,10 @@ from chidori.domain.limits import LimitsDoc, QueueDoc
 from chidori.domain.records import Server
 from chidori.domain.spec import JobSpec
 from chidori.domain.warm import WarmPoolConfig
+from chidori.domain.warm_planning import WarmDriver
 from chidori.refreshed import Refreshed
 from chidori.services.identity import Actor, IdentityService
-from chidori.store.admission import AdmissionStore, QueueStats, WarmDriver
+from chidori.store.admission import AdmissionStore, QueueStats
 
 _CACHE_SECONDS = 1.0
 

@@ -1,0 +1,399 @@
+"""The admit step: read a snapshot, plan in pure code, apply the plan, in one transaction.
+
+The transaction is serialised across every replica sharing the database (a PostgreSQL advisory
+lock; SQLite's BEGIN IMMEDIATE), and what is reserved is read from the jobs table itself in
+it, so limits hold across replicas at every moment. The step:
+1. records the attempt end that freed the capacity, if any (one transaction per driver exit);
+2. reads the snapshot: limits, queues, usage, warm drivers and pool sizes, the heads of the
+   queues (`_read`);
+3. plans: which jobs start (`chidori.domain.admission.admit`), which go to an idle warm
+   driver, why the others wait or start cold, which warm drivers to retire or reserve
+   (`chidori.domain.warm_planning`);
+4. applies it: claims (each a compare-and-set), wait reasons, warm driver rows (`_apply`).
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Select, bindparam, delete, or_, select, update
+from sqlalchemy.orm import Session
+
+from chidori.domain.admission import Candidate, Decision, Limits, Resources, Usage, admit
+from chidori.domain.limits import LimitsDoc, QueueDoc
+from chidori.domain.records import Claim, Ending
+from chidori.domain.spec import JobSpec
+from chidori.domain.states import JobState
+from chidori.domain.warm_planning import (
+    Handover,
+    WarmChanges,
+    WarmDriver,
+    WarmPlan,
+    WarmState,
+    cold_notes,
+    hand_to_warm,
+    warm_changes,
+)
+from chidori.store.admission_reads import (
+    ADMISSION_LOCK,
+    ADMISSION_SETTINGS,
+    COUNT_ACTIVE,
+    EXPLAIN_FULL,
+    LIMITS_KEY,
+    LOCK_ADMISSION,
+    NEWEST_JOB,
+    SET_WAIT_REASON,
+    WARM_POOL_KEY,
+    ParsedSettings,
+    pool_sizes,
+    usage_of,
+    warm_record,
+)
+from chidori.store.attempts import AttemptRepository, claim_in_session
+from chidori.store.database import Database
+from chidori.store.models import JobRow, WarmDriverRow
+from chidori.store.statements import JOBS, run
+
+
+@dataclass(frozen=True)
+class AdmitResult:
+    claims: list[Claim]
+    warm_to_start: list[tuple[str, str]]  # (warm driver id, cluster) reserved on this server
+    full: bool = False  # the running-jobs limit is reached: nothing can start until one ends
+
+
+@dataclass
+class _Snapshot:
+    """What the step plans from, read inside its transaction."""
+
+    limits: LimitsDoc
+    usage: Usage
+    warm: list[WarmDriver]
+    queues: dict[str, QueueDoc]
+    sizes: dict[str, int]  # warm pool sizes: the config's, overridden by an admin's
+
+
+@dataclass
+class _Plan:
+    decision: Decision
+    candidates: list[Candidate]
+    previous_reasons: dict[int, str | None]
+    handover: Handover
+    notes: dict[int, str]  # why each admitted job starts as it does (cold ones)
+
+
+class AdmitStep:
+    def __init__(self, db: Database, settings: ParsedSettings) -> None:
+        self._db = db
+        self._settings = settings
+        self._attempts = AttemptRepository(db)  # a stateless view: ends share the transaction
+        self._explained_up_to = 0
+        self._cap_read: tuple[float, int | None] | None = None
+        self._candidate_statements: dict[tuple[tuple[str, ...], int], Select[Any]] = {}
+
+    def forget_cap(self) -> None:
+        """The limits changed on this replica: read them again at the next step."""
+        self._cap_read = None
+
+    def __call__(
+        self,
+        server_id: str,
+        host: str,
+        clusters: Sequence[str],
+        lease_seconds: float,
+        per_queue: int = 64,
+        warm: WarmPlan | None = None,
+        ending: Ending | None = None,
+    ) -> AdmitResult:
+        try:
+            return self._step(server_id, host, clusters, lease_seconds, per_queue, warm, ending)
+        finally:
+            if ending is not None:
+                # Told even when the admit step failed after the end committed; harmless if
+                # it did not (listeners re-read the store).
+                self._db.notify_change([ending.job_id], wake_scheduler=False)
+
+    def _step(
+        self,
+        server_id: str,
+        host: str,
+        clusters: Sequence[str],
+        lease_seconds: float,
+        per_queue: int,
+        warm: WarmPlan | None,
+        ending: Ending | None,
+    ) -> AdmitResult:
+        if ending is None and self._still_full():
+            return AdmitResult([], [], full=True)
+        now = self._db.now()
+        warm = warm or WarmPlan({}, {})
+        with self._db.writing() as session:
+            conn = session.connection()
+            if self._db.dialect == "postgresql":
+                conn.execute(LOCK_ADMISSION, {"key": ADMISSION_LOCK})
+            if ending is not None:
+                self._attempts.finish_in(conn, ending)
+            snapshot = self._read(session, warm)
+            cap = snapshot.limits.max_running_jobs
+            if cap is not None and snapshot.usage.total.jobs - len(snapshot.warm) >= cap:
+                self._explain_full(conn, cap)
+                return AdmitResult([], [], full=True)
+            self._explained_up_to = 0  # reasons are per job again below; start over next time
+            plan = self._plan(conn, snapshot, server_id, clusters, now, per_queue, warm)
+            claims, taken = self._claim(session, plan, server_id, host, lease_seconds, now)
+            _record_reasons(conn, plan.decision, plan.previous_reasons)
+            limits = snapshot.limits.limits()
+            by_id = {c.job_id: c for c in plan.candidates}
+            changes = warm_changes(
+                server_id,
+                warm,
+                snapshot.sizes,
+                [d for d in snapshot.warm if d.id not in taken],
+                [by_id[j] for j in plan.decision.short_of_capacity],
+                plan.decision,
+                limits,
+            )
+            started = _apply_warm(session, server_id, changes, now)
+        if claims:
+            self._db.notify_change([c.job.id for c in claims], wake_scheduler=False)
+        return AdmitResult(claims, started)
+
+    # ---- read -----------------------------------------------------------------------------
+
+    def _read(self, session: Session, warm: WarmPlan) -> _Snapshot:
+        conn = session.connection()
+        settings = {key: value for key, value in run(conn, ADMISSION_SETTINGS)}
+        usage, warm_count = usage_of(conn)
+        drivers = (
+            [warm_record(row) for row in session.scalars(select(WarmDriverRow))]
+            if warm_count
+            else []
+        )
+        sizes = {
+            **{c: p.size for c, p in warm.pools.items()},
+            **pool_sizes(settings.get(WARM_POOL_KEY)),
+        }
+        return _Snapshot(
+            self._settings.limits(settings.get(LIMITS_KEY)),
+            usage,
+            drivers,
+            self._settings.read_queues(conn),
+            sizes,
+        )
+
+    def _candidates(
+        self,
+        conn: Connection,
+        names: Sequence[str],
+        clusters: Sequence[str],
+        now: datetime,
+        per_queue: int,
+    ) -> list[tuple[Candidate, str | None]]:
+        """The first `per_queue` waiting jobs of every queue, with their current wait reason.
+        (Jobs can only be submitted to configured queues, so `names` covers them all; each
+        lookup is a walk of the (queue, state, priority, id) index.)"""
+        key = (tuple(clusters), per_queue)
+        statement = self._candidate_statements.get(key)
+        if statement is None:
+            statement = self._candidate_statements[key] = (
+                select(
+                    JOBS.c.id,
+                    JOBS.c.cluster,
+                    JOBS.c.priority,
+                    JOBS.c.demand_memory_mb,
+                    JOBS.c.demand_cores,
+                    JOBS.c.wait_reason,
+                )
+                .where(
+                    JOBS.c.state == JobState.QUEUED.value,
+                    JOBS.c.cluster.in_(list(clusters)),
+                    or_(JOBS.c.not_before.is_(None), JOBS.c.not_before <= bindparam("b_now")),
+                    JOBS.c.queue == bindparam("b_queue"),
+                )
+                .order_by(JOBS.c.priority.desc(), JOBS.c.id)
+                .limit(per_queue)
+            )
+        found: list[tuple[Candidate, str | None]] = []
+        for name in names:
+            rows = run(conn, statement, {"b_now": now, "b_queue": name})
+            found += [
+                (Candidate(job_id, name, cluster, priority, Resources(1, memory, cores)), reason)
+                for job_id, cluster, priority, memory, cores, reason in rows
+            ]
+        return found
+
+    @staticmethod
+    def _specs(
+        conn: Connection, job_ids: Sequence[int], known: Mapping[int, JobSpec]
+    ) -> dict[int, JobSpec]:
+        wanted = [j for j in job_ids if j not in known]
+        found = dict(known)
+        if wanted:
+            rows = conn.execute(select(JobRow.id, JobRow.spec).where(JobRow.id.in_(wanted)))
+            found.update({job_id: JobSpec.from_stored(spec) for job_id, spec in rows})
+        return found
+
+    # ---- plan -----------------------------------------------------------------------------
+
+    def _plan(
+        self,
+        conn: Connection,
+        snapshot: _Snapshot,
+        server_id: str,
+        clusters: Sequence[str],
+        now: datetime,
+        per_queue: int,
+        warm: WarmPlan,
+    ) -> _Plan:
+        """Which jobs start and how. With only a few slots free, only a few jobs can start:
+        the head of each queue is read first, and the whole window only if the head admits
+        fewer jobs than there are free slots."""
+        cap = snapshot.limits.max_running_jobs
+        limits: Limits = snapshot.limits.limits()
+        configs = {name: doc.config(name) for name, doc in snapshot.queues.items()}
+        pool_clusters = {c for c in warm.pools if snapshot.sizes.get(c, 0) > 0}
+        idle = [
+            d
+            for d in snapshot.warm
+            if d.server_id == server_id and d.state is WarmState.IDLE and d.cluster in warm.pools
+        ]
+        idle_clusters = {d.cluster for d in idle}
+        free = None if cap is None or snapshot.warm else cap - snapshot.usage.total.jobs
+        windows = [per_queue]
+        if free is not None and 4 * free < per_queue:
+            windows.insert(0, max(8, 4 * free))
+        specs: dict[int, JobSpec] = {}
+        for window in windows:
+            queued = self._candidates(conn, list(snapshot.queues), clusters, now, window)
+            waiting = [c for c, _ in queued]
+            specs = self._specs(
+                conn, [c.job_id for c in waiting if c.cluster in idle_clusters], specs
+            )
+            handover = hand_to_warm(waiting, specs, idle, warm)
+            decision = admit(handover.candidates, snapshot.usage, limits, configs)
+            heads = Counter(c.queue for c in handover.candidates)
+            if len(decision.admitted) >= (free or 0) or max(heads.values(), default=0) < window:
+                break
+        admitted = set(decision.admitted)
+        started = [c for c in handover.candidates if c.job_id in admitted]
+        unjudged = [
+            c.job_id
+            for c in started
+            if c.cluster in pool_clusters
+            and c.job_id not in handover.handed
+            and c.job_id not in handover.notes
+        ]
+        specs = self._specs(conn, unjudged, specs)
+        notes = {**handover.notes, **cold_notes(started, specs, handover, pool_clusters, warm)}
+        return _Plan(
+            decision, handover.candidates, dict((c.job_id, r) for c, r in queued), handover, notes
+        )
+
+    # ---- apply ----------------------------------------------------------------------------
+
+    @staticmethod
+    def _claim(
+        session: Session,
+        plan: _Plan,
+        server_id: str,
+        host: str,
+        lease_seconds: float,
+        now: datetime,
+    ) -> tuple[list[Claim], set[str]]:
+        claims: list[Claim] = []
+        taken: set[str] = set()
+        for job_id in plan.decision.admitted:
+            warm_id = plan.handover.handed.get(job_id)
+            claim = claim_in_session(
+                session, job_id, server_id, host, lease_seconds, now,
+                "warm" if warm_id else "cold", None if warm_id else plan.notes.get(job_id),
+                warm_id,
+            )  # fmt: skip
+            if claim is None:
+                continue  # another replica took it
+            claims.append(claim)
+            if warm_id is not None:
+                # The job holds what the warm driver held: one reservation, handed over.
+                session.execute(delete(WarmDriverRow).where(WarmDriverRow.id == warm_id))
+                taken.add(warm_id)
+        return claims, taken
+
+    def _still_full(self) -> bool:
+        """True when the running-jobs limit was reached at the last step and still is, and no
+        job arrived since: nothing to admit or explain, so no write transaction (submissions
+        wake the scheduler every few milliseconds under load; they must not queue behind it)."""
+        if not self._explained_up_to:
+            return False
+        with self._db.reading() as session:
+            conn = session.connection()
+            now = time.monotonic()
+            if self._cap_read is None or now - self._cap_read[0] > 1.0:
+                # Limits change rarely; another replica's change is seen within a second.
+                self._cap_read = (now, self._settings.read_limits(conn).max_running_jobs)
+            cap = self._cap_read[1]
+            active = run(conn, COUNT_ACTIVE).scalar()
+            newest = run(conn, NEWEST_JOB).scalar() or 0
+        return cap is not None and int(active or 0) >= cap and newest <= self._explained_up_to
+
+    def _explain_full(self, conn: Connection, cap: int) -> None:
+        # Nothing can start: skip reading candidates; just explain the arrivals since the last
+        # step (an id range, so a long queue is not rescanned every time).
+        newest = run(conn, NEWEST_JOB).scalar() or 0
+        if newest > self._explained_up_to:
+            run(
+                conn,
+                EXPLAIN_FULL,
+                {
+                    "b_from": self._explained_up_to,
+                    "b_to": newest,
+                    "b_reason": f"global running-jobs limit {cap} reached",
+                },
+            )
+        self._explained_up_to = newest
+
+
+def _record_reasons(conn: Connection, decision: Decision, previous: dict[int, str | None]) -> None:
+    # Only what changed is written (a full queue must not rewrite every job each step), in
+    # one executemany.
+    changed = [
+        {"b_job_id": job_id, "b_reason": reason}
+        for job_id, reason in decision.waiting.items()
+        if previous.get(job_id) != reason
+    ]
+    if changed:
+        run(conn, SET_WAIT_REASON, changed)
+
+
+def _apply_warm(
+    session: Session, server_id: str, changes: WarmChanges, now: datetime
+) -> list[tuple[str, str]]:
+    """Mark retired warm drivers and reserve new ones; returns the (id, cluster) to start."""
+    if changes.retire:
+        session.execute(
+            update(WarmDriverRow)
+            .where(WarmDriverRow.id.in_(changes.retire))
+            .values(state=WarmState.RETIRING.value)
+            .execution_options(synchronize_session=False)
+        )
+    started: list[tuple[str, str]] = []
+    for cluster, demand in changes.reserve:
+        warm_id = f"warm-{secrets.token_hex(6)}"
+        session.add(
+            WarmDriverRow(
+                id=warm_id,
+                server_id=server_id,
+                cluster=cluster,
+                memory_mb=demand.memory_mb,
+                cores=demand.cores,
+                state=WarmState.STARTING.value,
+                created_at=now,
+            )
+        )
+        started.append((warm_id, cluster))
+    return started
