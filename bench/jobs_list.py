@@ -70,7 +70,7 @@ def _spec(schema: str, table: str, queue: str, cluster: str) -> dict[str, Any]:
             "conf": {"spark.sql.shuffle.partitions": "64"},
         }
     )
-    return spec.public_dict()
+    return spec.stored_dict()
 
 
 def rows(count: int, seed: int = 7) -> Iterator[list[dict[str, Any]]]:

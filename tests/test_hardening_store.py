@@ -92,7 +92,7 @@ def test_a_key_taken_first_by_someone_else_does_not_capture_a_pipeline(world: Wo
 
 def _insert_0007_job(session: Session, owner: str, key: str | None) -> int:
     """A job as revision 0007 stored it, with one attempt and two events; its id."""
-    spec = JobSpec.model_validate(TRAIN).public_dict()
+    spec = JobSpec.model_validate(TRAIN).stored_dict()
     now = datetime(2026, 12, 1, tzinfo=UTC)
     job_id: int = session.execute(
         text(

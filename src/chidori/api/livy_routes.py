@@ -30,7 +30,7 @@ from chidori.api.livy_common import (
 from chidori.api.livy_errors import LivyBatchRoute
 from chidori.api.schemas import error_responses
 from chidori.domain.records import SUBMITTED_THROUGH, Job, JobQuery
-from chidori.domain.spec import JobSpec
+from chidori.domain.spec import JobKind, JobSpec
 from chidori.domain.states import JobState
 from chidori.services.identity import Actor
 from chidori.services.jobs import JobService
@@ -135,7 +135,7 @@ def build_livy_router(jobs: JobService, livy_sessions: SessionService | None = N
         page = jobs.search(
             actor, JobQuery(labels=((SUBMITTED_THROUGH, "livy"),), limit=from_ + size)
         )
-        found = [job for job in page.items if job.spec.kind != "session"]
+        found = [job for job in page.items if job.spec.kind is not JobKind.SESSION]
         sessions = [batch_json(job, []) for job in found[from_:]]
         return JSONResponse({"from": from_, "total": len(sessions), "sessions": sessions})
 

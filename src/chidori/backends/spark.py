@@ -17,7 +17,7 @@ from chidori.backends.base import DriverCommand, HostedBackend, LaunchRequest
 from chidori.backends.spark_home import SparkNotFound, find_spark_home, spark_submit_path
 from chidori.config import ClusterConfig
 from chidori.domain.errors import BackendError
-from chidori.domain.spec import JobSpec
+from chidori.domain.spec import JobKind, JobSpec
 from chidori.storage.files import write_private
 
 # A plain script (stdlib and pyspark only) that spark-submit runs as a session's driver.
@@ -175,10 +175,12 @@ class SparkBackend(HostedBackend):
 
     def driver_command(self, request: LaunchRequest) -> DriverCommand:
         spec = request.job.spec
-        if spec.kind == "python":
+        if spec.kind is JobKind.PYTHON:
             return self._python_command(request)
         spark_home = self._spark_home()
-        submit_args = session_submit_args if spec.kind == "session" else type(self).submit_args
+        submit_args = (
+            session_submit_args if spec.kind is JobKind.SESSION else type(self).submit_args
+        )
         argv = [str(spark_submit_path(spark_home)), *submit_args(self, request)]
         return DriverCommand(argv, self._environment(request, spark_home), request.work_dir)
 

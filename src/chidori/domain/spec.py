@@ -6,7 +6,8 @@ import hashlib
 import json
 import re
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal
+from enum import StrEnum
+from typing import Annotated, Any
 
 from pydantic import (
     AfterValidator,
@@ -48,6 +49,17 @@ def _conf_value(value: object) -> str:
 
 
 SESSION_APPLICATION = "chidori:session"  # the built-in driver of kind "session" jobs
+
+
+class JobKind(StrEnum):
+    """What a job runs: a Spark application (spark-submit), a plain Python program, or a
+    Livy interactive session (Chidori's own session driver)."""
+
+    SPARK = "spark"
+    PYTHON = "python"
+    SESSION = "session"
+
+
 MAX_MEMORY_MIB = 1024 * 1024  # 1 TiB: with at most 2,000 executors, totals fit in 32 bits
 Memory = Annotated[str, BeforeValidator(_memory)]
 Identifier = Annotated[str, Field(pattern=_NAME_RE.pattern)]
@@ -100,7 +112,7 @@ class JobSpec(BaseModel):
 
     name: str | None = Field(None, min_length=1, max_length=200)
     # "session": a Livy interactive session, whose driver Chidori provides (SESSION_APPLICATION).
-    kind: Literal["spark", "python", "session"] = "spark"
+    kind: JobKind = JobKind.SPARK
     application: str = Field(min_length=1, max_length=4096)
     main_class: str | None = Field(None, min_length=1, max_length=512)
     args: list[Annotated[str, Field(max_length=65536)]] = Field(
@@ -173,14 +185,14 @@ class JobSpec(BaseModel):
     @classmethod
     def _session_application(cls, value: str, info: ValidationInfo) -> str:
         # A session runs Chidori's own driver: no other application, nor that one elsewhere.
-        if (info.data.get("kind") == "session") != (value == SESSION_APPLICATION):
+        if (info.data.get("kind") == JobKind.SESSION) != (value == SESSION_APPLICATION):
             raise ValueError(f"kind 'session' (and only it) runs {SESSION_APPLICATION!r}")
         return value
 
     @field_validator("main_class", "jars", "archives", "conf")
     @classmethod
     def _spark_only(cls, value: object, info: ValidationInfo) -> object:
-        if value and info.data.get("kind") == "python":
+        if value and info.data.get("kind") == JobKind.PYTHON:
             raise ValueError("applies to Spark jobs only, not to kind 'python'")
         return value
 
@@ -205,13 +217,14 @@ class JobSpec(BaseModel):
             return self.name
         return self.main_class or self.application.rsplit("/", 1)[-1]
 
-    def public_dict(self) -> dict[str, Any]:
-        """The spec as the API shows it (field names as users write them)."""
+    def stored_dict(self) -> dict[str, Any]:
+        """The spec as the store keeps it: field names as users write them, secrets included
+        (what a job gets). What people see is `chidori.web.job_views.public_spec`, redacted."""
         return self.model_dump(by_alias=True, mode="json")
 
 
 def fingerprint_of(public: dict[str, Any]) -> str:
-    """A stable hash of a spec's `public_dict()`, used to tell an idempotent retry from a
+    """A stable hash of a spec's `stored_dict()`, used to tell an idempotent retry from a
     different job."""
     canonical = json.dumps(public, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from chidori.domain.admission import Resources, job_demand
-from chidori.domain.spec import JobSpec
+from chidori.domain.spec import JobKind, JobSpec
 from chidori.domain.units import parse_memory_mib
 
 
@@ -86,7 +86,7 @@ def warm_demand(pool: WarmPoolConfig) -> Resources:
 def cold_reason(spec: JobSpec, pool: WarmPoolConfig, fixed_conf: Mapping[str, str]) -> str | None:
     """Why `spec` cannot run on a warm driver of `pool` (None: it can). `fixed_conf` is the
     conf the pool's drivers were started with (cluster conf, Chidori's defaults, the pool's)."""
-    if spec.kind != "spark":
+    if spec.kind is not JobKind.SPARK:
         return f"kind {spec.kind!r} jobs start their own process"
     if spec.main_class or not spec.application.endswith(".py"):
         return "JVM applications start cold (the warm pool holds PySpark drivers)"

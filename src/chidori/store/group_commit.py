@@ -35,7 +35,7 @@ class Submission:
     waiter: asyncio.Future[None] | None = None  # an event loop's (submit_async)
 
     def __post_init__(self) -> None:
-        self.public = self.spec.public_dict()
+        self.public = self.spec.stored_dict()
         self.fingerprint = fingerprint_of(self.public) if self.idempotency_key else ""
 
     @property

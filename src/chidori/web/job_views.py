@@ -21,7 +21,7 @@ MAX_ID = 2**63 - 1
 
 def public_spec(job: Job) -> dict[str, Any]:
     """The spec as shown to anyone: secret-looking conf values and args redacted."""
-    shown = job.spec.public_dict()
+    shown = job.spec.stored_dict()
     shown["conf"] = redact_conf(job.spec.conf)
     shown["args"] = redact_args(job.spec.args)
     return shown
