@@ -38,14 +38,24 @@ lint: setup
 	$(BIN)/ruff format --check src tests bench examples
 	$(BIN)/mypy
 
-bench: setup
+# The Celery + RabbitMQ peer that bench/dispatch.py runs beside Chidori (its own venv).
+CELERY_HARNESS ?= ../shared/peers/celery
+CELERY_VENV ?= .venv-celery
+$(CELERY_VENV)/.installed-stamp:
+	@if [ -f $(CELERY_HARNESS)/requirements.txt ]; then \
+		$(PYTHON) -m venv $(CELERY_VENV) && \
+		$(CELERY_VENV)/bin/pip install --quiet --disable-pip-version-check -r $(CELERY_HARNESS)/requirements.txt && \
+		touch $@; \
+	else echo "no Celery harness at $(CELERY_HARNESS): bench/dispatch.py skips the peer"; fi
+
+bench: setup $(CELERY_VENV)/.installed-stamp
 	$(BIN)/python bench/overhead.py
 	$(BIN)/python bench/warm.py
 	$(BIN)/python bench/acceptance.py
-	$(BIN)/python bench/dispatch.py
+	$(BIN)/python bench/dispatch.py --rounds 3
 	$(BIN)/python -m bench.jobs_list
 	$(BIN)/python bench/shared_storage.py
 	$(BIN)/python bench/log_memory.py
 
 clean:
-	rm -rf $(VENV) .chidori .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(CELERY_VENV) .chidori .pytest_cache .mypy_cache .ruff_cache

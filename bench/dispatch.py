@@ -1,15 +1,24 @@
 """Dispatch: 500 cheap jobs (a Python process that prints a time stamp and exits) with a limit
 of 2 running jobs, through Chidori, against the same 500 commands run 2 at a time with no
-queue at all. Reports jobs per second as a ratio to the no-queue run, and the gap from a slot
-freeing to the next job's process printing its first line (p50, p99), for both.
+queue at all, and against the Celery + RabbitMQ peer harness (`../shared/peers/celery`: a
+durable queue, acks_late, prefork, concurrency 2, `python -c pass` jobs) with its own
+no-queue baseline, in the same sitting. Reports jobs per second, the ratio to each one's
+no-queue run, and the gap from a slot freeing to the next job's process starting (p50, p99).
+With `--rounds R` the whole sequence runs R times, interleaved, and medians are reported.
 
-    .venv/bin/python bench/dispatch.py [--jobs 500]
+    .venv/bin/python bench/dispatch.py [--jobs 500] [--rounds 3] [--no-celery]
+
+The Celery harness runs in its own virtual environment (`make bench` creates
+`.venv-celery` from the harness's requirements; or set CHIDORI_CELERY_PYTHON) and needs
+RabbitMQ on 127.0.0.1:5672 (CHIDORI_CELERY_BROKER).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -18,6 +27,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -106,64 +116,110 @@ def through_chidori(jobs: int, isolation: str) -> tuple[float, list[float], floa
     return jobs / (max(ends) - began), gaps(starts, ends), cpu_ms
 
 
+CELERY_HARNESS = REPO.parent / "shared" / "peers" / "celery" / "bench.py"
+
+
+def through_celery(jobs: int) -> dict[str, float] | None:
+    """The Celery peer's jobs/s, ratio to its own no-queue run (the same `python -c pass`
+    commands 2 at a time), slot gap p50/p99 and CPU per job; None when it cannot run here."""
+    python = Path(os.environ.get("CHIDORI_CELERY_PYTHON", REPO / ".venv-celery" / "bin" / "python"))
+    harness = Path(os.environ.get("CHIDORI_CELERY_HARNESS", CELERY_HARNESS))
+    if not python.exists() or not harness.exists():
+        print(f"celery peer skipped: no {python} or no {harness}", file=sys.stderr)
+        return None
+    broker = os.environ.get("CHIDORI_CELERY_BROKER", "amqp://guest:guest@127.0.0.1:5672//")
+    argv = [str(python), str(harness), "--jobs", str(jobs), "--concurrency", "2",
+            "--command", "cheap", "--plain-baseline", "--plain-jobs", str(jobs),
+            "--broker", broker]  # fmt: skip
+    done = subprocess.run(argv, cwd=harness.parent, capture_output=True, text=True, check=False)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("DJQ_RESULT ")]
+    if done.returncode != 0 or not lines:
+        print(f"celery peer failed ({done.returncode}): {done.stderr[-2000:]}", file=sys.stderr)
+        return None
+    median = json.loads(lines[-1].removeprefix("DJQ_RESULT "))["median"]
+    return {
+        "jobs_per_second": median["completed_per_s"],
+        "ratio": 1 / median["ratio_wall_per_job"],
+        "no_queue_jobs_per_second": median["plain_jobs_per_s"],
+        "gap_p50_ms": median["slot_gap_p50_ms"],
+        "gap_p99_ms": median["slot_gap_p99_ms"],
+        "cpu_ms_per_job": median["cpu_per_job_ms"],
+    }
+
+
+def one_round(jobs: int, sandboxed: bool, celery: bool) -> dict[str, Any]:
+    raw_rate, raw_gaps = no_queue(jobs)
+    rate, chidori_gaps, cpu_ms = through_chidori(jobs, "none")
+    result: dict[str, Any] = {
+        "no_queue": {"jobs_per_second": raw_rate, **_gap_ms(raw_gaps)},
+        "chidori": {"jobs_per_second": rate, "ratio": rate / raw_rate, **_gap_ms(chidori_gaps),
+                    "server_cpu_ms_per_job": cpu_ms},
+    }  # fmt: skip
+    if sandboxed:
+        boxed_rate, boxed_gaps, boxed_cpu_ms = through_chidori(jobs, "auto")
+        result["sandboxed"] = {
+            "jobs_per_second": boxed_rate,
+            "ratio": boxed_rate / raw_rate,
+            **_gap_ms(boxed_gaps),
+            "server_cpu_ms_per_job": boxed_cpu_ms,
+        }
+    if celery:
+        peer = through_celery(jobs)
+        if peer is not None:
+            result["celery"] = peer
+    return result
+
+
+def _gap_ms(gaps_s: list[float]) -> dict[str, float]:
+    return {
+        "gap_p50_ms": percentile(gaps_s, 0.5) * 1000,
+        "gap_p99_ms": percentile(gaps_s, 0.99) * 1000,
+    }
+
+
+def _median(rounds: list[dict[str, Any]], setup: str, key: str) -> float:
+    return statistics.median(r[setup][key] for r in rounds if setup in r)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=500)
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--no-celery", action="store_true", help="skip the Celery peer")
     args = parser.parse_args()
-    raw_rate, raw_gaps = no_queue(args.jobs)
-    rate, chidori_gaps, cpu_ms = through_chidori(args.jobs, "none")
     sandboxed = os.geteuid() == 0
-    if sandboxed:
-        boxed_rate, boxed_gaps, boxed_cpu_ms = through_chidori(args.jobs, "auto")
-
-    def ms(values: list[float], share: float) -> str:
-        return f"{percentile(values, share) * 1000:.1f}"
-
-    rows = [
-        ["no queue (2 at a time)", f"{raw_rate:.1f}", "1.00", ms(raw_gaps, 0.5),
-         ms(raw_gaps, 0.99)],
-        ["Chidori, isolation: none (limit 2)", f"{rate:.1f}", f"{rate / raw_rate:.2f}",
-         ms(chidori_gaps, 0.5), ms(chidori_gaps, 0.99)],
-    ]  # fmt: skip
-    if sandboxed:
-        rows.append(
-            ["Chidori, sandboxed (limit 2)", f"{boxed_rate:.1f}", f"{boxed_rate / raw_rate:.2f}",
-             ms(boxed_gaps, 0.5), ms(boxed_gaps, 0.99)]
-        )  # fmt: skip
+    rounds = [one_round(args.jobs, sandboxed, not args.no_celery) for _ in range(args.rounds)]
+    setups = [
+        ("no queue (2 at a time)", "no_queue"),
+        ("Chidori, isolation: none (limit 2)", "chidori"),
+        ("Chidori, sandboxed (limit 2)", "sandboxed"),
+        ("Celery + RabbitMQ peer (concurrency 2)", "celery"),
+    ]
+    rows = []
+    for label, setup in setups:
+        if not any(setup in r for r in rounds):
+            continue
+        ratio = "1.00" if setup == "no_queue" else f"{_median(rounds, setup, 'ratio'):.2f}"
+        rows.append([label, f"{_median(rounds, setup, 'jobs_per_second'):.1f}", ratio,
+                     f"{_median(rounds, setup, 'gap_p50_ms'):.1f}",
+                     f"{_median(rounds, setup, 'gap_p99_ms'):.1f}"])  # fmt: skip
+    if any("celery" in r for r in rounds):
+        peer_raw = _median(rounds, "celery", "no_queue_jobs_per_second")
+        rows.append(["  (its own no-queue run: python -c pass)", f"{peer_raw:.1f}", "1.00", "", ""])
+    print(f"{args.jobs} jobs, {args.rounds} round(s), medians")
     print_table(["setup", "jobs/s", "ratio", "slot->start p50 ms", "p99 ms"], rows)
-    print("goals: ratio >= 0.8; slot->start p50 <= 10 ms, p99 <= 100 ms (includes Python start-up)")
-    print(f"server CPU per job: {cpu_ms:.1f} ms (user + system, from the release to the last end)")
-    if sandboxed:
-        print(f"server CPU per job, sandboxed: {boxed_cpu_ms:.1f} ms")
-    path = write_results(
-        "dispatch",
-        {
-            "jobs": args.jobs,
-            "no_queue_jobs_per_second": raw_rate,
-            "chidori_jobs_per_second": rate,
-            "ratio": rate / raw_rate,
-            "server_cpu_ms_per_job": cpu_ms,
-            "sandboxed": {
-                "jobs_per_second": boxed_rate,
-                "ratio": boxed_rate / raw_rate,
-                "server_cpu_ms_per_job": boxed_cpu_ms,
-                "gap_ms": {
-                    "p50": percentile(boxed_gaps, 0.5) * 1000,
-                    "p99": percentile(boxed_gaps, 0.99) * 1000,
-                },
-            }
-            if sandboxed
-            else None,
-            "no_queue_gap_ms": {
-                "p50": percentile(raw_gaps, 0.5) * 1000,
-                "p99": percentile(raw_gaps, 0.99) * 1000,
-            },
-            "chidori_gap_ms": {
-                "p50": percentile(chidori_gaps, 0.5) * 1000,
-                "p99": percentile(chidori_gaps, 0.99) * 1000,
-            },
-        },
+    print(
+        "goals: ratio >= 0.8 and more jobs/s than Celery; slot->start p50 <= 10 ms, p99 <= 100 ms"
     )
+    cpu = _median(rounds, "chidori", "server_cpu_ms_per_job")
+    print(f"server CPU per job: {cpu:.2f} ms (user + system, from the release to the last end)")
+    if sandboxed:
+        boxed = _median(rounds, "sandboxed", "server_cpu_ms_per_job")
+        print(f"server CPU per job, sandboxed: {boxed:.2f} ms")
+    if any("celery" in r for r in rounds):
+        peer_cpu = _median(rounds, "celery", "cpu_ms_per_job")
+        print(f"Celery harness CPU per job (worker, client and the jobs): {peer_cpu:.1f} ms")
+    path = write_results("dispatch", {"jobs": args.jobs, "rounds": rounds})
     print(f"results: {path}")
     return 0
 
