@@ -23,8 +23,8 @@ import pytest
 from livy import LivySession, SessionKind, SparkRuntimeError
 
 from chidori.domain.spec import SESSION_APPLICATION, JobSpec
+from chidori.host.session_relay import SessionRelay
 from chidori.runtime.session_driver import Repl
-from chidori.sessions.relay import SessionRelay
 from chidori.store import JobRepository, open_database
 from chidori.store.sessions import SessionInfo, SessionStore
 from tests.server import ChidoriServer

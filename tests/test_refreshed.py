@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-from chidori.refreshed import Refreshed
+from chidori.services.refreshed import Refreshed
 
 
 class Clock:

@@ -29,6 +29,7 @@ from chidori.domain.policy import PolicyDoc
 from chidori.host.isolation import Isolation, driver_environment, runtime_paths
 from chidori.host.retention import Retention
 from chidori.host.scheduler import Scheduler, SchedulerOptions
+from chidori.host.session_relay import SessionRelay
 from chidori.queues.dispatch import Dispatcher
 from chidori.security.server_secrets import ensure_admin_token, ensure_secret_key
 from chidori.security.signing import Signer
@@ -39,7 +40,6 @@ from chidori.services.notify import ChangeNotifier
 from chidori.services.ratelimit import FailureThrottle, RateLimiter
 from chidori.services.sessions import SessionService
 from chidori.services.shares import ShareService
-from chidori.sessions.relay import SessionRelay
 from chidori.storage.artifacts import ArtifactStore
 from chidori.storage.blobs import open_blobs
 from chidori.storage.logship import EventLogSync, LogShipper

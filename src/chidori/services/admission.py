@@ -15,8 +15,8 @@ from chidori.domain.records import Server
 from chidori.domain.spec import JobSpec
 from chidori.domain.warm import WarmPoolConfig
 from chidori.domain.warm_planning import WarmDriver
-from chidori.refreshed import Refreshed
 from chidori.services.identity import Actor, IdentityService
+from chidori.services.refreshed import Refreshed
 from chidori.store.admission import AdmissionStore, QueueStats
 
 _CACHE_SECONDS = 1.0

@@ -15,8 +15,8 @@ from typing import Any
 from chidori.domain.errors import Forbidden, InvalidRequest, NotFound, Unauthenticated
 from chidori.domain.identity import AuditEntry, Principal, Role, TokenInfo, User
 from chidori.domain.policy import PolicyDoc
-from chidori.refreshed import Refreshed
 from chidori.services.ratelimit import FailureThrottle
+from chidori.services.refreshed import Refreshed
 from chidori.store.identity import IdentityStore, UiSessionState
 
 BOOTSTRAP_ADMIN = "admin"

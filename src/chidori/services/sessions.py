@@ -3,7 +3,7 @@
 A session is a job of kind `session` (admitted, limited, shown and cancelled like any job), so
 access follows the job's: whoever may see the job may read the session, and users and admins
 who may see it may run statements in it or stop it. Statements wait in the store until the
-relay on the server hosting the session's driver hands them over (see chidori.sessions.relay).
+relay on the server hosting the session's driver hands them over (see chidori.host.session_relay).
 """
 
 from __future__ import annotations

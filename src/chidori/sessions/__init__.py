@@ -1,1 +1,0 @@
-"""Livy interactive sessions: the relay between the store and session drivers."""
