@@ -70,7 +70,15 @@ class RateLimited(ChidoriError):
         self.retry_after = retry_after
 
 
-class StoreUnavailable(ChidoriError):
+class Unavailable(ChidoriError):
+    """Something a request needs cannot serve it now (the database, the dispatch broker,
+    shared storage, the sandbox); retry later. Every protocol answers it as its "service
+    unavailable"."""
+
+    code = "unavailable"
+
+
+class StoreUnavailable(Unavailable):
     """The database cannot be reached or answered with an error we cannot act on."""
 
     code = "store_unavailable"

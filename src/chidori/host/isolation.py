@@ -36,7 +36,7 @@ from pathlib import Path
 
 from chidori.backends.base import DriverCommand
 from chidori.config import ConfigError, IsolationConfig
-from chidori.domain.errors import ChidoriError
+from chidori.domain.errors import ChidoriError, Unavailable
 
 log = logging.getLogger(__name__)
 LAUNCHER = str(Path(__file__).resolve().parent.parent / "runtime" / "sandbox.py")
@@ -73,7 +73,7 @@ def driver_environment(environ: Mapping[str, str], pass_env: Iterable[str] = ())
     }
 
 
-class IsolationUnavailable(ChidoriError):
+class IsolationUnavailable(Unavailable):
     code = "isolation_unavailable"
     status = 503
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
-from chidori.domain.errors import ChidoriError
+from chidori.domain.errors import Unavailable
 
 
-class QueueUnavailable(ChidoriError):
+class QueueUnavailable(Unavailable):
     """The broker cannot be reached or refused the operation; retry later."""
 
     code = "queue_unavailable"

@@ -32,13 +32,13 @@ from urllib.parse import urlsplit
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from chidori.domain.errors import ChidoriError
+from chidori.domain.errors import Unavailable
 
 CHUNK_BYTES = 1024 * 1024  # one database row's share of an object
 _KEY = re.compile(r"^[A-Za-z0-9._\-]+(/[A-Za-z0-9._\-]+)*$")
 
 
-class BlobError(ChidoriError):
+class BlobError(Unavailable):
     """The shared storage could not be reached or refused an operation."""
 
 
