@@ -31,6 +31,7 @@ from chidori.domain.errors import (
     NotFound,
     RateLimited,
     StoreUnavailable,
+    Unavailable,
 )
 
 TABLES: dict[str, StatusTable] = {
@@ -40,6 +41,7 @@ TABLES: dict[str, StatusTable] = {
 }
 # The errors that are the server's, not the caller's: the only 5xx answers, in every protocol.
 SERVER_SIDE = {
+    "Unavailable": 503,
     "StoreUnavailable": 503,
     "QueueUnavailable": 503,
     "BlobError": 503,
@@ -82,6 +84,9 @@ def test_every_error_class_has_an_entry_in_every_protocols_table(
 ) -> None:
     table = TABLES[protocol]
     entry = table_entry(table, error)
+    if issubclass(error, Unavailable):
+        # Everything that says "retry later" answers as its base class: one entry.
+        assert entry is Unavailable, f"{protocol}: {error.__name__} has an entry of its own"
     # Falling through to ChidoriError's own entry would mean nobody decided this error's status.
     assert entry is not ChidoriError, f"{protocol}: no entry for {error.__name__}"
     status = table[entry]
@@ -94,7 +99,7 @@ def test_every_error_class_has_an_entry_in_every_protocols_table(
 
 def test_the_intentional_server_side_statuses() -> None:
     for protocol, table in TABLES.items():
-        assert table[StoreUnavailable] == 503, protocol
+        assert table[table_entry(table, StoreUnavailable)] == 503, protocol
         assert table[ChidoriError] == 400, protocol  # an error without a class of its own
     assert REST_STATUS[InvalidRequest] == 422
     assert LIVY_STATUS[InvalidRequest] == SPARK_REST_STATUS[InvalidRequest] == 400

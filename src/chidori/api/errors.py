@@ -30,13 +30,10 @@ from chidori.domain.errors import (
     NotFound,
     PayloadTooLarge,
     RateLimited,
-    StoreUnavailable,
     Unauthenticated,
+    Unavailable,
     UnsupportedMediaType,
 )
-from chidori.host.isolation import IsolationUnavailable
-from chidori.queues.base import QueueUnavailable
-from chidori.storage.blobs import BlobError
 
 log = logging.getLogger(__name__)
 
@@ -70,10 +67,8 @@ REST_STATUS: StatusTable = {
     PayloadTooLarge: 413,
     RateLimited: 429,
     UnsupportedMediaType: 415,
-    StoreUnavailable: 503,
-    QueueUnavailable: 503,
-    BlobError: 503,
-    IsolationUnavailable: 503,
+    # The store, the dispatch broker, shared storage or the sandbox: retry later.
+    Unavailable: 503,
     BackendError: 502,
     # The server's configuration, never the caller's doing (raised at start-up in practice).
     ConfigError: 500,

@@ -34,13 +34,10 @@ from chidori.domain.errors import (
     NotFound,
     PayloadTooLarge,
     RateLimited,
-    StoreUnavailable,
     Unauthenticated,
+    Unavailable,
     UnsupportedMediaType,
 )
-from chidori.host.isolation import IsolationUnavailable
-from chidori.queues.base import QueueUnavailable
-from chidori.storage.blobs import BlobError
 
 LIVY_STATUS: StatusTable = {
     ChidoriError: 400,
@@ -54,10 +51,8 @@ LIVY_STATUS: StatusTable = {
     PayloadTooLarge: 413,
     UnsupportedMediaType: 415,
     RateLimited: 429,
-    StoreUnavailable: 503,
-    QueueUnavailable: 503,
-    BlobError: 503,
-    IsolationUnavailable: 503,
+    # The store, the dispatch broker, shared storage or the sandbox: retry later.
+    Unavailable: 503,
     BackendError: 502,
     ConfigError: 500,
 }

@@ -52,10 +52,9 @@ from chidori.api.spark_rest_messages import (
     submission_stamp,
 )
 from chidori.config import ConfigError, Settings
-from chidori.domain.errors import NotFound, PayloadTooLarge, StoreUnavailable, Unauthenticated
+from chidori.domain.errors import NotFound, PayloadTooLarge, Unauthenticated, Unavailable
 from chidori.domain.records import Attempt, Channel, Job, JobQuery
 from chidori.domain.states import ACTIVE_JOB_STATES, JobState
-from chidori.queues.base import QueueUnavailable
 from chidori.services.identity import BOOTSTRAP_ADMIN, Actor, IdentityService
 from chidori.services.jobs import JobService
 
@@ -291,7 +290,7 @@ class Listener:
         not the bare domain error the error table would answer)."""
         try:
             self.readiness()
-        except (StoreUnavailable, QueueUnavailable) as exc:
+        except Unavailable as exc:
             raise RestError(503, f"Chidori is not ready: {exc.message}") from exc
 
 

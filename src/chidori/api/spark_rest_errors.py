@@ -24,13 +24,10 @@ from chidori.domain.errors import (
     NotFound,
     PayloadTooLarge,
     RateLimited,
-    StoreUnavailable,
     Unauthenticated,
+    Unavailable,
     UnsupportedMediaType,
 )
-from chidori.host.isolation import IsolationUnavailable
-from chidori.queues.base import QueueUnavailable
-from chidori.storage.blobs import BlobError
 
 log = logging.getLogger(__name__)
 
@@ -46,10 +43,8 @@ SPARK_REST_STATUS: StatusTable = {
     NotFound: 404,
     PayloadTooLarge: 413,
     RateLimited: 429,
-    StoreUnavailable: 503,
-    QueueUnavailable: 503,
-    BlobError: 503,
-    IsolationUnavailable: 503,
+    # The store, the dispatch broker, shared storage or the sandbox: retry later.
+    Unavailable: 503,
     BackendError: 502,
     ConfigError: 500,
 }

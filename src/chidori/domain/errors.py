@@ -1,5 +1,6 @@
-"""Domain errors. Each boundary translates its own failures into these; the API maps them to
-HTTP in exactly one place (`chidori.api.errors`)."""
+"""Domain errors. Each boundary translates its own failures into these; each protocol the
+API serves (REST, Livy, Spark REST) maps them in its own table, through the one lookup in
+`chidori.api.errors` (exception handlers; no route catches them)."""
 
 from __future__ import annotations
 
