@@ -94,7 +94,10 @@ class JobRow(Base):
 
     __table_args__ = (
         Index("ix_jobs_dispatch", "state", "priority", "id"),
-        Index("ix_jobs_created_at", "created_at"),
+        # Date ranges page on (created_at, id) (chidori.store.job_list). Free text has a
+        # trigram index made by migration 0012 only: pg_trgm's GIN ix_jobs_name_trgm on
+        # lower(name) (when the extension may be installed), on SQLite the FTS5 table jobs_fts.
+        Index("ix_jobs_created_at_id", "created_at", "id"),
         Index("ix_jobs_dataset", "schema_name", "table_name", "id"),
         Index("ix_jobs_owner", "owner", "id"),
         Index("ix_jobs_team", "team", "id"),
