@@ -2,7 +2,7 @@
 
 Bulk-inserts ROWS jobs (a realistic mix of states, datasets, users, queues and a year of
 creation dates) straight into a migrated store with SQLAlchemy core, then times the first
-page (50 jobs, newest first) of each filter through `JobRepository.list_jobs`, and through
+page (50 jobs, newest first) of each filter through `chidori.store.job_list.list_jobs`, and through
 `GET /api/v1/jobs` (in process, the full HTTP stack) on SQLite.
 
     python -m bench.jobs_list                    # SQLite and PostgreSQL, 1,000,000 rows
@@ -35,6 +35,7 @@ from chidori.domain.spec import JobSpec
 from chidori.domain.states import JobState
 from chidori.store import Database, open_database
 from chidori.store.database import normalize_url
+from chidori.store.job_list import list_jobs
 from chidori.store.models import JobRow
 
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
@@ -191,7 +192,7 @@ def measure(store: Database, count: int, repeats: int) -> dict[str, dict[str, fl
     for name, query in queries().items():
         if query.before_id is not None:
             query = replace(query, before_id=max(51, count - 5_000))
-        p50, p95 = timed(lambda q=query: store.list_jobs(q), repeats)
+        p50, p95 = timed(lambda q=query: list_jobs(store, q), repeats)
         results[name] = {"p50_ms": round(p50, 2), "p95_ms": round(p95, 2)}
     return results
 
