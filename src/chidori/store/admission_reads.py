@@ -15,6 +15,7 @@ from chidori.domain.admission import Resources, Usage
 from chidori.domain.limits import DEFAULT_QUEUE, LimitsDoc, QueueDoc
 from chidori.domain.states import ACTIVE_JOB_STATES, JobState
 from chidori.domain.warm_planning import WarmDriver, WarmState
+from chidori.store.database import LeanConnection
 from chidori.store.models import QueueRow, SettingRow, WarmDriverRow
 from chidori.store.statements import JOBS, run
 
@@ -81,7 +82,7 @@ def pool_sizes(value: Mapping[str, Any] | None) -> dict[str, int]:
     return {str(k): int(v) for k, v in (value or {}).items()}
 
 
-def usage_of(conn: Connection) -> tuple[Usage, int]:
+def usage_of(conn: Connection | LeanConnection) -> tuple[Usage, int]:
     """What active jobs and warm drivers hold, and how many warm drivers there are."""
     total = Resources()
     by_cluster: dict[str, Resources] = {}
@@ -130,10 +131,10 @@ class ParsedSettings:
             cached = self._limits = (value, LimitsDoc.model_validate(value))
         return cached[1]
 
-    def read_limits(self, conn: Connection) -> LimitsDoc:
+    def read_limits(self, conn: Connection | LeanConnection) -> LimitsDoc:
         return self.limits(run(conn, LIMITS_SETTING).scalar())
 
-    def read_queues(self, conn: Connection) -> dict[str, QueueDoc]:
+    def read_queues(self, conn: Connection | LeanConnection) -> dict[str, QueueDoc]:
         rows = [tuple(row) for row in run(conn, QUEUE_CONFIGS)]
         cached = self._queues
         if cached is not None and cached[0] == rows:

@@ -20,10 +20,9 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Connection, Select, bindparam, delete, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, Select, Table, bindparam, delete, insert, or_, select, update
 
 from chidori.domain.admission import Candidate, Decision, Limits, Resources, Usage, admit
 from chidori.domain.limits import LimitsDoc, QueueDoc
@@ -55,10 +54,20 @@ from chidori.store.admission_reads import (
     usage_of,
     warm_record,
 )
-from chidori.store.attempts import AttemptRepository, claim_in_session
-from chidori.store.database import Database
-from chidori.store.models import JobRow, WarmDriverRow
+from chidori.store.attempts import AttemptRepository, claim_in
+from chidori.store.database import Database, LeanConnection
+from chidori.store.models import WarmDriverRow
 from chidori.store.statements import JOBS, run
+
+Lean = Connection | LeanConnection
+_WARM = cast(Table, WarmDriverRow.__table__)
+WARM_DRIVERS = select(*_WARM.c)
+DROP_WARM_DRIVER = delete(_WARM).where(_WARM.c.id == bindparam("b_id"))
+RETIRE_WARM_DRIVER = (
+    update(_WARM).where(_WARM.c.id == bindparam("b_id")).values(state=WarmState.RETIRING.value)
+)
+INSERT_WARM_DRIVER = insert(_WARM)
+JOB_SPEC = select(JOBS.c.spec).where(JOBS.c.id == bindparam("b_id"))
 
 
 @dataclass(frozen=True)
@@ -133,20 +142,19 @@ class AdmitStep:
             return AdmitResult([], [], full=True)
         now = self._db.now()
         warm = warm or WarmPlan({}, {})
-        with self._db.writing() as session:
-            conn = session.connection()
+        with self._db.lean() as conn:
             if self._db.dialect == "postgresql":
-                conn.execute(LOCK_ADMISSION, {"key": ADMISSION_LOCK})
+                run(conn, LOCK_ADMISSION, {"key": ADMISSION_LOCK})
             if ending is not None:
                 self._attempts.finish_in(conn, ending)
-            snapshot = self._read(session, warm)
+            snapshot = self._read(conn, warm)
             cap = snapshot.limits.max_running_jobs
             if cap is not None and snapshot.usage.total.jobs - len(snapshot.warm) >= cap:
                 self._explain_full(conn, cap)
                 return AdmitResult([], [], full=True)
             self._explained_up_to = 0  # reasons are per job again below; start over next time
             plan = self._plan(conn, snapshot, server_id, clusters, now, per_queue, warm)
-            claims, taken = self._claim(session, plan, server_id, host, lease_seconds, now)
+            claims, taken = self._claim(conn, plan, server_id, host, lease_seconds, now)
             _record_reasons(conn, plan.decision, plan.previous_reasons)
             limits = snapshot.limits.limits()
             by_id = {c.job_id: c for c in plan.candidates}
@@ -159,22 +167,17 @@ class AdmitStep:
                 plan.decision,
                 limits,
             )
-            started = _apply_warm(session, server_id, changes, now)
+            started = _apply_warm(conn, server_id, changes, now)
         if claims:
             self._db.notify_change([c.job.id for c in claims], wake_scheduler=False)
         return AdmitResult(claims, started)
 
     # ---- read -----------------------------------------------------------------------------
 
-    def _read(self, session: Session, warm: WarmPlan) -> _Snapshot:
-        conn = session.connection()
+    def _read(self, conn: Lean, warm: WarmPlan) -> _Snapshot:
         settings = {key: value for key, value in run(conn, ADMISSION_SETTINGS)}
         usage, warm_count = usage_of(conn)
-        drivers = (
-            [warm_record(row) for row in session.scalars(select(WarmDriverRow))]
-            if warm_count
-            else []
-        )
+        drivers = [warm_record(row) for row in run(conn, WARM_DRIVERS)] if warm_count else []
         sizes = {
             **{c: p.size for c, p in warm.pools.items()},
             **pool_sizes(settings.get(WARM_POOL_KEY)),
@@ -189,7 +192,7 @@ class AdmitStep:
 
     def _candidates(
         self,
-        conn: Connection,
+        conn: Lean,
         names: Sequence[str],
         clusters: Sequence[str],
         now: datetime,
@@ -230,20 +233,22 @@ class AdmitStep:
 
     @staticmethod
     def _specs(
-        conn: Connection, job_ids: Sequence[int], known: Mapping[int, JobSpec]
+        conn: Lean, job_ids: Sequence[int], known: Mapping[int, JobSpec]
     ) -> dict[int, JobSpec]:
-        wanted = [j for j in job_ids if j not in known]
+        """The specs of `job_ids` (only warm-pool decisions need them), added to `known`."""
         found = dict(known)
-        if wanted:
-            rows = conn.execute(select(JobRow.id, JobRow.spec).where(JobRow.id.in_(wanted)))
-            found.update({job_id: JobSpec.from_stored(spec) for job_id, spec in rows})
+        for job_id in job_ids:
+            if job_id not in found:
+                row = run(conn, JOB_SPEC, {"b_id": job_id}).one_or_none()
+                if row is not None:
+                    found[job_id] = JobSpec.from_stored(row.spec)
         return found
 
     # ---- plan -----------------------------------------------------------------------------
 
     def _plan(
         self,
-        conn: Connection,
+        conn: Lean,
         snapshot: _Snapshot,
         server_id: str,
         clusters: Sequence[str],
@@ -299,7 +304,7 @@ class AdmitStep:
 
     @staticmethod
     def _claim(
-        session: Session,
+        conn: Lean,
         plan: _Plan,
         server_id: str,
         host: str,
@@ -310,8 +315,8 @@ class AdmitStep:
         taken: set[str] = set()
         for job_id in plan.decision.admitted:
             warm_id = plan.handover.handed.get(job_id)
-            claim = claim_in_session(
-                session, job_id, server_id, host, lease_seconds, now,
+            claim = claim_in(
+                conn, job_id, server_id, host, lease_seconds, now,
                 "warm" if warm_id else "cold", None if warm_id else plan.notes.get(job_id),
                 warm_id,
             )  # fmt: skip
@@ -320,7 +325,7 @@ class AdmitStep:
             claims.append(claim)
             if warm_id is not None:
                 # The job holds what the warm driver held: one reservation, handed over.
-                session.execute(delete(WarmDriverRow).where(WarmDriverRow.id == warm_id))
+                run(conn, DROP_WARM_DRIVER, {"b_id": warm_id})
                 taken.add(warm_id)
         return claims, taken
 
@@ -341,7 +346,7 @@ class AdmitStep:
             newest = run(conn, NEWEST_JOB).scalar() or 0
         return cap is not None and int(active or 0) >= cap and newest <= self._explained_up_to
 
-    def _explain_full(self, conn: Connection, cap: int) -> None:
+    def _explain_full(self, conn: Lean, cap: int) -> None:
         # Nothing can start: skip reading candidates; just explain the arrivals since the last
         # step (an id range, so a long queue is not rescanned every time).
         newest = run(conn, NEWEST_JOB).scalar() or 0
@@ -358,7 +363,7 @@ class AdmitStep:
         self._explained_up_to = newest
 
 
-def _record_reasons(conn: Connection, decision: Decision, previous: dict[int, str | None]) -> None:
+def _record_reasons(conn: Lean, decision: Decision, previous: dict[int, str | None]) -> None:
     # Only what changed is written (a full queue must not rewrite every job each step), in
     # one executemany.
     changed = [
@@ -371,29 +376,28 @@ def _record_reasons(conn: Connection, decision: Decision, previous: dict[int, st
 
 
 def _apply_warm(
-    session: Session, server_id: str, changes: WarmChanges, now: datetime
+    conn: Lean, server_id: str, changes: WarmChanges, now: datetime
 ) -> list[tuple[str, str]]:
     """Mark retired warm drivers and reserve new ones; returns the (id, cluster) to start."""
     if changes.retire:
-        session.execute(
-            update(WarmDriverRow)
-            .where(WarmDriverRow.id.in_(changes.retire))
-            .values(state=WarmState.RETIRING.value)
-            .execution_options(synchronize_session=False)
-        )
+        run(conn, RETIRE_WARM_DRIVER, [{"b_id": warm_id} for warm_id in changes.retire])
     started: list[tuple[str, str]] = []
+    rows = []
     for cluster, demand in changes.reserve:
         warm_id = f"warm-{secrets.token_hex(6)}"
-        session.add(
-            WarmDriverRow(
-                id=warm_id,
-                server_id=server_id,
-                cluster=cluster,
-                memory_mb=demand.memory_mb,
-                cores=demand.cores,
-                state=WarmState.STARTING.value,
-                created_at=now,
-            )
+        rows.append(
+            {
+                "id": warm_id,
+                "server_id": server_id,
+                "cluster": cluster,
+                "memory_mb": demand.memory_mb,
+                "cores": demand.cores,
+                "state": WarmState.STARTING.value,
+                "created_at": now,
+                "pid": None,
+            }
         )
         started.append((warm_id, cluster))
+    if rows:
+        run(conn, INSERT_WARM_DRIVER, rows)
     return started

@@ -13,13 +13,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, func, select, update
-from sqlalchemy.orm import Session
 
 from chidori.domain.lifecycle import next_state, retry_backoff
 from chidori.domain.records import Attempt, Claim, Ending, Job, Outcome
 from chidori.domain.spec import JobSpec
 from chidori.domain.states import AttemptState, JobState
-from chidori.store.database import Database
+from chidori.store.database import Database, LeanConnection
 from chidori.store.models import AttemptRow, JobRow
 from chidori.store.rows import add_event, attempt_record, job_record
 from chidori.store.statements import (
@@ -38,8 +37,8 @@ from chidori.store.statements import (
 )
 
 
-def claim_in_session(
-    session: Session,
+def claim_in(
+    conn: Connection | LeanConnection,
     job_id: int,
     server_id: str,
     host: str,
@@ -52,7 +51,6 @@ def claim_in_session(
     """Move one QUEUED job to ADMITTED with a new attempt owned by `server_id`, inside the
     caller's transaction. None if the job is no longer QUEUED (another replica took it)."""
     # One UPDATE ... RETURNING (a compare-and-set on the state) gives the row as it is now.
-    conn = session.connection()
     row = run(
         conn,
         CLAIM,
@@ -111,7 +109,7 @@ class AttemptRepository:
             "b_now": now,
             "b_ready": now if ready else None,
         }
-        with self._db.connecting() as conn:
+        with self._db.lean() as conn:
             moved = run(conn, RUN_ATTEMPT, {**keys, "b_pid": pid, "b_log": log_path})
             if moved.rowcount != 1:
                 return False
@@ -186,7 +184,7 @@ class AttemptRepository:
     ) -> Job | None:
         """Record how an attempt ended and move the job on: terminal, or back to QUEUED for a
         retry. Returns the job, or None if the attempt was already finished (fenced)."""
-        with self._db.connecting() as conn:
+        with self._db.lean() as conn:
             row = self.finish_in(conn, Ending(job_id, attempt, outcome, actor, lost_retry_limit))
         if row is None:
             return None
@@ -195,7 +193,7 @@ class AttemptRepository:
         self._db.notify_change([job_id], wake_scheduler=False)
         return job_record(row)
 
-    def finish_in(self, conn: Connection, ending: Ending) -> Any | None:
+    def finish_in(self, conn: Connection | LeanConnection, ending: Ending) -> Any | None:
         """`finish_attempt` inside the caller's write transaction: the job's row as it is now
         (`rows.job_record` makes it a record; the admit step, which ends an attempt on every
         driver exit, needs none), or None if fenced. The caller tells listeners

@@ -17,7 +17,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy import Connection, Dialect, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import InterfaceError as SAInterfaceError
 from sqlalchemy.exc import OperationalError
@@ -95,6 +95,18 @@ def open_database(url: str, clock: Clock = utcnow) -> Database:
     return Database(engine, engine, clock)
 
 
+class LeanConnection:
+    """A write transaction on a pooled DBAPI connection itself, for the statements run for
+    every job (`chidori.store.statements.run`): no SQLAlchemy Connection or Session to set up
+    and tear down around them."""
+
+    __slots__ = ("dbapi", "dialect")
+
+    def __init__(self, dialect: Dialect, dbapi: Any) -> None:
+        self.dialect = dialect
+        self.dbapi = dbapi
+
+
 class Database:
     """One SQL database: a read engine and a write engine (the same one on PostgreSQL; on
     SQLite writes begin with BEGIN IMMEDIATE on their own engine), a clock, and the listeners
@@ -170,6 +182,37 @@ class Database:
                     yield conn
             except (OperationalError, SAInterfaceError) as exc:
                 raise StoreUnavailable(f"database unavailable: {exc.orig}") from exc
+
+    @contextmanager
+    def lean(self) -> Iterator[LeanConnection]:
+        """`connecting()` without SQLAlchemy's connection layer: BEGIN (IMMEDIATE on SQLite),
+        the caller's statements through `statements.run`, COMMIT; errors become
+        `StoreUnavailable` as everywhere else."""
+        engine = self._write_engine
+        dbapi_error = engine.dialect.loaded_dbapi.Error
+        with self._write_lock:
+            try:
+                pooled = engine.raw_connection()
+            except (OperationalError, SAInterfaceError) as exc:
+                raise StoreUnavailable(f"database unavailable: {exc.orig}") from exc
+            try:
+                dbapi = pooled.driver_connection
+                if engine.dialect.name == "sqlite":
+                    dbapi.execute("BEGIN IMMEDIATE")  # type: ignore[union-attr]
+                yield LeanConnection(engine.dialect, dbapi)
+                dbapi.commit()  # type: ignore[union-attr]
+            except BaseException as exc:
+                try:
+                    pooled.rollback()
+                except Exception:
+                    pooled.invalidate()  # the connection is gone: the pool opens a new one
+                if isinstance(exc, (OperationalError, SAInterfaceError)):
+                    raise StoreUnavailable(f"database unavailable: {exc.orig}") from exc
+                if isinstance(exc, dbapi_error):
+                    raise StoreUnavailable(f"database unavailable: {exc}") from exc
+                raise
+            finally:
+                pooled.close()
 
     def migrate(self, revision: str = "head") -> None:
         """Bring the schema to `revision` (default the newest; Alembic). Safe with several

@@ -21,6 +21,7 @@ from sqlalchemy.sql.dml import Insert
 from sqlalchemy.sql.elements import ClauseElement
 
 from chidori.domain.states import ACTIVE_ATTEMPT_STATES, ACTIVE_JOB_STATES, AttemptState, JobState
+from chidori.store.database import LeanConnection
 from chidori.store.models import AttemptRow, EventRow, JobLabelRow, JobRow
 
 ACTIVE_JOB = [s.value for s in ACTIVE_JOB_STATES]
@@ -199,7 +200,7 @@ def _compile(
 
 
 def run(
-    conn: Connection,
+    conn: Connection | LeanConnection,
     statement: ClauseElement,
     params: Mapping[str, Any] | Sequence[Mapping[str, Any]] = _NO_PARAMS,
 ) -> LeanRows:
@@ -217,7 +218,10 @@ def run(
     compiled = by_dialect.get((dialect.name, columns))
     if compiled is None:
         compiled = by_dialect[(dialect.name, columns)] = _compile(statement, dialect, columns)
-    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    if isinstance(conn, LeanConnection):
+        cursor = conn.dbapi.cursor()
+    else:
+        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
     try:
         try:
             if isinstance(params, Mapping):
