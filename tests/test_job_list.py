@@ -285,6 +285,14 @@ def test_text_searches_page_through_the_matches(repos: Repositories, named: list
             assert [i for page in pages for i in page] == want
 
 
+def test_a_nul_in_the_text_is_searched_for_not_an_error(
+    repos: Repositories, named: list[Job]
+) -> None:
+    if repos.db.dialect == "postgresql":
+        pytest.skip("PostgreSQL refuses NUL in any text")
+    assert list_jobs(repos.db, JobQuery(text="nightly\x00etl")).items == []
+
+
 def test_digits_find_the_job_by_id_and_by_name(repos: Repositories, named: list[Job]) -> None:
     for job in named:
         found = ids(list_jobs(repos.db, JobQuery(text=str(job.id), limit=100)).items)

@@ -163,7 +163,9 @@ def _fts_candidates(
     there are fewer than FTS_CANDIDATES (None: no lookup, or more: the text is common, and the
     list's own order finds a page of it soon, with the other filters' indexes)."""
     assert query.text is not None
-    if dialect != "sqlite" or len(query.text) < TRIGRAM or not _has_fts(session):
+    if dialect != "sqlite" or len(query.text) < TRIGRAM or "\x00" in query.text:
+        return None  # (FTS5 would read a NUL as the end of its query)
+    if not _has_fts(session):
         return None
     rowid = _FTS.c.rowid
     stmt = select(rowid).where(text("jobs_fts MATCH :fts").bindparams(fts=_fts_query(query.text)))
