@@ -20,8 +20,8 @@ CAP_CHOWN, CAP_DAC_OVERRIDE). Without it, `auto` mode accepts jobs from admins o
 from __future__ import annotations
 
 import fcntl
-import json
 import logging
+import marshal
 import os
 import pwd
 import random
@@ -293,7 +293,7 @@ class Isolation:
         except BaseException:
             identity.close()
             raise
-        argv = [sys.executable, "-I", "-S", LAUNCHER, json.dumps(spec)]
+        argv = [sys.executable, "-I", "-S", LAUNCHER, marshal.dumps(spec).hex()]
         return Launch(argv, env, command.cwd, identity, (identity.lock_fd,))
 
     def _hand_to(self, folder: Path, identity: JobIdentity) -> None:

@@ -1,7 +1,9 @@
 """The sandbox launcher: runs one job's driver under its own OS identity, in its own view of
 the file system, its own PID and IPC namespaces (and, if asked, its own network).
 
-    python -I -S chidori/runtime/sandbox.py SPEC_JSON
+    python -I -S chidori/runtime/sandbox.py SPEC
+
+(SPEC: the launch spec as `marshal` data, in hex; the server runs the same interpreter.)
 
 Started by the server (as root) for every process that runs user code. Stdlib only, no
 imports from Chidori: it must start fast and trust nothing but its argument.
@@ -26,10 +28,11 @@ the same signal.
 
 from __future__ import annotations
 
+# The C module: `signal` would import enum, milliseconds at every job's start.
+import _signal as signal  # type: ignore[import-not-found]
 import ctypes
-import json
+import marshal
 import os
-import signal
 import stat
 import sys
 
@@ -247,7 +250,7 @@ def run(spec: dict[str, object]) -> int:
         return os.waitstatus_to_exitcode(init_status) if os.WIFEXITED(init_status) else 126
     status = int.from_bytes(data, "little")
     if os.WIFSIGNALED(status):
-        sig = signal.Signals(os.WTERMSIG(status))
+        sig = os.WTERMSIG(status)
         signal.signal(sig, signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, [sig])
         os.kill(os.getpid(), sig)
@@ -257,8 +260,9 @@ def run(spec: dict[str, object]) -> int:
 
 def main(argv: list[str]) -> int:
     try:
-        return run(json.loads(argv[0]))
-    except (SandboxError, OSError, ValueError, KeyError) as exc:
+        # Not json: importing it (and re) took longer than the rest of the start-up.
+        return run(marshal.loads(bytes.fromhex(argv[0])))  # noqa: S302 - the server's own
+    except (SandboxError, OSError, ValueError, KeyError, EOFError, TypeError) as exc:
         os.write(2, f"chidori sandbox: cannot build the sandbox: {exc}\n".encode())
         return 126
 

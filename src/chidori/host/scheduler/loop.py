@@ -60,6 +60,9 @@ class Scheduler:
         self._options = options
         self._signals = Signals()
         self._admitting = True
+        # One server per SQLite file: a driver's exit may wait for an admit step under way.
+        # Replicas must not: the one whose drivers end would then take every freed slot.
+        self._exit_wait = _EXIT_ADMIT_WAIT_SECONDS if store.db.dialect == "sqlite" else 0.0
         self._thread: threading.Thread | None = None
         self._last_reap = 0.0
         # Starts recorded, warm hand-overs and warm drivers started: beside the loop.
@@ -237,10 +240,13 @@ class Scheduler:
 
     def _driver_exited(self, job_id: int, attempt: int, outcome: Outcome) -> None:
         ending = self._ends.ending(job_id, attempt, outcome)
-        # Record the end and use the freed capacity from this thread, in one transaction. An
-        # admit step under way (the loop's, or another exit's) takes milliseconds: waiting for
-        # it costs less than a transaction of its own for the end plus a step of the loop.
-        if self._admit_lock.acquire(timeout=_EXIT_ADMIT_WAIT_SECONDS):
+        # Record the end and use the freed capacity from this thread, in one transaction. On
+        # a single server an admit step under way (the loop's, or another exit's) takes
+        # milliseconds: waiting for it costs less than a transaction of its own for the end
+        # plus a step of the loop. With replicas, a busy step means the end is recorded alone
+        # and the slot is left to whichever replica admits next.
+        wait = self._exit_wait
+        if self._admit_lock.acquire(blocking=wait > 0, timeout=wait if wait > 0 else -1):
             try:
                 if self._admitting:
                     self.admit(ending)
