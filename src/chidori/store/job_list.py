@@ -10,9 +10,10 @@ cursor's row (or, were that row deleted since, from the nearest id before it).
 Free text (`text`): a case-insensitive substring of the name (`%` and `_` match themselves),
 or the job's id when the text is all digits. Three characters or more are looked up in a
 trigram index (migration 0012): pg_trgm's GIN index on `lower(name)` on PostgreSQL (the planner
-picks it for `LIKE`), the FTS5 table `jobs_fts` on SQLite (candidates, checked again with the
-same `LIKE`). Shorter text, or a database without such an index, scans in list order, which is
-quick for text many jobs match and slow for text few do.
+picks it for `LIKE` when the text is rare), the FTS5 table `jobs_fts` on SQLite (up to
+FTS_CANDIDATES candidates, checked again with the same `LIKE`; more, and the text is common:
+the list's own order finds a page of it soon). Shorter text, or a database without such an
+index, scans in list order, which is quick for text many jobs match and slow for text few do.
 """
 
 from __future__ import annotations
@@ -73,7 +74,9 @@ def list_jobs(db: ReadableDatabase, query: JobQuery) -> Page:
             conditions.append(match if job_id is None else or_(match, JobRow.id == job_id))
             candidates = _fts_candidates(session, db.dialect, query, by_time)
             if candidates is not None:
-                conditions.append(JobRow.id.in_(candidates + [job_id] * (job_id is not None)))
+                if job_id is not None:
+                    candidates.append(job_id)
+                conditions.append(JobRow.id.in_(candidates))
         stmt = select(JobRow).where(*conditions).order_by(*order).limit(query.limit + 1)
         rows = list(session.scalars(stmt))
     items = [job_record(row) for row in rows[: query.limit]]
@@ -182,7 +185,8 @@ def _fts_query(text_: str) -> str:
     """The FTS5 query for the names that may contain `text_`: every third of its trigrams (and
     the last), each a one-token phrase, ANDed. A superset of the names holding the text (the
     LIKE decides), which FTS5 intersects several times faster than the whole text as one
-    phrase, whose every token's positions it would compare."""
+    phrase, whose every token's positions it would compare (and the table keeps no positions:
+    migration 0012 made it `detail=none`)."""
     grams = [text_[i : i + TRIGRAM] for i in range(len(text_) - TRIGRAM + 1)]
     cover = grams[::TRIGRAM]
     if cover[-1] != grams[-1]:
