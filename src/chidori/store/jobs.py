@@ -64,11 +64,8 @@ class JobRepository:
         item = Submission(spec, owner, team, idempotency_key, source, channel)
         try:
             return self._committer.submit(item)
-        except IntegrityError:
-            if idempotency_key is None:
-                raise
-            # Another replica stored the same key between our check and our insert.
-            return self._replay(owner, idempotency_key, item.fingerprint)
+        except IntegrityError as exc:
+            return self._replay(item, exc)
 
     async def create_job_async(
         self,
@@ -80,23 +77,29 @@ class JobRepository:
         source: str | None = None,
         channel: str | None = None,
     ) -> tuple[Job, bool]:
-        """`create_job` for the event loop: waits for the group commit without a thread."""
+        """`create_job` for the event loop: waits for the group commit without a thread (the
+        replay after a lost race, which reads the store, takes one)."""
         item = Submission(spec, owner, team, idempotency_key, source, channel)
         try:
             return await self._committer.submit_async(item)
-        except IntegrityError:
-            if idempotency_key is None:
-                raise
-            return await asyncio.to_thread(self._replay, owner, idempotency_key, item.fingerprint)
+        except IntegrityError as exc:
+            return await asyncio.to_thread(self._replay, item, exc)
 
-    def _replay(self, owner: str, key: str, fingerprint: str) -> tuple[Job, bool]:
+    def _replay(self, item: Submission, error: IntegrityError) -> tuple[Job, bool]:
+        """What a submission whose insert broke a unique constraint answers (both
+        `create_job`s): with an idempotency key, another replica stored the same key between
+        our check and our insert, so the first job (or Conflict for a different spec);
+        without one, `error` itself."""
+        key = item.idempotency_key
+        if key is None:
+            raise error
         with self._db.reading() as session:
             row = session.scalars(
-                select(JobRow).where(JobRow.owner == owner, JobRow.idempotency_key == key)
+                select(JobRow).where(JobRow.owner == item.owner, JobRow.idempotency_key == key)
             ).first()
             if row is None:
                 raise StoreUnavailable("could not store the job; retry")
-            if row.spec_hash != fingerprint:
+            if row.spec_hash != item.fingerprint:
                 raise Conflict(f"Idempotency-Key {key!r} was already used for a different job")
             return job_record(row), False
 
