@@ -15,14 +15,26 @@ import pytest
 from fastapi import APIRouter, FastAPI, Path
 
 import chidori
-from chidori.api.errors import REST_STATUS, StatusTable, install_error_handlers, table_entry
+from chidori.api.errors import (
+    BASE_STATUS,
+    REST_STATUS,
+    StatusTable,
+    install_error_handlers,
+    protocol_table,
+    table_entry,
+)
 from chidori.api.livy_errors import (
+    LIVY_OVERRIDES,
     LIVY_STATUS,
     LivyBatchRoute,
     LivyRoute,
     install_livy_error_handler,
 )
-from chidori.api.spark_rest_errors import SPARK_REST_STATUS, install_spark_rest_error_handlers
+from chidori.api.spark_rest_errors import (
+    SPARK_REST_OVERRIDES,
+    SPARK_REST_STATUS,
+    install_spark_rest_error_handlers,
+)
 from chidori.domain.errors import (
     ChidoriError,
     Conflict,
@@ -38,6 +50,12 @@ TABLES: dict[str, StatusTable] = {
     "rest": REST_STATUS,
     "livy": LIVY_STATUS,
     "spark-rest": SPARK_REST_STATUS,
+}
+# What each protocol states itself; everything else it answers from BASE_STATUS.
+OVERRIDES: dict[str, StatusTable] = {
+    "rest": {},
+    "livy": LIVY_OVERRIDES,
+    "spark-rest": SPARK_REST_OVERRIDES,
 }
 # The errors that are the server's, not the caller's: the only 5xx answers, in every protocol.
 SERVER_SIDE = {
@@ -103,6 +121,23 @@ def test_the_intentional_server_side_statuses() -> None:
         assert table[ChidoriError] == 400, protocol  # an error without a class of its own
     assert REST_STATUS[InvalidRequest] == 422
     assert LIVY_STATUS[InvalidRequest] == SPARK_REST_STATUS[InvalidRequest] == 400
+
+
+@pytest.mark.parametrize("protocol", sorted(TABLES))
+def test_each_table_is_the_shared_base_with_the_protocols_own_overrides(protocol: str) -> None:
+    table, overrides = TABLES[protocol], OVERRIDES[protocol]
+    assert dict(table) == {**BASE_STATUS, **overrides}
+    # An override says something the base does not: a row equal to the base's is a repeat.
+    repeats = [cls.__name__ for cls, status in overrides.items() if BASE_STATUS[cls] == status]
+    assert not repeats, f"{protocol} repeats the base for {repeats}"
+
+
+def test_an_override_names_a_class_the_base_lists() -> None:
+    class Unlisted(ChidoriError):
+        pass
+
+    with pytest.raises(ValueError, match="Unlisted"):
+        protocol_table({Unlisted: 400})
 
 
 def test_a_subclass_answers_as_its_nearest_listed_parent() -> None:

@@ -4,8 +4,9 @@ the REST API's table and exception handlers (`{"error": {code, message, fields}}
 Each protocol Chidori serves has one table from error class to status, rendered in its own
 error body by exception handlers on the application that serves it: REST here (`/api/v1`, the
 app's default), Livy in `livy_errors.py` (its routes at the root of the same app), Spark's REST
-submission protocol in `spark_rest_errors.py` (its own listener). Routes never catch domain
-errors to answer them; they raise, and the protocol's handler answers.
+submission protocol in `spark_rest_errors.py` (its own listener). The tables share one base,
+`BASE_STATUS`; each protocol states only where it answers otherwise (`protocol_table`). Routes
+never catch domain errors to answer them; they raise, and the protocol's handler answers.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ def status_for(table: StatusTable, exc: ChidoriError) -> int:
     return table[table_entry(table, type(exc))]
 
 
-REST_STATUS: StatusTable = {
+BASE_STATUS: StatusTable = {
     ChidoriError: 400,
     InvalidRequest: 422,
     NotFound: 404,
@@ -73,6 +74,20 @@ REST_STATUS: StatusTable = {
     # The server's configuration, never the caller's doing (raised at start-up in practice).
     ConfigError: 500,
 }
+"""The status of each error class every protocol starts from: a protocol's table is this with
+its own overrides (`protocol_table`), so an error class is added here once for all of them."""
+
+
+def protocol_table(overrides: StatusTable) -> StatusTable:
+    """A protocol's table: `BASE_STATUS`, with `overrides` where the protocol answers
+    otherwise (each overridden class is one the base lists)."""
+    unknown = [cls.__name__ for cls in overrides if cls not in BASE_STATUS]
+    if unknown:
+        raise ValueError(f"overrides for classes BASE_STATUS does not list: {unknown}")
+    return {**BASE_STATUS, **overrides}
+
+
+REST_STATUS: StatusTable = protocol_table({})  # REST answers with the base statuses
 
 
 def error_body(code: str, message: str, fields: list[FieldError] | None = None) -> dict[str, Any]:

@@ -23,39 +23,17 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 
-from chidori.api.errors import StatusTable, status_for
-from chidori.config import ConfigError
-from chidori.domain.errors import (
-    BackendError,
-    ChidoriError,
-    Conflict,
-    Forbidden,
-    InvalidRequest,
-    NotFound,
-    PayloadTooLarge,
-    RateLimited,
-    Unauthenticated,
-    Unavailable,
-    UnsupportedMediaType,
-)
+from chidori.api.errors import StatusTable, protocol_table, status_for
+from chidori.domain.errors import ChidoriError, Conflict, InvalidRequest, NotFound
 
-LIVY_STATUS: StatusTable = {
-    ChidoriError: 400,
+LIVY_OVERRIDES: StatusTable = {
     InvalidRequest: 400,  # Livy answers every request it refuses 400 (no 422)
     # A request the current state refuses (e.g. too many statements at once): Livy's
     # servlets say 400 for these as well.
     Conflict: 400,
-    NotFound: 404,
-    Unauthenticated: 401,
-    Forbidden: 403,
-    PayloadTooLarge: 413,
-    UnsupportedMediaType: 415,
-    RateLimited: 429,
-    # The store, the dispatch broker, shared storage or the sandbox: retry later.
-    Unavailable: 503,
-    BackendError: 502,
-    ConfigError: 500,
 }
+"""Where Livy answers otherwise than `BASE_STATUS` (the rest, 5xx included, as REST does)."""
+LIVY_STATUS: StatusTable = protocol_table(LIVY_OVERRIDES)
 
 
 class LivyError(Exception):

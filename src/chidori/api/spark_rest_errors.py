@@ -12,42 +12,30 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
-from chidori.api.errors import StatusTable, status_for
+from chidori.api.errors import StatusTable, protocol_table, status_for
 from chidori.api.spark_rest_messages import ErrorResponse, RestError, in_request_terms
-from chidori.config import ConfigError
 from chidori.domain.errors import (
-    BackendError,
     ChidoriError,
     Conflict,
-    Forbidden,
     InvalidRequest,
-    NotFound,
-    PayloadTooLarge,
     RateLimited,
     Unauthenticated,
-    Unavailable,
     UnsupportedMediaType,
 )
 
 log = logging.getLogger(__name__)
 
-SPARK_REST_STATUS: StatusTable = {
+SPARK_REST_OVERRIDES: StatusTable = {
     # Spark's RestSubmissionServer answers what it refuses 400 (no 409, 415 or 422).
-    ChidoriError: 400,
     InvalidRequest: 400,
     Conflict: 400,
     UnsupportedMediaType: 400,
-    Forbidden: 403,
     # The run-as user was disabled: nothing the caller can fix by authenticating.
     Unauthenticated: 403,
-    NotFound: 404,
-    PayloadTooLarge: 413,
-    RateLimited: 429,
-    # The store, the dispatch broker, shared storage or the sandbox: retry later.
-    Unavailable: 503,
-    BackendError: 502,
-    ConfigError: 500,
 }
+"""Where the Spark REST listener answers otherwise than `BASE_STATUS` (the rest, 5xx
+included, as REST does)."""
+SPARK_REST_STATUS: StatusTable = protocol_table(SPARK_REST_OVERRIDES)
 
 
 def spark_error(
