@@ -91,7 +91,7 @@ def create_app(
     install_api_docs(app)
     app.state.identity = identity
     app.state.proxy_auth = proxy_auth or ProxyAuth()
-    submit = submission_handler(jobs, identity)
+    submit = submission_handler(jobs)
     app.include_router(build_router(jobs, submit))
     app.include_router(build_admin_router(identity))
     app.include_router(build_admission_router(admission, warm_rss or (lambda _id: 0)))

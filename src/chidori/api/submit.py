@@ -2,21 +2,22 @@
 
 FastAPI's per-request machinery (route matching over every router, dependency solving, the
 exit stack, a worker-thread hop for the checks) cost more CPU than storing the job. So the
-handler parses the body itself, runs the checks on the event loop when everything they read is
-already in memory (the caller's token, the policy, limits and queues, each kept for a second),
-and otherwise in a worker thread. `SubmitLane` hands it the request before FastAPI's router;
-the FastAPI route (the same handler) is what the OpenAPI schema documents.
+handler parses the body itself and makes one call, `JobService.submit_async`, which runs the
+checks on the event loop when everything they read is already in memory (the caller's token,
+the policy, limits and queues, each kept for a second), and otherwise in a worker thread.
+`SubmitLane` hands it the request before FastAPI's router; the FastAPI route (the same
+handler) is what the OpenAPI schema documents.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 import pydantic
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -26,7 +27,6 @@ from chidori.api.errors import domain_error_response, validation_error_response
 from chidori.api.schemas import JobOut
 from chidori.domain.errors import ChidoriError
 from chidori.domain.spec import JobSpec
-from chidori.services.identity import Actor, IdentityService
 from chidori.services.jobs import JobService
 
 SUBMIT_PATH = "/api/v1/jobs"
@@ -59,27 +59,22 @@ def idempotency_key(request: Request) -> str | None:
     return key
 
 
-def submission_handler(jobs: JobService, identity: IdentityService) -> Handler:
+def submission_handler(jobs: JobService) -> Handler:
     async def submit_job(request: Request) -> Response:
         """Submit a job. With `Idempotency-Key`, a retry with the same spec returns the first
         job (header `Idempotent-Replayed: true`); a different spec gets 409."""
         spec = parse_spec(await request.body())
         key = idempotency_key(request)
         authorization = request.headers.get("authorization")
-        principal = identity.cached_principal(authorization) if jobs.checks_fresh() else None
-        if principal is not None:
-            who = Actor(principal, client_address(request))
-            jobs.check_submission(who, spec)
-        else:
-
-            def authorize_and_check() -> Actor:
-                checked = current_actor(request, authorization)
-                jobs.check_submission(checked, spec)
-                return checked
-
-            who = await run_in_threadpool(authorize_and_check)
-        # The commit is awaited without holding a thread (group commit batches submissions).
-        job, created = await jobs.submit_checked(who, spec, key)
+        # The service decides where the checks run (on this loop, or in a worker thread that
+        # authenticates the caller the way every route does).
+        job, created = await jobs.submit_async(
+            spec,
+            key,
+            authorization=authorization,
+            source=client_address(request),
+            authenticate=partial(current_actor, request, authorization),
+        )
         return Response(
             JobOut.of(job).model_dump_json(by_alias=True),
             status_code=201,

@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import urlsplit
 
+import anyio.to_thread
+
 from chidori.config import ClusterConfig
 from chidori.domain.errors import ChidoriError, FieldError, Forbidden, InvalidRequest, NotFound
 from chidori.domain.identity import Principal, Role
@@ -121,10 +123,29 @@ class JobService:
             return False
         return self._identity.policy_fresh() and self._admission.settings_fresh()
 
-    async def submit_checked(
-        self, actor: Actor, spec: JobSpec, idempotency_key: str | None = None
+    async def submit_async(
+        self,
+        spec: JobSpec,
+        idempotency_key: str | None,
+        *,
+        authorization: str | None,
+        source: str | None,
+        authenticate: Callable[[], Actor],
     ) -> tuple[Job, bool]:
-        """Database a submission `check_submission` accepted (from the event loop)."""
+        """`submit` for the event loop (`POST /api/v1/jobs`), deciding where the checks run:
+        on the loop when everything they read is in memory (the caller's token, the policy,
+        limits and queues, each kept for a second), otherwise in one hop to a worker thread,
+        which also authenticates the caller (`authenticate`: the edge's own way, a token, a
+        proxy header or a UI session). `authorization` and `source`: the caller's header and
+        address. The commit is awaited without holding a thread (the group commit batches
+        submissions)."""
+        principal = self._identity.cached_principal(authorization) if self.checks_fresh() else None
+        if principal is not None:
+            actor = Actor(principal, source)
+            self.check_submission(actor, spec)
+        else:
+            # anyio's pool, as Starlette's run_in_threadpool (the routes' thread hops) uses.
+            actor = await anyio.to_thread.run_sync(self._authenticate_and_check, authenticate, spec)
         return await self._jobs.create_job_async(
             spec,
             actor.name,
@@ -132,6 +153,11 @@ class JobService:
             idempotency_key=idempotency_key,
             source=actor.source,
         )
+
+    def _authenticate_and_check(self, authenticate: Callable[[], Actor], spec: JobSpec) -> Actor:
+        actor = authenticate()
+        self.check_submission(actor, spec)
+        return actor
 
     def check_references(self, spec: JobSpec, principal: Principal) -> None:
         """Raise InvalidRequest naming every field that points at something unusable. An
