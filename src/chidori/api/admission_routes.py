@@ -12,9 +12,9 @@ from chidori.api.deps import CurrentActor
 from chidori.api.schemas import error_responses
 from chidori.domain.admission import Resources
 from chidori.domain.limits import LimitDoc, LimitsDoc, QueueDoc
+from chidori.domain.records import QueueStats
 from chidori.domain.units import format_memory
 from chidori.services.admission import AdmissionService, ScopeCapacity, WarmPoolStatus
-from chidori.store.admission import QueueStats
 
 
 class Amounts(BaseModel):

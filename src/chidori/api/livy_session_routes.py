@@ -32,10 +32,10 @@ from chidori.api.livy_common import (
 from chidori.api.livy_errors import LivyRoute
 from chidori.api.schemas import error_responses
 from chidori.domain.errors import InvalidRequest
+from chidori.domain.records import AVAILABLE, CANCELLED, ERROR, Statement
 from chidori.domain.spec import SESSION_APPLICATION, JobSpec
 from chidori.services.identity import Actor
 from chidori.services.sessions import SHARED, SessionService, SessionView
-from chidori.store.sessions import AVAILABLE, CANCELLED, ERROR, Statement
 from chidori.web.job_views import MAX_ID
 
 LIVY_VERSION = "0.8.0-incubating"  # the Livy REST API these routes follow

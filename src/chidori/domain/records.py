@@ -5,8 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 from chidori.domain.admission import Resources
+from chidori.domain.limits import QueueDoc
 from chidori.domain.spec import JobSpec
 from chidori.domain.states import AttemptState, JobState
 
@@ -190,3 +192,37 @@ class Ending:
     outcome: Outcome
     actor: str
     lost_retry_limit: int = 3
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    """A job queue as admins see it: its settings, how many jobs wait, what its jobs hold."""
+
+    name: str
+    config: QueueDoc
+    depth: int
+    running: Resources
+    oldest_queued_at: datetime | None
+
+
+# A Livy statement's states (Livy's, with "error" for statements whose driver was lost).
+WAITING, RUNNING, AVAILABLE, ERROR = "waiting", "running", "available", "error"
+CANCELLING, CANCELLED = "cancelling", "cancelled"
+ACTIVE_STATEMENT_STATES = (WAITING, RUNNING, CANCELLING)
+
+
+@dataclass(frozen=True)
+class Statement:
+    """A statement run in a Livy interactive session (numbered from 0 within it)."""
+
+    job_id: int
+    number: int
+    code: str
+    kind: str
+    state: str
+    attempt: int | None
+    output: dict[str, Any] | None
+    created_at: datetime
+    started_at: datetime | None
+    completed_at: datetime | None
+    submitted_by: str | None = None  # who ran it (None for statements stored before 0010)

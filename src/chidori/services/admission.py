@@ -11,13 +11,13 @@ from chidori.domain.errors import FieldError, InvalidRequest, NotFound
 from chidori.domain.identity import Role
 from chidori.domain.lifecycle import spec_demand
 from chidori.domain.limits import LimitsDoc, QueueDoc
-from chidori.domain.records import Server
+from chidori.domain.records import QueueStats, Server
 from chidori.domain.spec import JobSpec
 from chidori.domain.warm import WarmPoolConfig
 from chidori.domain.warm_planning import WarmDriver
 from chidori.services.identity import Actor, IdentityService
 from chidori.services.refreshed import Refreshed
-from chidori.store.admission import AdmissionStore, QueueStats
+from chidori.store.admission import AdmissionStore
 
 _CACHE_SECONDS = 1.0
 

@@ -12,23 +12,20 @@ from dataclasses import dataclass, replace
 
 from chidori.domain.errors import InvalidRequest, NotFound
 from chidori.domain.identity import Role
-from chidori.domain.records import Job
+from chidori.domain.records import (
+    ACTIVE_STATEMENT_STATES,
+    CANCELLED,
+    CANCELLING,
+    ERROR,
+    Job,
+    Statement,
+)
 from chidori.domain.spec import JobSpec
 from chidori.domain.states import JobState
 from chidori.services.identity import Actor, IdentityService
 from chidori.services.jobs import JobService
 from chidori.storage.logfiles import LineWindow
-from chidori.store.sessions import (
-    ACTIVE_STATEMENT_STATES,
-    CANCELLED,
-    CANCELLING,
-    ERROR,
-    SESSION_KIND,
-    SessionInfo,
-    SessionStore,
-    Statement,
-    lost_output,
-)
+from chidori.store.sessions import SESSION_KIND, SessionInfo, SessionStore, lost_output
 
 SESSION_KINDS = ("pyspark", "sql")  # what a session or a statement may be; "shared": either
 SHARED = "shared"

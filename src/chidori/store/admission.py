@@ -4,8 +4,7 @@ registry, and the entry to the atomic admit step (`chidori.store.admit_step`).""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import delete, func, select, update
@@ -16,7 +15,7 @@ from chidori.domain.admission import (
     Usage,
 )
 from chidori.domain.limits import LimitsDoc, QueueDoc
-from chidori.domain.records import Server
+from chidori.domain.records import QueueStats, Server
 from chidori.domain.states import JobState
 from chidori.domain.warm_planning import WarmDriver, WarmPlan, WarmState
 from chidori.store.admission_reads import (
@@ -39,16 +38,7 @@ from chidori.store.models import (
 )
 from chidori.store.servers import ServerRegistry
 
-__all__ = ["AdmissionStore", "AdmitResult", "QueueStats", "WarmDriver", "WarmPlan"]
-
-
-@dataclass(frozen=True)
-class QueueStats:
-    name: str
-    config: QueueDoc
-    depth: int
-    running: Resources
-    oldest_queued_at: datetime | None
+__all__ = ["AdmissionStore", "AdmitResult", "WarmDriver", "WarmPlan"]
 
 
 class AdmissionStore:

@@ -17,15 +17,34 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from chidori.domain.errors import Conflict, NotFound
-from chidori.domain.records import SUBMITTED_THROUGH, Job
+from chidori.domain.records import (
+    ACTIVE_STATEMENT_STATES,
+    CANCELLED,
+    CANCELLING,
+    ERROR,
+    RUNNING,
+    SUBMITTED_THROUGH,
+    WAITING,
+    Job,
+    Statement,
+)
 from chidori.store.database import Database
 from chidori.store.models import JobLabelRow, JobRow, LivySessionRow, LivyStatementRow
 from chidori.store.rows import job_record
 
-# Statement states (Livy's, with "error" for statements whose driver was lost).
-WAITING, RUNNING, AVAILABLE, ERROR = "waiting", "running", "available", "error"
-CANCELLING, CANCELLED = "cancelling", "cancelled"
-ACTIVE_STATEMENT_STATES = (WAITING, RUNNING, CANCELLING)
+# The statement record and its states live in chidori.domain.records; named here as well for
+# the session relay (chidori.host.session_relay), which reads them with the store.
+__all__ = [
+    "CANCELLED",
+    "CANCELLING",
+    "SESSION_KIND",
+    "WAITING",
+    "SessionInfo",
+    "SessionStore",
+    "Statement",
+    "lost_output",
+]
+
 SESSION_KIND = "session"
 
 
@@ -35,21 +54,6 @@ class SessionInfo:
     kind: str
     proxy_user: str | None
     ready_attempt: int | None
-
-
-@dataclass(frozen=True)
-class Statement:
-    job_id: int
-    number: int
-    code: str
-    kind: str
-    state: str
-    attempt: int | None
-    output: dict[str, Any] | None
-    created_at: datetime
-    started_at: datetime | None
-    completed_at: datetime | None
-    submitted_by: str | None = None  # who ran it (None for statements stored before 0010)
 
 
 def _info(row: LivySessionRow) -> SessionInfo:
