@@ -22,11 +22,15 @@ from chidori.api.app import HttpLimits, create_app
 from chidori.api.deps import ProxyAuth
 from chidori.api.spark_rest import SparkRestOptions, build_spark_rest_app, spark_version
 from chidori.backends.base import HostedBackend
+from chidori.backends.kubernetes.api import KubeApi
+from chidori.backends.kubernetes.backend import KubernetesBackend
 from chidori.backends.spark import SparkBackend
 from chidori.config import ConfigError, Settings, load_settings
+from chidori.domain.errors import BackendError
 from chidori.domain.limits import LimitsDoc
 from chidori.domain.policy import PolicyDoc
 from chidori.host.isolation import Isolation, driver_environment, runtime_paths
+from chidori.host.kubernetes_watch import KubernetesWatch
 from chidori.host.retention import Retention
 from chidori.host.scheduler import Scheduler, SchedulerOptions
 from chidori.host.session_relay import SessionRelay
@@ -96,10 +100,9 @@ def build_server(settings: Settings) -> Server:
         store, blobs, settings.artifact_dir, settings.log_dir, settings.retention_days
     )
     base_env = driver_environment(settings.environ, settings.isolation.pass_env)
-    backends: dict[str, HostedBackend] = {
-        name: SparkBackend(cluster, base_env, settings.event_log_dir)
-        for name, cluster in settings.clusters.items()
-    }
+    host = socket.gethostname()
+    server_id = f"{host}-{os.getpid()}-{secrets.token_hex(3)}"
+    backends = _backends(settings, base_env, server_id)
     isolation = Isolation(
         settings.isolation,
         settings.home,
@@ -110,8 +113,6 @@ def build_server(settings: Settings) -> Server:
     )
     isolation.start()
     log.info("isolation: %s", isolation.status)
-    host = socket.gethostname()
-    server_id = f"{host}-{os.getpid()}-{secrets.token_hex(3)}"
     default_limits = LimitsDoc(max_running_jobs=settings.max_running_jobs)
     admission = AdmissionStore(store, default_limits)
     scheduler = Scheduler(
@@ -135,6 +136,16 @@ def build_server(settings: Settings) -> Server:
         isolation,
         log_shipper,
     )
+    kubernetes_watch = KubernetesWatch(
+        {n: b for n, b in backends.items() if isinstance(b, KubernetesBackend)},
+        repos.jobs,
+        repos.attempts,
+        scheduler.drivers.running,
+        scheduler.drivers.stop,
+        server_id,
+    )
+    if kubernetes_watch.clusters:
+        scheduler.watch_nodes(kubernetes_watch)
     notifier = ChangeNotifier()
     store.subscribe(notifier.notify)
     store.subscribe(scheduler.wake, scheduling_only=True)
@@ -206,6 +217,7 @@ def build_server(settings: Settings) -> Server:
         if log_shipper is not None:
             log_shipper.start()
         scheduler.start()
+        kubernetes_watch.start()  # its first pass sweeps what killed servers left
         dispatcher.start()
         session_relay.start()
         retention.start()
@@ -219,6 +231,7 @@ def build_server(settings: Settings) -> Server:
                 await asyncio.to_thread(event_logs.stop)
             await asyncio.to_thread(session_relay.stop)
             await asyncio.to_thread(scheduler.stop)
+            await asyncio.to_thread(kubernetes_watch.stop)
             if log_shipper is not None:
                 await asyncio.to_thread(log_shipper.stop)
             await asyncio.to_thread(dispatcher.stop)
@@ -247,6 +260,38 @@ def build_server(settings: Settings) -> Server:
             SparkRestOptions.from_settings(settings, spark_version()),
         )
     return Server(settings, store, scheduler, app, token_file, spark_rest_app)
+
+
+def _backends(
+    settings: Settings, base_env: dict[str, str], server_id: str
+) -> dict[str, HostedBackend]:
+    found: dict[str, HostedBackend] = {}
+    for name, cluster in settings.clusters.items():
+        kube = cluster.kubernetes
+        if kube is None:
+            found[name] = SparkBackend(cluster, base_env, settings.event_log_dir)
+            continue
+        try:
+            api = KubeApi(
+                api_server=kube.api_server,
+                kubeconfig=kube.kubeconfig,
+                context=kube.context,
+                namespace=kube.namespace,
+                environ=settings.environ,
+            )
+        except BackendError as exc:
+            raise ConfigError(f"cluster {name!r}: {exc}") from exc
+        found[name] = KubernetesBackend(
+            cluster,
+            base_env,
+            settings.event_log_dir,
+            server_id=server_id,
+            # The downward API names this pod: executors get an owner reference to it.
+            pod_name=settings.environ.get("POD_NAME"),
+            pod_ip=settings.environ.get("POD_IP"),
+            api=api,
+        )
+    return found
 
 
 def _driver_runtime(backends: Mapping[str, HostedBackend], settings: Settings) -> list[str]:

@@ -156,6 +156,19 @@ class EventList(BaseModel):
     items: list[EventOut]
 
 
+class ExecutorPodOut(BaseModel):
+    """One executor pod of an attempt on a Kubernetes cluster."""
+
+    name: str
+    executor_id: str | None = None
+    node: str | None = None
+    phase: str
+    restarts: int = 0
+    reason: str | None = None  # why it is pending, waiting, failed or was evicted
+    created_at: str | None = None
+    deleting: bool = False
+
+
 class AttemptOut(BaseModel):
     number: int
     state: str
@@ -170,6 +183,7 @@ class AttemptOut(BaseModel):
     start_type: str | None = None
     start_note: str | None = None
     ready_at: datetime | None = None
+    executors: list[ExecutorPodOut] | None = None  # Kubernetes clusters: as last seen
 
     @classmethod
     def of(cls, attempt: Attempt) -> AttemptOut:
@@ -187,6 +201,9 @@ class AttemptOut(BaseModel):
             start_type=attempt.start_type,
             start_note=attempt.start_note,
             ready_at=attempt.ready_at,
+            executors=None
+            if attempt.executors is None
+            else [ExecutorPodOut.model_validate(e) for e in attempt.executors],
         )
 
 

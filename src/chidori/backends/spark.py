@@ -69,6 +69,11 @@ class SparkBackend(HostedBackend):
         self._base_env = base_env
         self._event_log_dir = event_log_dir
 
+    @property
+    def master(self) -> str:
+        """The master URL drivers are started with."""
+        return self.cluster.master
+
     def _environment(
         self, request: LaunchRequest | None, spark_home: Path | None
     ) -> dict[str, str]:
@@ -149,7 +154,7 @@ class SparkBackend(HostedBackend):
         write_private(properties, java_properties(conf))
         argv = [
             str(spark_submit_path(spark_home)),
-            "--master", self.cluster.master,
+            "--master", self.master,
             "--deploy-mode", "client",
             "--properties-file", str(properties),
             str(WARM_DRIVER),
@@ -191,9 +196,10 @@ class SparkBackend(HostedBackend):
         conf = self._start_conf()
         conf.update(self._resource_conf(spec))
         conf.update(spec.conf)
+        conf.update(self._attempt_conf(request))
         args = [
             "--master",
-            self.cluster.master,
+            self.master,
             "--deploy-mode",
             "client",
             "--name",
@@ -220,6 +226,10 @@ class SparkBackend(HostedBackend):
         args.append(resolve(spec.application, "application"))
         args += spec.args
         return args
+
+    def _attempt_conf(self, request: LaunchRequest) -> dict[str, str]:  # noqa: ARG002
+        """Conf of this attempt that the cluster type sets over the job's own."""
+        return {}
 
     def _resource_conf(self, spec: JobSpec) -> dict[str, str]:
         conf = {

@@ -15,11 +15,16 @@ from typing import Any
 
 import yaml
 
+from chidori.config.kubernetes import (
+    KubernetesConfigError,
+    KubernetesSettings,
+    parse_kubernetes_settings,
+)
 from chidori.domain.errors import ChidoriError
 from chidori.domain.units import format_memory, parse_memory_mib
 from chidori.domain.warm import WarmPoolConfig
 
-HOSTED_CLUSTER_TYPES = ("local", "standalone")
+HOSTED_CLUSTER_TYPES = ("local", "standalone", "kubernetes")
 # None: the listener must be told whom to admit (networks, a JWS secret, or both).
 SPARK_REST_DEFAULT_NETWORKS: tuple[str, ...] = ()
 
@@ -39,6 +44,7 @@ class ClusterConfig:
     python: str | None = None
     spark_home: str | None = None
     warm_pool: WarmPoolConfig = field(default_factory=WarmPoolConfig)
+    kubernetes: KubernetesSettings | None = None  # type kubernetes: its settings
 
 
 ISOLATION_MODES = ("auto", "sandbox", "none")
@@ -142,8 +148,16 @@ def _cluster(name: str, raw: Mapping[str, Any]) -> ClusterConfig:
             f"cluster {name!r}: type {kind!r} is not supported; use one of "
             + ", ".join(HOSTED_CLUSTER_TYPES)
         )
+    kubernetes = None
     master = raw.get("master")
-    if kind == "local":
+    if kind == "kubernetes":
+        try:
+            kubernetes = parse_kubernetes_settings(name, raw)
+        except KubernetesConfigError as exc:
+            raise ConfigError(str(exc)) from exc
+        # What the backend starts drivers with is read from the API client at start.
+        master = f"k8s://{kubernetes.api_server or 'https://kubernetes.default.svc'}"
+    elif kind == "local":
         master = master or "local[*]"
         if not str(master).startswith("local"):
             raise ConfigError(f"cluster {name!r}: a local cluster's master must be local[...]")
@@ -160,6 +174,7 @@ def _cluster(name: str, raw: Mapping[str, Any]) -> ClusterConfig:
         python=raw.get("python"),
         spark_home=raw.get("spark_home"),
         warm_pool=_warm_pool(name, raw.get("warm_pool")),
+        kubernetes=kubernetes,
     )
 
 

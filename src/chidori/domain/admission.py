@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from chidori.domain.nodes import ExecutorGang, NodeView, place
 from chidori.domain.units import format_memory
 
 
@@ -93,6 +94,8 @@ class Candidate:
     # What admitting this job releases at once: the reservation of the idle warm driver it
     # would be handed to. It counts against the global and cluster limits, not the queue's.
     credit: Resources = field(default_factory=Resources)
+    # On a cluster whose nodes admission sees (Kubernetes): the executors that must fit on them.
+    gang: ExecutorGang | None = None
 
 
 @dataclass(frozen=True)
@@ -152,8 +155,12 @@ def admit(
     usage: Usage,
     limits: Limits,
     queues: Mapping[str, QueueConfig],
+    nodes: Mapping[str, Sequence[NodeView]] | None = None,
 ) -> Decision:
-    """Choose which candidates start now; give every other one the reason it waits."""
+    """Choose which candidates start now; give every other one the reason it waits.
+    `nodes`: for clusters whose nodes are seen, a candidate's executor gang must also fit on
+    them (what earlier candidates of this step take is taken out)."""
+    free_nodes = dict(nodes or {})
     per_queue: dict[str, list[Candidate]] = {}
     for candidate in candidates:
         per_queue.setdefault(candidate.queue, []).append(candidate)
@@ -195,6 +202,12 @@ def admit(
             if capacity is not None and refusal is None:
                 short.append(candidate.job_id)
             continue
+        if candidate.gang is not None and candidate.cluster in free_nodes:
+            placement = place(candidate.gang, free_nodes[candidate.cluster])
+            if placement.reason is not None:
+                reasons[candidate.job_id] = placement.reason
+                continue
+            free_nodes[candidate.cluster] = placement.nodes
         admitted.append(candidate.job_id)
         total = total + net
         by_cluster[candidate.cluster] = cluster_usage + net

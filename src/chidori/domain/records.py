@@ -100,6 +100,7 @@ class Attempt:
     start_type: str | None = None  # "cold" or "warm"
     start_note: str | None = None  # why the attempt started cold, when a warm pool exists
     ready_at: datetime | None = None  # the Spark application was up (or the job handed over)
+    executors: list[dict[str, Any]] | None = None  # Kubernetes: its executor pods as last seen
 
 
 @dataclass(frozen=True)

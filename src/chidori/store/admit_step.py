@@ -18,7 +18,7 @@ import secrets
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, cast
 
@@ -26,6 +26,7 @@ from sqlalchemy import Connection, Select, Table, bindparam, delete, insert, or_
 
 from chidori.domain.admission import Candidate, Decision, Limits, Resources, Usage, admit
 from chidori.domain.limits import LimitsDoc, QueueDoc
+from chidori.domain.nodes import NodeSource
 from chidori.domain.records import Claim, Ending
 from chidori.domain.spec import JobSpec
 from chidori.domain.states import JobState
@@ -119,9 +120,12 @@ class AdmitStep:
         per_queue: int = 64,
         warm: WarmPlan | None = None,
         ending: Ending | None = None,
+        nodes: NodeSource | None = None,
     ) -> AdmitResult:
         try:
-            return self._step(server_id, host, clusters, lease_seconds, per_queue, warm, ending)
+            return self._step(
+                server_id, host, clusters, lease_seconds, per_queue, warm, ending, nodes
+            )
         finally:
             if ending is not None:
                 # Told even when the admit step failed after the end committed; harmless if
@@ -137,6 +141,7 @@ class AdmitStep:
         per_queue: int,
         warm: WarmPlan | None,
         ending: Ending | None,
+        nodes: NodeSource | None,
     ) -> AdmitResult:
         if ending is None and self._still_full():
             return AdmitResult([], [], full=True)
@@ -153,7 +158,7 @@ class AdmitStep:
                 self._explain_full(conn, cap)
                 return AdmitResult([], [], full=True)
             self._explained_up_to = 0  # reasons are per job again below; start over next time
-            plan = self._plan(conn, snapshot, server_id, clusters, now, per_queue, warm)
+            plan = self._plan(conn, snapshot, server_id, clusters, now, per_queue, warm, nodes)
             claims, taken = self._claim(conn, plan, server_id, host, lease_seconds, now)
             _record_reasons(conn, plan.decision, plan.previous_reasons)
             limits = snapshot.limits.limits()
@@ -255,6 +260,7 @@ class AdmitStep:
         now: datetime,
         per_queue: int,
         warm: WarmPlan,
+        nodes: NodeSource | None = None,
     ) -> _Plan:
         """Which jobs start and how. With only a few slots free, only a few jobs can start:
         the head of each queue is read first, and the whole window only if the head admits
@@ -274,14 +280,24 @@ class AdmitStep:
         if free is not None and 4 * free < per_queue:
             windows.insert(0, max(8, 4 * free))
         specs: dict[int, JobSpec] = {}
+        views = nodes.node_views() if nodes is not None else {}
         for window in windows:
             queued = self._candidates(conn, list(snapshot.queues), clusters, now, window)
             waiting = [c for c, _ in queued]
             specs = self._specs(
-                conn, [c.job_id for c in waiting if c.cluster in idle_clusters], specs
+                conn,
+                [c.job_id for c in waiting if c.cluster in idle_clusters or c.cluster in views],
+                specs,
             )
+            if nodes is not None and views:
+                waiting = [
+                    replace(c, gang=nodes.gang_of(c.cluster, specs[c.job_id]))
+                    if c.cluster in views and c.job_id in specs
+                    else c
+                    for c in waiting
+                ]
             handover = hand_to_warm(waiting, specs, idle, warm)
-            decision = admit(handover.candidates, snapshot.usage, limits, configs)
+            decision = admit(handover.candidates, snapshot.usage, limits, configs, views)
             heads = Counter(c.queue for c in handover.candidates)
             if len(decision.admitted) >= (free or 0) or max(heads.values(), default=0) < window:
                 break

@@ -179,6 +179,28 @@ class AttemptRepository:
             )
         self._db.notify_change([job_id], wake_scheduler=False)
 
+    def record_executors(
+        self,
+        job_id: int,
+        attempt: int,
+        executors: list[dict[str, Any]],
+        notes: list[str],
+        actor: str,
+    ) -> None:
+        """Keep what the attempt's executor pods look like now, with one `executor` event per
+        change worth telling (scheduled, running, pending because ..., failed)."""
+        with self._db.writing() as session:
+            session.execute(
+                update(AttemptRow)
+                .where(AttemptRow.job_id == job_id, AttemptRow.number == attempt)
+                .values(executors=executors)
+                .execution_options(synchronize_session=False)
+            )
+            now = self._db.now()
+            for note in notes:
+                add_event(session, now, job_id, "executor", actor, reason=note, attempt=attempt)
+        self._db.notify_change([job_id], wake_scheduler=False)
+
     def finish_attempt(
         self, job_id: int, attempt: int, outcome: Outcome, actor: str, lost_retry_limit: int = 3
     ) -> Job | None:

@@ -136,6 +136,8 @@ class AttemptRow(Base):
     start_type: Mapped[str | None] = mapped_column(String(8))  # cold | warm
     start_note: Mapped[str | None] = mapped_column(Text)  # why cold, when a warm one was kept
     ready_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # Spark app up / handed over
+    # Kubernetes clusters: the attempt's executor pods as last seen (name, node, phase, ...).
+    executors: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
 
     __table_args__ = (
         UniqueConstraint("job_id", "number", name="uq_attempts_job_number"),

@@ -86,6 +86,7 @@ def attempt_record(row: AttemptRow | Row[Any]) -> Attempt:
         start_type=row.start_type,
         start_note=row.start_note,
         ready_at=row.ready_at,
+        executors=row.executors,
     )
 
 

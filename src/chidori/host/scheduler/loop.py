@@ -22,6 +22,7 @@ from pathlib import Path
 
 from chidori.backends.base import HostedBackend
 from chidori.domain.errors import StoreUnavailable
+from chidori.domain.nodes import NodeSource
 from chidori.domain.records import Ending, Outcome
 from chidori.host.driver_host import DriverHost
 from chidori.host.isolation import Isolation
@@ -106,6 +107,7 @@ class Scheduler:
             options,
             driver_log_dir,
         )
+        self._nodes: NodeSource | None = None
         self._last_warm_check = 0.0
         self._last_cancel_check = 0.0
         self._full = False
@@ -118,6 +120,10 @@ class Scheduler:
         self.leases.start()
         self._thread = threading.Thread(target=self._run, name="scheduler", daemon=True)
         self._thread.start()
+
+    def watch_nodes(self, source: NodeSource) -> None:
+        """Admit jobs of node-aware clusters (Kubernetes) only where their executors fit."""
+        self._nodes = source
 
     def wake(self, _job_id: int | None = None) -> None:
         self._signals.wake()
@@ -225,6 +231,7 @@ class Scheduler:
             self._options.lease_seconds,
             warm=self.warm_reconciler.plan(),
             ending=ending,
+            nodes=self._nodes,
         )
         # Starting a process and recording it take milliseconds each: do it beside the loop,
         # which goes straight back to admitting.
