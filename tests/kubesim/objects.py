@@ -142,11 +142,35 @@ class ObjectStore:
         self,
         resource: str | Resource,
         name: str,
-        predicate: Callable[[Obj | None], bool],
+        predicate: Callable[[Obj], bool],
         namespace: str | None = None,
         timeout: float = 30.0,
+    ) -> Obj:
+        """Block until the object exists and `predicate(object)` holds; return that state."""
+        found = self._wait(
+            resource, name, lambda o: o is not None and predicate(o), namespace, timeout
+        )
+        assert found is not None
+        return found
+
+    def wait_deleted(
+        self,
+        resource: str | Resource,
+        name: str,
+        namespace: str | None = None,
+        timeout: float = 30.0,
+    ) -> None:
+        """Block until the object is gone."""
+        self._wait(resource, name, lambda o: o is None, namespace, timeout)
+
+    def _wait(
+        self,
+        resource: str | Resource,
+        name: str,
+        predicate: Callable[[Obj | None], bool],
+        namespace: str | None,
+        timeout: float,
     ) -> Obj | None:
-        """Block until `predicate(object or None if absent)` holds; return that state."""
         r = self.resource(resource)
         deadline = time.monotonic() + timeout
         with self._changed:

@@ -143,50 +143,71 @@ class Store(ObjectStore):
         owners whose dependents are gone, terminating namespaces that are empty."""
         changed = True
         while changed:
-            changed = False
-            foreground = {
-                o["metadata"]["uid"]
-                for objs in self._objects.values()
-                for o in objs.values()
-                if "foregroundDeletion" in (o["metadata"].get("finalizers") or [])
-            }
-            referenced: set[str] = set()
-            for r, objects in list(self._objects.items()):
-                for key, obj in list(objects.items()):
-                    if key not in objects:
-                        continue
-                    meta = obj["metadata"]
-                    refs = meta.get("ownerReferences") or []
-                    referenced.update(str(ref.get("uid")) for ref in refs)
-                    live = [x for x in refs if x.get("uid") in self._uids]
-                    doomed = not live or any(x.get("uid") in foreground for x in refs)
-                    if refs and doomed and not meta.get("deletionTimestamp"):
-                        self.delete(r, meta["name"], meta.get("namespace"))
-                        changed = True
-                    elif refs and len(live) < len(refs):
-                        new = copy.deepcopy(obj)
-                        new["metadata"]["ownerReferences"] = live
-                        self._commit(r, obj, new, None)
-                        changed = True
-            for r, objects in list(self._objects.items()):
-                for key, obj in list(objects.items()):
-                    meta = obj["metadata"]
-                    fins = meta.get("finalizers") or []
-                    if "foregroundDeletion" in fins and meta["uid"] not in referenced:
-                        new = copy.deepcopy(obj)
-                        new["metadata"]["finalizers"] = [
-                            f for f in fins if f != "foregroundDeletion"
-                        ]
-                        self._commit(r, obj, new, None)
-                        changed = True
-                    elif (
-                        r.kind == "Namespace"
-                        and meta.get("deletionTimestamp")
-                        and not fins
-                        and not self._namespace_has_content(meta["name"])
-                    ):
-                        self._remove(r, key)
-                        changed = True
+            changed = self._collect_dependents()
+            changed = self._finish_owners() or changed
+
+    def _collect_dependents(self) -> bool:
+        """A dependent without a solid owner (present and not waiting for its dependents) is
+        deleted (in the foreground if an owner waits for it); one with some solid owners only
+        loses the other references."""
+        waiting = {
+            o["metadata"]["uid"]
+            for objects in self._objects.values()
+            for o in objects.values()
+            if "foregroundDeletion" in (o["metadata"].get("finalizers") or [])
+        }
+        changed = False
+        for r, objects in list(self._objects.items()):
+            for key in list(objects):
+                obj = objects.get(key)
+                refs = [] if obj is None else obj["metadata"].get("ownerReferences") or []
+                if obj is None or not refs:
+                    continue
+                meta = obj["metadata"]
+                solid = [x for x in refs if x.get("uid") in self._uids and x["uid"] not in waiting]
+                if not solid and not meta.get("deletionTimestamp"):
+                    foreground = any(x.get("uid") in waiting for x in refs)
+                    policy = "Foreground" if foreground else None
+                    self.delete(r, meta["name"], meta.get("namespace"), propagation=policy)
+                    changed = True
+                elif solid and len(solid) < len(refs):
+                    new = copy.deepcopy(obj)
+                    new["metadata"]["ownerReferences"] = solid
+                    self._commit(r, obj, new, None)
+                    changed = True
+        return changed
+
+    def _finish_owners(self) -> bool:
+        """Foreground owners without dependents lose their finalizer; empty terminating
+        namespaces go."""
+        referenced = {
+            str(ref.get("uid"))
+            for objects in self._objects.values()
+            for o in objects.values()
+            for ref in o["metadata"].get("ownerReferences") or []
+        }
+        changed = False
+        for r, objects in list(self._objects.items()):
+            for key in list(objects):
+                obj = objects.get(key)
+                if obj is None:
+                    continue
+                meta = obj["metadata"]
+                fins = meta.get("finalizers") or []
+                if "foregroundDeletion" in fins and meta["uid"] not in referenced:
+                    new = copy.deepcopy(obj)
+                    new["metadata"]["finalizers"] = [f for f in fins if f != "foregroundDeletion"]
+                    self._commit(r, obj, new, None)
+                    changed = True
+                elif (
+                    r.kind == "Namespace"
+                    and meta.get("deletionTimestamp")
+                    and not fins
+                    and not self._namespace_has_content(meta["name"])
+                ):
+                    self._remove(r, key)
+                    changed = True
+        return changed
 
     def _namespace_has_content(self, namespace: str) -> bool:
         return any(
