@@ -414,6 +414,12 @@ def test_orphan_keeps_dependents_without_the_reference(
     assert fake.get("configmaps", "child")["metadata"]["ownerReferences"] == []
 
 
+def test_a_dependent_whose_owner_does_not_exist_is_collected(fake: FakeKubernetes) -> None:
+    ghost = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "ghost", "uid": "no-such"}}
+    created = fake.create("configmaps", owned("orphan", ghost))
+    assert created["metadata"]["name"] == "orphan" and fake.try_get("configmaps", "orphan") is None
+
+
 def test_bound_pods_are_deleted_gracefully_and_namespaces_empty_first(fake: FakeKubernetes) -> None:
     fake.create("pods", pod("bound", nodeName="node-1", terminationGracePeriodSeconds=7))
     marked = fake.delete("pods", "bound")

@@ -250,6 +250,8 @@ class ObjectStore:
             self._emit(r, "ADDED", obj, None)
             if r.kind == "Namespace":
                 self.create("serviceaccounts", {"metadata": {"name": "default"}}, name)
+            if meta.get("ownerReferences"):
+                self._collect()  # an owner that is absent: the collector deletes the dependent
             return copy.deepcopy(obj)
 
     def _check_name(self, r: Resource, name: str) -> None:

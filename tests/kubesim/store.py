@@ -7,11 +7,13 @@ strips the owner's references from them. Dependents are objects whose
 `metadata.ownerReferences` name the owner's uid, of any kind; one with another owner still
 present only loses the dangling reference, as the garbage collector does. All of this happens
 synchronously, within the delete call (the real garbage collector is asynchronous). An object
-created with an owner reference to a uid that never existed is kept (the real collector would
-delete it). Pods follow the pod strategy: a pod bound to a node and not yet Succeeded/Failed is
-deleted gracefully (deletionTimestamp = now + grace period, deletionGracePeriodSeconds), for
-the kubelet to finish with a delete of grace 0; unbound or finished pods, a grace period of 0,
-or `graceful_pod_deletion=False` remove the pod at once. Deleting a namespace marks it
+created with owner references none of which names an existing uid is deleted right after its
+creation (the create still answers 201 with it), as the collector deletes such dependents.
+
+Pods follow the pod strategy: a pod bound to a node and not yet Succeeded/Failed is deleted
+gracefully (deletionTimestamp = now + grace period, deletionGracePeriodSeconds), for the
+kubelet to finish with a delete of grace 0; unbound or finished pods, a grace period of 0, or
+`graceful_pod_deletion=False` remove the pod at once. Deleting a namespace marks it
 Terminating, deletes everything in it, and removes it when it is empty.
 """
 
