@@ -174,6 +174,11 @@ def build_server(settings: Settings) -> Server:
         RateLimiter(settings.submit_rate_per_second, settings.submit_burst),
         admins_only=isolation.status if isolation.admin_only else None,
         blobs=blobs,
+        cluster_checks={
+            name: backend.check_spec
+            for name, backend in backends.items()
+            if isinstance(backend, KubernetesBackend)
+        },
     )
     try:
         proxy_auth = ProxyAuth(

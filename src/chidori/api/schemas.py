@@ -166,7 +166,8 @@ class ExecutorPodOut(BaseModel):
     restarts: int = 0
     reason: str | None = None  # why it is pending, waiting, failed or was evicted
     created_at: str | None = None
-    deleting: bool = False
+    deleting: bool = False  # being deleted
+    deleted: bool = False  # gone from the API server (as last seen before)
 
 
 class AttemptOut(BaseModel):

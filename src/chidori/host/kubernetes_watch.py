@@ -195,8 +195,14 @@ class KubernetesWatch:
         return True
 
     def _record(self, cluster: _Cluster, key: Key, pods: list[dict[str, Any]]) -> None:
-        summaries = sorted((executor_summary(p) for p in pods), key=lambda s: str(s["name"]))
         before = {s["name"]: s for s in cluster.seen.get(key, [])}
+        current = {s["name"]: s for s in (executor_summary(p) for p in pods)}
+        # A pod that is gone stays in the list as last seen, marked deleted: the attempt's
+        # record keeps every executor it had (the driver deletes them as it ends).
+        for name, old in before.items():
+            if name not in current:
+                current[name] = {**old, "deleting": False, "deleted": True}
+        summaries = sorted(current.values(), key=lambda s: str(s["name"]))
         notes = []
         for summary in summaries:
             old = before.get(summary["name"])
@@ -206,8 +212,12 @@ class KubernetesWatch:
                 summary["reason"],
             ):
                 notes.append(_note(summary))
+            elif summary.get("deleted") and not old.get("deleted"):
+                notes.append(f"executor pod {summary['name']}: deleted")
         timeout = cluster.backend.settings.executor.pending_timeout_seconds
         for summary in summaries:
+            if summary.get("deleted"):
+                continue
             age = summary["age_seconds"] or 0.0
             if summary["phase"] == "Pending" and timeout and age > timeout:
                 reason = f"executor pod {summary['name']} Pending for more than {timeout:g} s" + (

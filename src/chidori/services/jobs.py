@@ -59,9 +59,12 @@ class JobService:
         submit_limiter: RateLimiter,
         admins_only: str | None = None,
         blobs: BlobStore | None = None,
+        cluster_checks: Mapping[str, Callable[[JobSpec], None]] | None = None,
     ) -> None:
         """`admins_only`: why only admins may submit (jobs cannot be isolated), or None.
-        `blobs`: the shared storage other replicas copy their drivers' logs into, if any."""
+        `blobs`: the shared storage other replicas copy their drivers' logs into, if any.
+        `cluster_checks`: per cluster, what its type refuses of a spec (InvalidRequest)."""
+        self._cluster_checks = dict(cluster_checks or {})
         self._jobs = jobs
         self._uploads = uploads
         self._blobs = blobs
@@ -167,6 +170,11 @@ class JobService:
         if spec.cluster not in self._clusters:
             known = ", ".join(sorted(self._clusters))
             errors.append(("cluster", f"unknown cluster {spec.cluster!r}; known: {known}"))
+        elif spec.cluster in self._cluster_checks:
+            try:
+                self._cluster_checks[spec.cluster](spec)
+            except InvalidRequest as exc:
+                errors += [(f.field, f.message) for f in exc.fields] or [("spec", exc.message)]
         for field, ref in _references(spec):
             if (
                 _is_upload(ref)

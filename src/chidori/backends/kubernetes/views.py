@@ -140,4 +140,5 @@ def executor_summary(pod: Mapping[str, Any], now: datetime | None = None) -> dic
         "created_at": meta.get("creationTimestamp"),
         "age_seconds": _since(meta.get("creationTimestamp"), now),
         "deleting": bool(meta.get("deletionTimestamp")),
+        "deleted": False,
     }
