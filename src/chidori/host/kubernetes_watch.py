@@ -199,9 +199,9 @@ class KubernetesWatch:
         current = {s["name"]: s for s in (executor_summary(p) for p in pods)}
         # A pod that is gone stays in the list as last seen, marked deleted: the attempt's
         # record keeps every executor it had (the driver deletes them as it ends).
-        for name, old in before.items():
+        for name, last in before.items():
             if name not in current:
-                current[name] = {**old, "deleting": False, "deleted": True}
+                current[name] = {**last, "deleting": False, "deleted": True}
         summaries = sorted(current.values(), key=lambda s: str(s["name"]))
         notes = []
         for summary in summaries:
