@@ -24,7 +24,7 @@ import traceback
 from collections.abc import Sequence
 
 from chidori import __version__
-from chidori.cli import admin, admission, history_server, jobs, server, submit, tokens
+from chidori.cli import admin, admission, history_server, jobs, kubernetes, server, submit, tokens
 from chidori.cli.args import ArgumentParser
 from chidori.cli.client import ApiError, ServerUnreachable
 from chidori.cli.errors import UsageError
@@ -55,6 +55,7 @@ def build_parser() -> ArgumentParser:
     admission.add_parsers(subparsers)
     tokens.add_parsers(subparsers)
     admin.add_parsers(subparsers)
+    kubernetes.add_parser(subparsers)
     return parser
 
 
