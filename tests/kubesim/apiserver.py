@@ -171,7 +171,7 @@ class FakeKubernetes(StreamingApi):
     async def _asgi(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
             return await self._app(scope, receive, send)
-        status = {"code": 0}
+        status, started = {"code": 0}, time.time()
 
         async def recording_send(message: Message) -> None:
             if message["type"] in ("http.response.start", "websocket.http.response.start"):
@@ -192,6 +192,7 @@ class FakeKubernetes(StreamingApi):
                     status["code"],
                     scope["type"],
                     headers.get(b"user-agent", b"").decode(),
+                    started,
                 )
             )
 

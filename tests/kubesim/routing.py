@@ -35,7 +35,8 @@ class Target:
 
 @dataclass(frozen=True)
 class RequestRecord:
-    """One request the server answered (`transport` is "http" or "websocket")."""
+    """One request the server answered (`transport` is "http" or "websocket"; `started` is
+    `time.time()` when it came in)."""
 
     method: str
     path: str
@@ -43,6 +44,7 @@ class RequestRecord:
     status: int
     transport: str
     user_agent: str
+    started: float = 0.0
 
 
 def parse_path(path: str) -> Target:
