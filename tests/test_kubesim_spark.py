@@ -43,11 +43,15 @@ spark.stop()
 """
 
 
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[tuple[FakeKubernetes, Kubelet]]:
+@pytest.fixture(params=["websocket", "http"])
+def cluster(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[tuple[FakeKubernetes, Kubelet]]:
+    """The fake with three nodes and the hosting pod; `http`: watches over WebSocket refused
+    (503), so fabric8 falls back to its HTTP watch."""
     if shutil.which("java") is None and "JAVA_HOME" not in os.environ:
         pytest.fail("Spark needs Java (the CI installs a JDK)")
-    with FakeKubernetes() as fake:
+    with FakeKubernetes(websocket_watches=request.param == "websocket") as fake:
         # Chidori's own node: executors do not tolerate its taint, so they go to the others.
         taint = {"key": "chidori.io/host", "value": "true", "effect": "NoSchedule"}
         fake.add_node("chidori-host", taints=[taint])
@@ -177,12 +181,18 @@ def test_spark_pi_in_client_mode_gets_its_executors_as_pods(
         fake.wait_deleted("pods", name, timeout=60)
     wait_until_no_executor_process()
     assert kubelet.pids() == []
+    watches = [r for r in fake.requests if "watch=true" in r.query]
+    if fake.websocket_watches:
+        assert [(r.transport, r.status) for r in watches] == [("websocket", 101)]
+    else:  # refused as WebSocket, then the chunked HTTP stream
+        assert [(r.transport, r.status) for r in watches] == [("websocket", 503), ("http", 200)]
     print(f"\nspark-submit Pi took {took:.1f} s; fabric8 called:")
     for line in sorted({f"{r.method} {r.path} ({r.transport})" for r in fake.requests}):
         print("  " + line)
 
 
 @pytest.mark.timeout(600)
+@pytest.mark.parametrize("cluster", ["websocket"], indirect=True)
 def test_deleting_the_hosting_pod_garbage_collects_the_executor_pods(
     cluster: tuple[FakeKubernetes, Kubelet], tmp_path: Path
 ) -> None:

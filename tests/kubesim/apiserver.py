@@ -82,6 +82,7 @@ class FakeKubernetes(StreamingApi):
         token: str | None = None,
         bookmark_interval: float = 30.0,
         watch_timeout: float = 1800.0,
+        websocket_watches: bool = True,
         history: int = 10000,
         graceful_pod_deletion: bool = True,
     ) -> None:
@@ -89,6 +90,7 @@ class FakeKubernetes(StreamingApi):
         self.token = token
         self.bookmark_interval = bookmark_interval
         self.watch_timeout = watch_timeout
+        self.websocket_watches = websocket_watches
         self.requests: list[RequestRecord] = []
         self.port = 0
         self._server: uvicorn.Server | None = None

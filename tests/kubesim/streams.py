@@ -7,7 +7,9 @@ subprotocol is accepted; a `base64url.bearer.authorization.k8s.io.` one carries 
 client-go sends it). The stream ends after `timeoutSeconds` (default `watch_timeout`), when the
 client goes away, or when the server stops. With `allowWatchBookmarks=true` a BOOKMARK with
 the current resourceVersion is sent after `bookmark_interval` quiet seconds. Non-watch
-WebSocket upgrades (exec, attach, port-forward) are refused with 400.
+WebSocket upgrades (exec, attach, port-forward) are refused with 400. With
+`websocket_watches=False` watch upgrades are refused with 503, the answer on which clients
+such as fabric8 fall back to the HTTP stream.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ class StreamingApi(Cluster):
     token: str | None = None
     bookmark_interval: float = 30.0
     watch_timeout: float = 1800.0
+    websocket_watches: bool = True
 
     def _authenticate(self, conn: HTTPConnection, offered: list[str]) -> None:
         if self.token is None:
@@ -134,6 +137,10 @@ class StreamingApi(Cluster):
                 raise bad_request("kubesim serves WebSocket upgrades only for watch requests")
             if not allowed(t, "watch"):
                 raise METHOD_NOT_ALLOWED
+            if not self.websocket_watches:
+                raise ApiError(
+                    503, "ServiceUnavailable", "watches over WebSocket are switched off here"
+                )
             events, sub = self._open_watch(t, query)
         except ApiError as exc:
             await websocket.send_denial_response(JSONResponse(exc.status(), status_code=exc.code))
