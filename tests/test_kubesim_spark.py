@@ -184,8 +184,9 @@ def test_spark_pi_in_client_mode_gets_its_executors_as_pods(
     watches = [r for r in fake.requests if "watch=true" in r.query]
     if fake.websocket_watches:
         assert [(r.transport, r.status) for r in watches] == [("websocket", 101)]
-    else:  # refused as WebSocket, then the chunked HTTP stream
-        assert [(r.transport, r.status) for r in watches] == [("websocket", 503), ("http", 200)]
+    else:  # refused as WebSocket (fabric8 retries a 503 a few times), then the HTTP stream
+        transports = [(r.transport, r.status) for r in watches]
+        assert set(transports[:-1]) == {("websocket", 503)} and transports[-1] == ("http", 200)
     print(f"\nspark-submit Pi took {took:.1f} s; fabric8 called:")
     for line in sorted({f"{r.method} {r.path} ({r.transport})" for r in fake.requests}):
         print("  " + line)
