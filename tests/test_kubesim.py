@@ -657,7 +657,11 @@ def test_real_kubectl_against_the_fake(fake: FakeKubernetes, tmp_path: Path) -> 
     assert nodes[2].split()[:2] == ["node-2", "Ready,SchedulingDisabled"]
     kubectl("delete", "pods", "-l", "app=web")
     assert [p["metadata"]["name"] for p in fake.list("pods")] == ["c"]
-    assert not any(".kube" in str(p) for p in Path.home().glob("nothing"))  # HOME was the temp dir
+    with Kubelet(fake, nodes=["node-1"]):
+        fake.create("pods", shell_pod("talker", "echo hello from the pod", restartPolicy="Never"))
+        fake.wait_for("pods", "talker", phase("Succeeded"), timeout=20)
+        assert kubectl("logs", "talker") == "hello from the pod\n"
+    assert (tmp_path / ".kube" / "cache").is_dir()  # kubectl's HOME was the temp directory
 
 
 # ---- scheduler ----------------------------------------------------------------------------------

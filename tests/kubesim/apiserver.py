@@ -23,14 +23,18 @@ a create-or-strategic-merge without field ownership) / DELETE with DeleteOptions
 query) / deletecollection; pod logs from the kubelet's provider (`tailLines`, `limitBytes`,
 `follow`). With `token=...`, requests need `Authorization: Bearer` with that token or one
 issued by TokenRequest (401 otherwise); there is no authorization (every caller may do
-everything).
+everything). `websocket_watches=False` refuses WebSocket watches with 503 (clients fall back
+to the HTTP stream). Every answered request is recorded in `requests` (method, path, query,
+status, transport, user agent, start time), to see what a client called.
 
 Not done: scheduling and anything else a controller or kubelet does (see `scheduler.py` and
 `kubelet.py`), networking (no Service routing, endpoints or DNS), admission (no quotas, limit
 ranges, pod security, service account token volumes), RBAC, TLS, protobuf (415/406), API
 groups other than core/v1 (no apps/v1, no events.k8s.io, no CRDs), OpenAPI (`/openapi/*` is
-404), exec / attach / port-forward, `dryRun` (refused with 400 rather than ignored), watch
-caching semantics beyond the kept history, and any timing of a real cluster.
+404), exec / attach / port-forward, `dryRun` (refused with 400 rather than ignored), schema
+validation (unknown fields are kept, `fieldValidation` is ignored, immutable fields such as
+most of a pod's spec may be changed), watch caching semantics beyond the kept history, and
+any timing of a real cluster.
 """
 
 from __future__ import annotations
@@ -71,10 +75,12 @@ _METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 class FakeKubernetes(StreamingApi):
     """The fake API server: `start()` (or `with`), then point clients at `url`.
 
-    Its in-process API (create/get/list/replace/patch/mutate/update_status/delete/
-    delete_collection/watch/subscribe/wait_for, add_node/set_node_condition/set_node_taints/
-    set_node_unschedulable, add_event/events_for, bind_pod, issue_token, add_log_provider) is
-    that of `store.Store` and `cluster.Cluster`; HTTP requests go through the same code."""
+    Its in-process API (create / get / try_get / list / replace / patch / mutate /
+    update_status / delete / delete_collection / watch / subscribe / wait_for / wait_deleted /
+    compact, add_node / set_node_condition / set_node_taints / set_node_unschedulable,
+    add_event / events_for, bind_pod, issue_token / token_claims, add_log_provider / pod_log)
+    is that of `objects.ObjectStore`, `store.Store` and `cluster.Cluster`; HTTP requests go
+    through the same code. Resources are named by plural, singular, kind or short name."""
 
     def __init__(
         self,

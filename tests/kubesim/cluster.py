@@ -1,4 +1,4 @@
-"""Cluster-level helpers on top of the store: nodes, events, service account tokens, pod logs.
+"""Cluster-level helpers on top of the store: nodes, bindings, events, tokens, pod logs.
 
 These are what other components would write in a real cluster (a kubelet registering its node
 and reporting conditions, the node lifecycle controller, the token issuer, the container
