@@ -66,7 +66,16 @@ def sim() -> Iterator[Sim]:
             },
             NAMESPACE,
         )
-        api.update_status("pods", HOST_POD, {"phase": "Running", "podIP": "127.0.0.1"}, NAMESPACE)
+        api.update_status(
+            "pods",
+            HOST_POD,
+            {
+                "phase": "Running",
+                "podIP": "127.0.0.1",
+                "conditions": [{"type": "Ready", "status": "True"}],
+            },
+            NAMESPACE,
+        )
         api.create("serviceaccounts", {"metadata": {"name": "chidori-driver"}}, NAMESPACE)
         kubelet = Kubelet(api, nodes=["node-a", "node-b"]).start()
         try:

@@ -21,8 +21,8 @@ import httpx
 import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 import websockets.sync.client
-
 from kubernetes import client, watch
+
 from tests.conftest import unavailable
 from tests.kubesim.apiserver import FakeKubernetes
 from tests.kubesim.containers import Settings, spark_executor_argv
