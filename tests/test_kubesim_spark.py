@@ -143,6 +143,9 @@ def wait_until_no_executor_process(timeout: float = 60) -> None:
 
 
 @pytest.mark.timeout(600)
+# WebSocket watches (fabric8's first choice) are what tests/test_kubernetes.py runs on; here the
+# fallback to HTTP watches, with the stock spark-submit (one Spark run each: the suite is slow).
+@pytest.mark.parametrize("cluster", ["http"], indirect=True)
 def test_spark_pi_in_client_mode_gets_its_executors_as_pods(
     cluster: tuple[FakeKubernetes, Kubelet], tmp_path: Path
 ) -> None:
