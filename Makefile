@@ -56,6 +56,7 @@ bench: setup $(CELERY_VENV)/.installed-stamp
 	$(BIN)/python -m bench.jobs_list
 	$(BIN)/python bench/shared_storage.py
 	$(BIN)/python bench/log_memory.py
+	$(BIN)/python bench/kubernetes.py
 
 clean:
 	rm -rf $(VENV) $(CELERY_VENV) .chidori .pytest_cache .mypy_cache .ruff_cache
