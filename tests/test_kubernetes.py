@@ -95,6 +95,8 @@ def write_config(path: Path, sim: Sim) -> Path:
                 "driver_service_account": "chidori-driver",
                 "installation": sim.installation,
                 "executor": {"pending_timeout": "10s", "memory": "512m"},
+                # One warm driver: no executors while idle, the job's asked for at hand-over.
+                "warm_pool": {"size": 1},
                 "node_selector": {"pool": "spark"},
                 "pools": {
                     # Required node affinity no node satisfies: admission (which reads node
@@ -202,6 +204,9 @@ def test_pi_runs_with_executor_pods_and_leaves_none_behind(
     done = kube_server.wait(job["id"])
     assert done["state"] == "SUCCEEDED", kube_server.log(job["id"])
     assert "Pi is roughly 3.1" in kube_server.log(job["id"])
+    # Its executors are not the warm pool's size (512m): it starts cold, and says why.
+    assert done["start_type"] == "cold", done
+    assert "executor memory 1g differs from the warm pool's 512m" in done["start_note"], done
     # Two executor pods, labelled for the attempt, owned by the hosting pod, on the pool.
     assert len(seen) == 2, list(seen)
     host_uid = sim.api.get("pods", HOST_POD, NAMESPACE)["metadata"]["uid"]
@@ -330,3 +335,43 @@ def test_kill_9_of_the_server_leaves_no_executor_pod_after_the_next_start(
         assert admin.delete(f"/api/v1/jobs/{job['id']}").status_code == 200
     assert kube_server.wait(job["id"], timeout=120)["state"] == "CANCELLED"
     sim.wait_for(lambda: not sim.pods_of(job["id"]), 60, "no executor pod of the job left")
+
+
+def test_a_warm_driver_holds_no_executors_and_asks_for_the_jobs_at_hand_over(
+    sim: Sim, kube_server: ChidoriServer, user: str
+) -> None:
+    deadline = time.monotonic() + 120
+    with kube_server.client() as client:
+        while not any(
+            d["state"] == "idle"
+            for pool in client.get("/api/v1/warm-pool").json()["items"]
+            for d in pool["drivers"]
+        ):
+            assert time.monotonic() < deadline, "no idle warm driver"
+            time.sleep(0.5)
+    # Idle, it holds no executor pod: every pod of the installation belongs to a job.
+    everything = sim.api.list(
+        "pods", NAMESPACE, label_selector=f"chidori.io/installation={sim.installation}"
+    )
+    assert all("chidori.io/job" in p["metadata"]["labels"] for p in everything), everything
+    job = submit(
+        kube_server,
+        user,
+        application="examples/pi.py",
+        executor_instances=1,
+        executor_memory="512m",
+    )
+    names: set[str] = set()
+
+    def running_pods() -> bool:
+        pods = sim.pods_of(job["id"])
+        names.update(p["metadata"]["name"] for p in pods)
+        return any(p["status"].get("phase") == "Running" for p in pods)
+
+    sim.wait_for(running_pods, 120, "the job's executor pod, labelled with it, running")
+    done = kube_server.wait(job["id"])
+    assert done["state"] == "SUCCEEDED", kube_server.log(job["id"])
+    assert done["start_type"] == "warm", done
+    assert "Pi is roughly 3.1" in kube_server.log(job["id"])
+    assert len(names) == 1 and next(iter(names)).startswith("chidori-warm-"), names
+    sim.wait_for(lambda: not sim.pods_of(job["id"]), 30, "executor pods deleted")

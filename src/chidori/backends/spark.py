@@ -151,6 +151,7 @@ class SparkBackend(HostedBackend):
         spark_home = self._spark_home()
         properties = control_dir / "spark.properties"
         control_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        conf.update(self._warm_driver_conf(control_dir))
         write_private(properties, java_properties(conf))
         argv = [
             str(spark_submit_path(spark_home)),
@@ -161,6 +162,10 @@ class SparkBackend(HostedBackend):
             str(control_dir),
         ]  # fmt: skip
         return DriverCommand(argv, self._environment(None, spark_home), control_dir)
+
+    def _warm_driver_conf(self, control_dir: Path) -> dict[str, str]:  # noqa: ARG002
+        """Conf of one warm driver that the cluster type sets (files in `control_dir`)."""
+        return {}
 
     def warm_job(self, request: LaunchRequest) -> dict[str, object]:
         """What a warm driver needs to run this attempt's application (paths resolved)."""

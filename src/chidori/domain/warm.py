@@ -65,6 +65,10 @@ STATIC_SQL_CONF = frozenset(
 )
 # Chidori's own keys never reach Spark's behaviour; the app name is shown by Chidori.
 _IGNORED_CONF = frozenset({"spark.app.name"})
+# In a warm pool's fixed conf: its drivers start with no executors and ask for the job's at
+# hand-over (Kubernetes: an idle warm driver holds no executor pods). The executors' size is
+# still fixed at start.
+EXECUTORS_AT_HANDOVER = "spark.chidori.warm.executorsAtHandover"
 
 
 def runtime_settable(key: str) -> bool:
@@ -98,10 +102,24 @@ def cold_reason(spec: JobSpec, pool: WarmPoolConfig, fixed_conf: Mapping[str, st
         )
     if spec.driver_cores != pool.driver_cores:
         return f"driver cores {spec.driver_cores} differ from the warm pool's {pool.driver_cores}"
-    if spec.executor_instances:
+    if fixed_conf.get(EXECUTORS_AT_HANDOVER) == "true":
+        reason = _executor_shape_differs(spec, fixed_conf)
+        if reason is not None:
+            return reason
+    elif spec.executor_instances:
         return "executors are asked for when the driver starts"
     for key, value in spec.conf.items():
         if key in _IGNORED_CONF or fixed_conf.get(key) == value or runtime_settable(key):
             continue
         return f"{key} is fixed when the driver starts (the warm pool's is {fixed_conf.get(key)!r})"
+    return None
+
+
+def _executor_shape_differs(spec: JobSpec, fixed_conf: Mapping[str, str]) -> str | None:
+    memory = fixed_conf.get("spark.executor.memory", "1g")
+    if parse_memory_mib(spec.executor_memory) != parse_memory_mib(memory):
+        return f"executor memory {spec.executor_memory} differs from the warm pool's {memory}"
+    cores = fixed_conf.get("spark.executor.cores", "1")
+    if str(spec.executor_cores) != cores:
+        return f"executor cores {spec.executor_cores} differ from the warm pool's {cores}"
     return None

@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 POLL_SECONDS = 0.01
+# chidori.domain.warm.EXECUTORS_AT_HANDOVER (this program imports nothing of Chidori).
+EXECUTORS_AT_HANDOVER = "spark.chidori.warm.executorsAtHandover"
 
 
 def _write_atomically(path: Path, text: str) -> None:
@@ -29,11 +31,20 @@ def _write_atomically(path: Path, text: str) -> None:
 
 
 def _prepare() -> Any:
+    from pyspark import SparkConf, SparkContext
     from pyspark.sql import SparkSession
 
-    spark = SparkSession.builder.getOrCreate()
-    # Start the Python worker now too: the first Python task otherwise pays for it (~1.6 s).
-    spark.sparkContext.parallelize([0], 1).map(lambda x: x).count()
+    SparkContext._ensure_initialized()  # the JVM's conf (spark-submit's) is read from there
+    builder = SparkSession.builder
+    executors_later = SparkConf().get(EXECUTORS_AT_HANDOVER) == "true"
+    if executors_later:
+        # No executors until a job is handed over (spark-submit refuses 0 on its command line).
+        builder = builder.config("spark.executor.instances", "0")
+    spark = builder.getOrCreate()
+    if not executors_later:
+        # Start the Python worker now too: the first Python task otherwise pays for it (~1.6 s).
+        # (Tasks run in executors where those come at hand-over: nothing to start here.)
+        spark.sparkContext.parallelize([0], 1).map(lambda x: x).count()
     return spark
 
 
@@ -52,6 +63,19 @@ def _refusal(spark: Any, conf: dict[str, str]) -> str | None:
     return None
 
 
+def _ask_for_executors(spark: Any, job: dict[str, Any]) -> None:
+    """Kubernetes: label the executor pods for this job (Spark reads the pod template for each
+    pod it builds), then ask for the job's executors (the driver started with none)."""
+    context = spark.sparkContext
+    template_path = context.getConf().get("spark.kubernetes.executor.podTemplateFile", "")
+    if template_path and job.get("executor_labels"):
+        template = json.loads(Path(template_path).read_text())
+        labels = template.setdefault("metadata", {}).setdefault("labels", {})
+        labels.update(job["executor_labels"])
+        _write_atomically(Path(template_path), json.dumps(template))
+    context._jsc.sc().requestExecutors(int(job["executors"]))
+
+
 def _run(spark: Any, job: dict[str, Any]) -> int:
     for key, value in job["conf"].items():
         if key != "spark.app.name":
@@ -68,6 +92,8 @@ def _run(spark: Any, job: dict[str, Any]) -> int:
         target = cwd / Path(path).name
         if not target.exists():
             target.symlink_to(path)
+    if job.get("executors"):
+        _ask_for_executors(spark, job)
     application = job["application"]
     sys.argv = [application, *job["args"]]
     sys.path.insert(0, str(Path(application).parent))

@@ -46,6 +46,7 @@ from chidori.config.kubernetes import KubernetesSettings
 from chidori.domain.errors import BackendError, InvalidRequest
 from chidori.domain.nodes import ExecutorGang, NodeView, Toleration
 from chidori.domain.spec import JobKind, JobSpec
+from chidori.domain.warm import EXECUTORS_AT_HANDOVER
 from chidori.storage.files import write_private
 
 LABEL_INSTALLATION = INSTALLATION_LABEL
@@ -206,6 +207,61 @@ class KubernetesBackend(SparkBackend):
             write_private(ca_path, Path(self.api.ca_cert).read_text())
             conf["spark.kubernetes.authenticate.caCertFile"] = str(ca_path)
         return conf
+
+    # ---- warm drivers ------------------------------------------------------------------------
+
+    def warm_conf(self) -> dict[str, str] | None:
+        """A warm driver here starts with no executors (it holds no pods while idle) and asks
+        for the job's at hand-over; their size, the pool (the default one) and the rest of the
+        conf are fixed at its start."""
+        pool = self.cluster.warm_pool
+        conf = self._start_conf()
+        defaults = {
+            "spark.executor.memory": self.settings.executor.memory,
+            "spark.executor.cores": str(self.settings.executor.cores),
+        }
+        try:
+            conf.update(executor_conf(self.settings, self.settings.default_pool, defaults))
+        except JobChoiceError:
+            return None
+        conf.update(defaults)
+        # spark-submit refuses 0 executors: the warm driver sets it before its session starts.
+        conf.pop("spark.executor.instances", None)
+        conf.update(
+            {
+                "spark.dynamicAllocation.enabled": "false",
+                EXECUTORS_AT_HANDOVER: "true",
+                "spark.driver.memory": pool.driver_memory,
+                "spark.driver.cores": str(pool.driver_cores),
+                "spark.app.name": "chidori-warm",
+            }
+        )
+        conf.update(pool.conf)
+        return conf
+
+    def _warm_driver_conf(self, control_dir: Path) -> dict[str, str]:
+        """The warm driver's pod template (labels without a job yet: the driver adds the job's
+        at hand-over, before it asks for executors; Spark reads the template for each pod it
+        builds), its executor name prefix and its credentials."""
+        labels = {LABEL_INSTALLATION: self.installation, LABEL_SERVER: self._server_label}
+        template = executor_pod_template(self.settings, self.settings.default_pool, labels)
+        template_path = control_dir / "executor-pod.json"
+        write_private(template_path, json.dumps(template, indent=1))
+        conf = {
+            "spark.kubernetes.executor.podTemplateFile": str(template_path),
+            "spark.kubernetes.executor.podNamePrefix": f"chidori-warm-{secrets.token_hex(4)}",
+            **{f"spark.kubernetes.executor.label.{k}": v for k, v in labels.items()},
+        }
+        conf.update(self._credentials(control_dir))
+        return conf
+
+    def warm_job(self, request: LaunchRequest) -> dict[str, object]:
+        """As on local clusters, plus the executors to ask for and the labels they carry."""
+        job = super().warm_job(request)
+        spec = request.job.spec
+        job["executors"] = spec.executor_instances or self.settings.executor.instances
+        job["executor_labels"] = self.attempt_labels(request.job.id, request.attempt)
+        return job
 
     def _environment(
         self, request: LaunchRequest | None, spark_home: Path | None
