@@ -21,10 +21,11 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from chidori.backends.kubernetes.backend import LABEL_ATTEMPT, LABEL_JOB, KubernetesBackend
+from chidori.backends.kubernetes.backend import KubernetesBackend
+from chidori.backends.kubernetes.pod_template import ATTEMPT_LABEL, JOB_LABEL
 from chidori.backends.kubernetes.views import executor_summary
 from chidori.domain.errors import ChidoriError
 from chidori.domain.nodes import ExecutorGang, NodeView, place
@@ -137,7 +138,7 @@ class KubernetesWatch:
         for pod in pods:
             labels = (pod.get("metadata") or {}).get("labels") or {}
             try:
-                key = (int(labels[LABEL_JOB]), int(labels[LABEL_ATTEMPT]))
+                key = (int(labels[JOB_LABEL]), int(labels[ATTEMPT_LABEL]))
             except (KeyError, ValueError):
                 continue
             by_attempt.setdefault(key, []).append(pod)
@@ -153,17 +154,7 @@ class KubernetesWatch:
                 1 for pod in by_attempt.get(key, []) if (pod.get("spec") or {}).get("nodeName")
             )
             if gang.count > bound:
-                placed = place(
-                    ExecutorGang(
-                        gang.count - bound,
-                        gang.millicores,
-                        gang.memory_bytes,
-                        gang.node_selector,
-                        gang.tolerations,
-                    ),
-                    views,
-                )
-                views = list(placed.nodes)
+                views = list(place(replace(gang, count=gang.count - bound), views).nodes)
         with self._lock:
             cluster.views, cluster.read_at, cluster.error = views, time.monotonic(), None
         for key in mine:

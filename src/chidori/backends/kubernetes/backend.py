@@ -49,10 +49,6 @@ from chidori.domain.spec import JobKind, JobSpec
 from chidori.domain.warm import EXECUTORS_AT_HANDOVER
 from chidori.storage.files import write_private
 
-LABEL_INSTALLATION = INSTALLATION_LABEL
-LABEL_JOB = JOB_LABEL
-LABEL_ATTEMPT = ATTEMPT_LABEL
-LABEL_SERVER = SERVER_LABEL
 DRIVER_TOKEN_SECONDS = 7 * 24 * 3600  # the longest a job may run with one token (renewed: no)
 
 
@@ -97,22 +93,22 @@ class KubernetesBackend(SparkBackend):
 
     def attempt_labels(self, job_id: int, attempt: int) -> dict[str, str]:
         return {
-            LABEL_INSTALLATION: self.installation,
-            LABEL_JOB: str(job_id),
-            LABEL_ATTEMPT: str(attempt),
-            LABEL_SERVER: self._server_label,
+            INSTALLATION_LABEL: self.installation,
+            JOB_LABEL: str(job_id),
+            ATTEMPT_LABEL: str(attempt),
+            SERVER_LABEL: self._server_label,
         }
 
     def selector(self, job_id: int | None = None, attempt: int | None = None) -> str:
-        parts = [f"{LABEL_INSTALLATION}={self.installation}"]
+        parts = [f"{INSTALLATION_LABEL}={self.installation}"]
         if job_id is not None:
-            parts.append(f"{LABEL_JOB}={job_id}")
+            parts.append(f"{JOB_LABEL}={job_id}")
         if attempt is not None:
-            parts.append(f"{LABEL_ATTEMPT}={attempt}")
+            parts.append(f"{ATTEMPT_LABEL}={attempt}")
         return ",".join(parts)
 
     def server_selector(self) -> str:
-        return f"{self.selector()},{LABEL_SERVER}={self._server_label}"
+        return f"{self.selector()},{SERVER_LABEL}={self._server_label}"
 
     # ---- checks at submission ----------------------------------------------------------------
 
@@ -180,19 +176,27 @@ class KubernetesBackend(SparkBackend):
             conf = executor_conf(self.settings, pool, job_conf, labels=labels)
         except JobChoiceError as exc:
             raise InvalidRequest.for_field("conf", str(exc)) from exc
-        template = executor_pod_template(self.settings, pool, labels)
-        template_path = request.work_dir / "executor-pod.json"
-        write_private(template_path, json.dumps(template, indent=1))
         conf.update(
-            {
-                "spark.kubernetes.executor.podTemplateFile": str(template_path),
-                "spark.kubernetes.executor.podNamePrefix": (
-                    f"chidori-{job.id}-{attempt}-{secrets.token_hex(3)}"
-                ),
-                **{f"spark.kubernetes.executor.label.{k}": v for k, v in labels.items()},
-            }
+            self._executor_pods(
+                request.work_dir, pool, labels, f"chidori-{job.id}-{attempt}-{secrets.token_hex(3)}"
+            )
         )
-        conf.update(self._credentials(request.work_dir))
+        return conf
+
+    def _executor_pods(
+        self, folder: Path, pool: str | None, labels: Mapping[str, str], name_prefix: str
+    ) -> dict[str, str]:
+        """The executor pod template (written into `folder`), the pods' name prefix and labels,
+        and the driver's credentials (also in `folder`): what a cold or warm driver starts with."""
+        template = executor_pod_template(self.settings, pool, labels)
+        template_path = folder / "executor-pod.json"
+        write_private(template_path, json.dumps(template, indent=1))
+        conf = {
+            "spark.kubernetes.executor.podTemplateFile": str(template_path),
+            "spark.kubernetes.executor.podNamePrefix": name_prefix,
+            **{f"spark.kubernetes.executor.label.{k}": v for k, v in labels.items()},
+        }
+        conf.update(self._credentials(folder))
         return conf
 
     def _credentials(self, work_dir: Path) -> dict[str, str]:
@@ -243,17 +247,13 @@ class KubernetesBackend(SparkBackend):
         """The warm driver's pod template (labels without a job yet: the driver adds the job's
         at hand-over, before it asks for executors; Spark reads the template for each pod it
         builds), its executor name prefix and its credentials."""
-        labels = {LABEL_INSTALLATION: self.installation, LABEL_SERVER: self._server_label}
-        template = executor_pod_template(self.settings, self.settings.default_pool, labels)
-        template_path = control_dir / "executor-pod.json"
-        write_private(template_path, json.dumps(template, indent=1))
-        conf = {
-            "spark.kubernetes.executor.podTemplateFile": str(template_path),
-            "spark.kubernetes.executor.podNamePrefix": f"chidori-warm-{secrets.token_hex(4)}",
-            **{f"spark.kubernetes.executor.label.{k}": v for k, v in labels.items()},
-        }
-        conf.update(self._credentials(control_dir))
-        return conf
+        labels = {INSTALLATION_LABEL: self.installation, SERVER_LABEL: self._server_label}
+        return self._executor_pods(
+            control_dir,
+            self.settings.default_pool,
+            labels,
+            f"chidori-warm-{secrets.token_hex(4)}",
+        )
 
     def warm_job(self, request: LaunchRequest) -> dict[str, object]:
         """As on local clusters, plus the executors to ask for and the labels they carry."""
@@ -294,7 +294,7 @@ class KubernetesBackend(SparkBackend):
             meta = item.get("metadata") or {}
             labels = meta.get("labels") or {}
             try:
-                key = (int(labels.get(LABEL_JOB, "")), int(labels.get(LABEL_ATTEMPT, "")))
+                key = (int(labels.get(JOB_LABEL, "")), int(labels.get(ATTEMPT_LABEL, "")))
             except ValueError:
                 key = None
             if key is not None and key in active:

@@ -7,25 +7,15 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from chidori.config.kubernetes_objects import parse_quantity
 from chidori.domain.nodes import PRESSURES, NodeView, Taint
-
-_DECIMAL = {"n": 1e-9, "u": 1e-6, "m": 1e-3, "": 1, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}
-_BINARY = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
 
 
 def quantity(text: str | int | float | None) -> float:
     """A Kubernetes quantity (`500m`, `2`, `1Gi`, `1500M`, `1e3`) as a number; 0 if absent."""
     if text is None or text == "":
         return 0.0
-    if isinstance(text, int | float):
-        return float(text)
-    value = str(text).strip()
-    for suffix, factor in _BINARY.items():
-        if value.endswith(suffix):
-            return float(value[: -len(suffix)]) * factor
-    if value[-1:] in _DECIMAL and not value[-1:].isdigit():
-        return float(value[:-1]) * _DECIMAL[value[-1]]
-    return float(value)
+    return float(parse_quantity(text))
 
 
 def _requests(pod: Mapping[str, Any]) -> tuple[int, int]:
