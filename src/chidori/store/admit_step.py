@@ -106,6 +106,9 @@ class AdmitStep:
         self._explained_up_to = 0
         self._cap_read: tuple[float, int | None] | None = None
         self._candidate_statements: dict[tuple[tuple[str, ...], int], Select[Any]] = {}
+        # Specs of the jobs still waiting at the last step (a spec never changes once stored):
+        # warm-pool and node-aware decisions read them for every waiting job at every step.
+        self._waiting_specs: dict[int, JobSpec] = {}
 
     def forget_cap(self) -> None:
         """The limits changed on this replica: read them again at the next step."""
@@ -279,7 +282,7 @@ class AdmitStep:
         windows = [per_queue]
         if free is not None and 4 * free < per_queue:
             windows.insert(0, max(8, 4 * free))
-        specs: dict[int, JobSpec] = {}
+        specs: dict[int, JobSpec] = dict(self._waiting_specs)
         views = nodes.node_views() if nodes is not None else {}
         for window in windows:
             queued = self._candidates(conn, list(snapshot.queues), clusters, now, window)
@@ -302,6 +305,11 @@ class AdmitStep:
             if len(decision.admitted) >= (free or 0) or max(heads.values(), default=0) < window:
                 break
         admitted = set(decision.admitted)
+        self._waiting_specs = {
+            c.job_id: specs[c.job_id]
+            for c in waiting
+            if c.job_id in specs and c.job_id not in admitted
+        }
         started = [c for c in handover.candidates if c.job_id in admitted]
         unjudged = [
             c.job_id
