@@ -161,3 +161,11 @@ def test_executor_summary_says_why_a_pod_is_pending() -> None:
     summary = executor_summary(pod)
     assert summary["phase"] == "Pending" and summary["executor_id"] == "1"
     assert summary["reason"] == "Unschedulable: 0/2 nodes are available: 2 Insufficient memory."
+
+
+def test_the_warm_driver_reads_the_same_hand_over_key_the_domain_writes() -> None:
+    # runtime/warm_driver.py imports nothing of Chidori, so it names the key again.
+    from chidori.domain import warm
+    from chidori.runtime import warm_driver
+
+    assert warm_driver.EXECUTORS_AT_HANDOVER == warm.EXECUTORS_AT_HANDOVER
