@@ -34,6 +34,7 @@ sys.path.insert(0, str(REPO))
 
 import yaml  # noqa: E402
 from tests.kubesim.apiserver import FakeKubernetes  # noqa: E402
+from tests.kubesim.hosting import DRIVER_ACCOUNT, HOST_POD, NAMESPACE, NODES, host_chidori  # noqa: E402
 from tests.kubesim.kubelet import Kubelet  # noqa: E402
 from tests.server import ChidoriServer  # noqa: E402
 
@@ -47,8 +48,6 @@ from bench.common import (  # noqa: E402
 from chidori.host.driver_host import log_path_for  # noqa: E402
 
 PI = "examples/pi.py"
-NAMESPACE = "default"
-HOST_POD = "chidori-0"
 INSTALLATION = "bench"
 K8S = "k8s"
 EXECUTORS = 2
@@ -129,36 +128,14 @@ class Simulated:
 
     def start(self) -> Simulated:
         api = self.api.start()
-        for node in ("node-a", "node-b"):
-            api.add_node(node, cpu="4", memory="8Gi", labels={"pool": "spark"})
-        api.create(
-            "pods",
-            {
-                "metadata": {"name": HOST_POD, "namespace": NAMESPACE},
-                "spec": {"containers": [{"name": "chidori", "image": "chidori:test"}]},
-            },
-            NAMESPACE,
-        )
-        # Ready as well as Running, as a real Deployment's pod is once its probe passes:
-        # Spark's executor allocator waits up to 1 s for the driver pod to be Ready.
-        api.update_status(
-            "pods",
-            HOST_POD,
-            {
-                "phase": "Running",
-                "podIP": "127.0.0.1",
-                "conditions": [{"type": "Ready", "status": "True"}],
-            },
-            NAMESPACE,
-        )
-        api.create("serviceaccounts", {"metadata": {"name": "chidori-driver"}}, NAMESPACE)
+        host_chidori(api)
         self._subscription = api.subscribe(
             "pods",
             NAMESPACE,
             self.pods.deliver,
             label_selector=f"chidori.io/installation={INSTALLATION}",
         )
-        self.kubelet = Kubelet(api, nodes=["node-a", "node-b"], workdir=self.workdir).start()
+        self.kubelet = Kubelet(api, nodes=NODES, workdir=self.workdir).start()
         return self
 
     def stop(self) -> None:
@@ -185,7 +162,7 @@ class Simulated:
                 "api_server": self.api.url,
                 "namespace": NAMESPACE,
                 "image": "chidori:test",
-                "driver_service_account": "chidori-driver",
+                "driver_service_account": DRIVER_ACCOUNT,
                 "installation": INSTALLATION,
                 "executor": {"memory": EXECUTOR_MEMORY},
                 "node_selector": {"pool": "spark"},

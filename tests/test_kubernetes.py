@@ -19,13 +19,11 @@ import pytest
 import yaml
 
 from tests.kubesim.apiserver import FakeKubernetes
+from tests.kubesim.hosting import DRIVER_ACCOUNT, HOST_POD, NAMESPACE, NODES, host_chidori
 from tests.kubesim.kubelet import Kubelet
 from tests.server import ChidoriServer
 
 pytestmark = [pytest.mark.kubernetes, pytest.mark.spark]
-
-NAMESPACE = "default"
-HOST_POD = "chidori-0"
 
 
 class Sim:
@@ -54,30 +52,8 @@ class Sim:
 @pytest.fixture(scope="module")
 def sim() -> Iterator[Sim]:
     with FakeKubernetes() as api:
-        api.add_node("node-a", cpu="4", memory="8Gi", labels={"pool": "spark"})
-        api.add_node("node-b", cpu="4", memory="8Gi", labels={"pool": "spark"})
-        # The pod that hosts Chidori (in a real cluster: the Deployment's pod, named by the
-        # downward API): executors get an owner reference to it.
-        api.create(
-            "pods",
-            {
-                "metadata": {"name": HOST_POD, "namespace": NAMESPACE},
-                "spec": {"containers": [{"name": "chidori", "image": "chidori:test"}]},
-            },
-            NAMESPACE,
-        )
-        api.update_status(
-            "pods",
-            HOST_POD,
-            {
-                "phase": "Running",
-                "podIP": "127.0.0.1",
-                "conditions": [{"type": "Ready", "status": "True"}],
-            },
-            NAMESPACE,
-        )
-        api.create("serviceaccounts", {"metadata": {"name": "chidori-driver"}}, NAMESPACE)
-        kubelet = Kubelet(api, nodes=["node-a", "node-b"]).start()
+        host_chidori(api)
+        kubelet = Kubelet(api, nodes=NODES).start()
         try:
             yield Sim(api, kubelet, f"t{secrets.token_hex(3)}")
         finally:
@@ -92,7 +68,7 @@ def write_config(path: Path, sim: Sim) -> Path:
                 "api_server": sim.api.url,
                 "namespace": NAMESPACE,
                 "image": "chidori:test",
-                "driver_service_account": "chidori-driver",
+                "driver_service_account": DRIVER_ACCOUNT,
                 "installation": sim.installation,
                 "executor": {"pending_timeout": "10s", "memory": "512m"},
                 # One warm driver: no executors while idle, the job's asked for at hand-over.
