@@ -34,6 +34,7 @@ from chidori.host.kubernetes_watch import KubernetesWatch
 from chidori.host.retention import Retention
 from chidori.host.scheduler import Scheduler, SchedulerOptions
 from chidori.host.session_relay import SessionRelay
+from chidori.host.spark_progress import SparkProgressCollector
 from chidori.queues.dispatch import Dispatcher
 from chidori.security.server_secrets import ensure_admin_token, ensure_secret_key
 from chidori.security.signing import Signer
@@ -53,6 +54,7 @@ from chidori.store.identity import IdentityStore
 from chidori.store.sessions import SessionStore
 from chidori.store.shared_secret import shared_signing_key
 from chidori.store.shares import ShareStore
+from chidori.store.spark_progress import ProgressRepository
 from chidori.ui.routes import UiOptions
 from chidori.ui.session import SessionManager
 
@@ -135,6 +137,7 @@ def build_server(settings: Settings) -> Server:
         settings.cancel_grace_seconds,
         isolation,
         log_shipper,
+        progress=_progress_collector(settings, store),
     )
     kubernetes_watch = KubernetesWatch(
         {n: b for n, b in backends.items() if isinstance(b, KubernetesBackend)},
@@ -179,6 +182,7 @@ def build_server(settings: Settings) -> Server:
             for name, backend in backends.items()
             if isinstance(backend, KubernetesBackend)
         },
+        progress=ProgressRepository(store),
     )
     try:
         proxy_auth = ProxyAuth(
@@ -267,6 +271,13 @@ def build_server(settings: Settings) -> Server:
     return Server(settings, store, scheduler, app, token_file, spark_rest_app)
 
 
+def _progress_collector(settings: Settings, store: Database) -> SparkProgressCollector | None:
+    """What reads hosted drivers' event logs into their live progress (None when it is off)."""
+    if not settings.spark_progress or settings.event_log_dir is None:
+        return None
+    return SparkProgressCollector(settings.event_log_dir, ProgressRepository(store).record)
+
+
 def _backends(
     settings: Settings, base_env: dict[str, str], server_id: str
 ) -> dict[str, HostedBackend]:
@@ -274,7 +285,9 @@ def _backends(
     for name, cluster in settings.clusters.items():
         kube = cluster.kubernetes
         if kube is None:
-            found[name] = SparkBackend(cluster, base_env, settings.event_log_dir)
+            found[name] = SparkBackend(
+                cluster, base_env, settings.event_log_dir, live_progress=settings.spark_progress
+            )
             continue
         try:
             api = KubeApi(
@@ -295,6 +308,7 @@ def _backends(
             pod_name=settings.environ.get("POD_NAME"),
             pod_ip=settings.environ.get("POD_IP"),
             api=api,
+            live_progress=settings.spark_progress,
         )
     return found
 

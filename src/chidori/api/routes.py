@@ -18,8 +18,11 @@ from chidori.api.schemas import (
     EventOut,
     JobOut,
     JobPage,
+    NoProgressOut,
+    ProgressDetailOut,
     UploadOut,
     error_responses,
+    progress_answer,
 )
 from chidori.api.submit import IDEMPOTENCY_KEY_MAX, Handler
 from chidori.domain.errors import InvalidRequest
@@ -194,6 +197,17 @@ def build_router(jobs: JobService, submit: Handler) -> APIRouter:
     )
     def job_attempts(job_id: JobId, who: CurrentActor) -> AttemptList:
         return AttemptList(items=[AttemptOut.of(a) for a in jobs.attempts(who, job_id)])
+
+    @router.get(
+        "/jobs/{job_id}/progress",
+        response_model=ProgressDetailOut | NoProgressOut,
+        tags=["jobs"],
+        responses=error_responses(404),
+    )
+    def job_progress(job_id: JobId, who: CurrentActor) -> ProgressDetailOut | NoProgressOut:
+        """The current attempt's live Spark progress with its stages (newest last, at most
+        500), or `{"progress": null}` when none is known (docs/progress.md)."""
+        return progress_answer(jobs.progress(who, job_id))
 
     @router.get(
         "/jobs/{job_id}/logs",

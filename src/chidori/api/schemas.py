@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from chidori.domain.records import Attempt, Event, Job
 from chidori.domain.units import format_memory
-from chidori.web.job_views import public_spec
+from chidori.web.job_views import progress_detail_view, progress_view, public_spec
 
 
 class FieldErrorOut(BaseModel):
@@ -50,6 +50,64 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     }
 
 
+class ProgressOut(BaseModel):
+    """Live Spark progress of an attempt (docs/progress.md): `*_total` = known so far (tasks
+    over the stages started so far); `final` = the attempt ended and this is its summary."""
+
+    updated_at: datetime
+    final: bool
+    jobs_done: int
+    jobs_total: int
+    jobs_failed: int
+    stages_done: int
+    stages_total: int
+    stages_active: int
+    stages_failed: int
+    tasks_done: int
+    tasks_total: int
+    tasks_failed: int
+
+    @classmethod
+    def of(cls, progress: dict[str, Any] | None) -> ProgressOut | None:
+        shown = progress_view(progress)
+        return None if shown is None else cls.model_validate(shown)
+
+
+class StageOut(BaseModel):
+    stage_id: int
+    attempt: int
+    name: str
+    state: str = Field(description="ACTIVE, COMPLETE, FAILED, SKIPPED or PENDING")
+    tasks_done: int
+    tasks_total: int
+    tasks_failed: int
+    submitted_at: int | None = Field(description="Epoch milliseconds")
+    completed_at: int | None = Field(description="Epoch milliseconds")
+    duration_ms: int | None
+    input_bytes: int
+    output_bytes: int
+    shuffle_read_bytes: int
+    shuffle_write_bytes: int
+    spill_bytes: int = Field(description="Bytes spilled to disk")
+
+
+class ProgressDetailOut(ProgressOut):
+    stages: list[StageOut] = Field(description="Newest last, at most 500")
+
+
+class NoProgressOut(BaseModel):
+    """No Spark progress is known (not a Spark job, not started, or nothing read yet)."""
+
+    progress: None = None
+
+
+def progress_answer(progress: dict[str, Any] | None) -> ProgressDetailOut | NoProgressOut:
+    """What `GET /api/v1/jobs/{id}/progress` answers: the whole summary, or `{"progress":
+    null}` when none is known."""
+    shown = progress_detail_view(progress)
+    return NoProgressOut() if shown is None else ProgressDetailOut.model_validate(shown)
+
+
 class JobOut(BaseModel):
     model_config = ConfigDict(populate_by_name=True)
 
@@ -86,6 +144,9 @@ class JobOut(BaseModel):
     run_seconds: float | None = Field(None, description="Application start to the job's end")
     demand: dict[str, Any] = Field(description="Memory and cores of the driver and executors")
     spec: dict[str, Any]
+    progress: ProgressOut | None = Field(
+        None, description="The current attempt's live Spark progress (null: none known)"
+    )
 
     @classmethod
     def of(cls, job: Job) -> JobOut:
@@ -120,6 +181,7 @@ class JobOut(BaseModel):
             waiting_reason=job.waiting_reason,
             demand={"memory": format_memory(job.demand.memory_mb), "cores": job.demand.cores},
             spec=public_spec(job),
+            progress=ProgressOut.of(job.progress),
         )
 
 
@@ -185,6 +247,7 @@ class AttemptOut(BaseModel):
     start_note: str | None = None
     ready_at: datetime | None = None
     executors: list[ExecutorPodOut] | None = None  # Kubernetes clusters: as last seen
+    progress: ProgressOut | None = None  # Spark progress (docs/progress.md)
 
     @classmethod
     def of(cls, attempt: Attempt) -> AttemptOut:
@@ -205,6 +268,7 @@ class AttemptOut(BaseModel):
             executors=None
             if attempt.executors is None
             else [ExecutorPodOut.model_validate(e) for e in attempt.executors],
+            progress=ProgressOut.of(attempt.progress),
         )
 
 

@@ -31,6 +31,11 @@ DEFAULT_CONF = {
     "spark.ui.enabled": "false",
     "spark.ui.showConsoleProgress": "false",
 }
+# What the event log needs for Chidori's live progress (chidori.host.spark_progress): no
+# compression (a compressed stream can be read only up to its last flushed block) and a small
+# buffer, so task ends reach the file every few kilobytes rather than every 100 KB (Spark
+# flushes by itself only at stage, job and executor events).
+LIVE_PROGRESS_CONF = {"spark.eventLog.compress": "false", "spark.eventLog.buffer.kb": "4k"}
 
 
 def _escape(text: str, is_key: bool) -> str:
@@ -63,11 +68,19 @@ class SparkBackend(HostedBackend):
     """Runs drivers in client mode against the cluster's master URL."""
 
     def __init__(
-        self, cluster: ClusterConfig, base_env: dict[str, str], event_log_dir: Path | None
+        self,
+        cluster: ClusterConfig,
+        base_env: dict[str, str],
+        event_log_dir: Path | None,
+        *,
+        live_progress: bool = True,
     ) -> None:
+        """`live_progress`: drivers write their event log so that Chidori can read their
+        progress while they run (`LIVE_PROGRESS_CONF`)."""
         super().__init__(cluster)
         self._base_env = base_env
         self._event_log_dir = event_log_dir
+        self._live_progress = live_progress
 
     @property
     def master(self) -> str:
@@ -121,6 +134,8 @@ class SparkBackend(HostedBackend):
             self._event_log_dir.mkdir(parents=True, exist_ok=True)
             conf["spark.eventLog.enabled"] = "true"
             conf["spark.eventLog.dir"] = self._event_log_dir.as_uri()
+            if self._live_progress:
+                conf.update(LIVE_PROGRESS_CONF)
         conf.update(self.cluster.conf)
         return conf
 

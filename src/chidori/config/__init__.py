@@ -87,6 +87,8 @@ class Settings:
     lost_retry_limit: int = 3
     max_upload_bytes: int = 512 * 1024 * 1024
     event_log_dir: Path | None = None
+    # Live Spark progress read from each hosted driver's event log (docs/progress.md).
+    spark_progress: bool = True
     history_server_url: str | None = None
     secret_key: str | None = None
     submit_rate_per_second: float = 50.0
@@ -196,6 +198,16 @@ def _warm_pool(cluster: str, raw: Any) -> WarmPoolConfig:
         raw.get("driver_cores", 1), f"cluster {cluster!r}: warm_pool.driver_cores"
     )
     return WarmPoolConfig(size, memory, cores or 1, {str(k): str(v) for k, v in conf.items()})
+
+
+def _switch(value: Any, what: str) -> bool:
+    """An on/off setting: true/false, 1/0, on/off, yes/no (any case)."""
+    text = str(value).strip().lower()
+    if text in ("1", "true", "on", "yes"):
+        return True
+    if text in ("0", "false", "off", "no"):
+        return False
+    raise ConfigError(f"{what} must be on or off (1 or 0), not {value!r}")
 
 
 def _shutdown_mode(value: Any) -> str:
@@ -396,6 +408,10 @@ def load_settings(
         shutdown_mode=_shutdown_mode(data.get("shutdown", {}).get("mode", "requeue")),
         shutdown_grace_seconds=float(data.get("shutdown", {}).get("grace_seconds", 30.0)),
         event_log_dir=Path(event_log_dir).resolve() if event_log_dir else home / "spark-events",
+        spark_progress=_switch(
+            environ.get("CHIDORI_SPARK_PROGRESS") or data.get("spark_progress", True),
+            "spark_progress (CHIDORI_SPARK_PROGRESS)",
+        ),
         history_server_url=data.get("history_server_url")
         or environ.get("CHIDORI_HISTORY_SERVER_URL"),
         secret_key=environ.get("CHIDORI_SECRET_KEY") or None,

@@ -50,6 +50,8 @@ class Job:
     start_note: str | None = None  # why it started cold, where a warm pool exists
     ready_at: datetime | None = None  # its Spark application was up (or it was handed over)
     channel: str | None = None  # a Channel, when the job came in through one (server-set)
+    # The current attempt's Spark progress counts (docs/progress.md), None when none is known.
+    progress: dict[str, Any] | None = None
 
     @property
     def queue_wait_seconds(self) -> float | None:
@@ -101,6 +103,7 @@ class Attempt:
     start_note: str | None = None  # why the attempt started cold, when a warm pool exists
     ready_at: datetime | None = None  # the Spark application was up (or the job handed over)
     executors: list[dict[str, Any]] | None = None  # Kubernetes: its executor pods as last seen
+    progress: dict[str, Any] | None = None  # Spark progress counts (docs/progress.md)
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from chidori.domain.records import Outcome
 from chidori.domain.states import AttemptState
 from chidori.host.isolation import Isolation, Launch
 from chidori.host.processes import group_alive, server_tagged_processes, stop_attempt_processes
+from chidori.host.spark_progress import SparkProgressCollector
 from chidori.storage.logship import LogShipper
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,8 @@ class _Driver:
     # recorded before its start (the start carries the pid and the log path).
     start_recorded: threading.Event = field(default_factory=threading.Event)
     ended: threading.Event = field(default_factory=threading.Event)  # its exit was reported
+    owner_uid: int | None = None  # the sandbox's uid: its event log must be this uid's
+    adopted_ms: int = 0  # Spark jobs submitted before (a warm driver's warm-up) are not its own
 
 
 class ReusedThreads:
@@ -140,9 +143,12 @@ class DriverHost:
         housekeeping_interval: float = 0.25,
         sweep_interval: float = 1.0,
         log_shipper: LogShipper | None = None,
+        progress: SparkProgressCollector | None = None,
     ) -> None:
         """`log_shipper`: copies each driver's log into shared storage (other replicas serve
-        it from there), when replicas share one."""
+        it from there), when replicas share one. `progress`: reads each Spark driver's event
+        log into its live progress (None: collection is off)."""
+        self._progress = progress
         self._log_dir = log_dir
         self._shipper = log_shipper
         self._isolation = isolation
@@ -185,7 +191,8 @@ class DriverHost:
         launch = self._isolation.launch(tagged, [command.cwd], user)
         with self._spawning:
             process = spawn_driver(launch, log_path)
-            self.adopt(job_id, attempt, process, log_path, timeout, kind)
+            owner = launch.identity.uid if launch.identity is not None else None
+            self.adopt(job_id, attempt, process, log_path, timeout, kind, owner)
         return process.pid, log_path
 
     def adopt(
@@ -196,9 +203,12 @@ class DriverHost:
         log_path: Path,
         timeout: float | None,
         kind: str = "",
+        owner_uid: int | None = None,
     ) -> None:
         """Take charge of a driver that was started before its job (a warm driver that has
-        just taken this attempt): its exit, log scanning, timeout and stop work as for any."""
+        just taken this attempt): its exit, log scanning, timeout and stop work as for any.
+        `owner_uid`: the uid its sandbox runs as, when known (a warm driver's application id
+        was read before the job's code ran, so its event log is found without it)."""
         driver = _Driver(
             job_id=job_id,
             attempt=attempt,
@@ -207,6 +217,8 @@ class DriverHost:
             timeout=timeout,
             deadline=time.monotonic() + timeout if timeout else None,
             kind=kind,
+            owner_uid=owner_uid,
+            adopted_ms=int(time.time() * 1000),
         )
         with self._lock:
             self._drivers[(job_id, attempt)] = driver
@@ -282,6 +294,10 @@ class DriverHost:
         self._scan_app_id(driver)
         with self._lock:
             self._drivers.pop((driver.job_id, driver.attempt), None)
+        if self._progress is not None:
+            # Before the end is recorded: whoever sees the job end finds its final summary.
+            self._poll_progress(driver)
+            self._progress.finish(driver.job_id, driver.attempt)
         outcome = self._outcome(driver, code)
         if self._shipper is not None:
             # Before the end is recorded: whoever sees the job end finds its whole log.
@@ -334,6 +350,16 @@ class DriverHost:
             except Exception:
                 log.exception("recording the application id of job %s", driver.job_id)
 
+    def _poll_progress(self, driver: _Driver) -> None:
+        if self._progress is None or driver.app_id is None or driver.kind == "python":
+            return
+        try:
+            self._progress.poll(
+                driver.job_id, driver.attempt, driver.app_id, driver.owner_uid, driver.adopted_ms
+            )
+        except Exception:
+            log.exception("reading the Spark progress of job %s", driver.job_id)
+
     def sweep_strays(self) -> list[int]:
         """Stop processes tagged with this server and an attempt it no longer runs (left
         behind by a driver that has ended): SIGTERM when first seen, SIGKILL on the next sweep.
@@ -369,6 +395,7 @@ class DriverHost:
             now = time.monotonic()
             for driver in drivers:
                 self._scan_app_id(driver)
+                self._poll_progress(driver)
                 if driver.deadline is not None and now > driver.deadline:
                     self._stop(driver, AttemptState.FAILED, f"timed out after {driver.timeout:g} s")
 

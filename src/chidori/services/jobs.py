@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 from urllib.parse import urlsplit
 
 import anyio.to_thread
@@ -38,6 +38,7 @@ from chidori.storage.logfiles import (
 )
 from chidori.storage.logship import SharedLog
 from chidori.store import JobRepository, UploadRegistry
+from chidori.store.spark_progress import ProgressRepository
 
 _POLL_SECONDS = 1.0
 # A follow stream checks again this often that its caller may still read (token revoked,
@@ -60,11 +61,14 @@ class JobService:
         admins_only: str | None = None,
         blobs: BlobStore | None = None,
         cluster_checks: Mapping[str, Callable[[JobSpec], None]] | None = None,
+        progress: ProgressRepository | None = None,
     ) -> None:
         """`admins_only`: why only admins may submit (jobs cannot be isolated), or None.
         `blobs`: the shared storage other replicas copy their drivers' logs into, if any.
-        `cluster_checks`: per cluster, what its type refuses of a spec (InvalidRequest)."""
+        `cluster_checks`: per cluster, what its type refuses of a spec (InvalidRequest).
+        `progress`: the jobs' Spark progress records (None: no progress is ever known)."""
         self._cluster_checks = dict(cluster_checks or {})
+        self._progress = progress
         self._jobs = jobs
         self._uploads = uploads
         self._blobs = blobs
@@ -228,6 +232,16 @@ class JobService:
     def attempts(self, actor: Actor, job_id: int) -> list[Attempt]:
         self.get(actor, job_id)
         return self._jobs.list_attempts(job_id)
+
+    def progress(self, actor: Actor, job_id: int) -> dict[str, Any] | None:
+        """The current attempt's whole Spark progress (with its stages), None if none is
+        known; NotFound if `actor` may not see the job."""
+        self.get(actor, job_id)
+        return self.progress_unchecked(job_id)
+
+    def progress_unchecked(self, job_id: int) -> dict[str, Any] | None:
+        """As `progress`, without an access check: only for share links, already verified."""
+        return self._progress.latest(job_id) if self._progress is not None else None
 
     def cancel(self, actor: Actor, job_id: int) -> Job:
         self.get(actor, job_id)

@@ -91,6 +91,9 @@ class JobRow(Base):
     demand_memory_mb: Mapped[int] = mapped_column(Integer, default=0)
     demand_cores: Mapped[int] = mapped_column(Integer, default=0)
     wait_reason: Mapped[str | None] = mapped_column(Text)
+    # The current attempt's Spark progress counts, with the attempt number they belong to
+    # (`attempt`): what the jobs list shows without reading attempts (migration 0014).
+    progress: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
     __table_args__ = (
         Index("ix_jobs_dispatch", "state", "priority", "id"),
@@ -138,12 +141,27 @@ class AttemptRow(Base):
     ready_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # Spark app up / handed over
     # Kubernetes clusters: the attempt's executor pods as last seen (name, node, phase, ...).
     executors: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
+    # Spark progress: the contract's counts, `updated_at` and `final` (stages: AttemptStagesRow).
+    progress: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
     __table_args__ = (
         UniqueConstraint("job_id", "number", name="uq_attempts_job_number"),
         Index("ix_attempts_state_lease", "state", "lease_expires_at"),
         Index("ix_attempts_server", "server_id", "state"),
     )
+
+
+class AttemptStagesRow(Base):
+    """An attempt's Spark stages (at most 500, newest last), apart so no attempts query
+    carries them."""
+
+    __tablename__ = "attempt_stages"
+
+    job_id: Mapped[int] = mapped_column(
+        ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True
+    )
+    attempt: Mapped[int] = mapped_column(Integer, primary_key=True)
+    stages: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
 
 
 class EventRow(Base):

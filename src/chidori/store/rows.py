@@ -40,7 +40,16 @@ def job_record(row: JobRow | Row[Any]) -> Job:
         demand=Resources(1, row.demand_memory_mb, row.demand_cores),
         waiting_reason=row.wait_reason if row.state == JobState.QUEUED.value else None,
         channel=row.channel,
+        progress=job_progress(row.progress, row.attempts),
     )
+
+
+def job_progress(stored: dict[str, Any] | None, attempts: int) -> dict[str, Any] | None:
+    """The job's copy of its current attempt's progress counts (None if the copy is an
+    earlier attempt's: a retry has started and has none yet)."""
+    if not isinstance(stored, dict) or stored.get("attempt") != attempts:
+        return None
+    return {k: v for k, v in stored.items() if k != "attempt"}
 
 
 def new_job_record(job_id: int, spec: JobSpec, values: dict[str, Any]) -> Job:
@@ -87,6 +96,7 @@ def attempt_record(row: AttemptRow | Row[Any]) -> Attempt:
         start_note=row.start_note,
         ready_at=row.ready_at,
         executors=row.executors,
+        progress=row.progress,
     )
 
 

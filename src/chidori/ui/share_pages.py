@@ -1,6 +1,6 @@
 """What a share link opens, with no login: `/s/{token}` (a job page, read-only, or a dataset's
 history: the runs its creator may see), `/s/{token}/log` and `/s/{token}/log/download` (a
-shared job's driver log).
+shared job's driver log), `/s/{token}/progress` (its Spark progress, as the API answers it).
 
 Any link that is tampered with, expired or revoked, or whose job is gone, gets the same
 refusal (404), which says nothing about what the link pointed at.
@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import JSONResponse
 
 from chidori.domain.errors import ChidoriError, NotFound
 from chidori.domain.records import Job, Share
@@ -20,7 +21,7 @@ from chidori.services.jobs import JobService
 from chidori.services.shares import ShareRefused, ShareService
 from chidori.ui import views
 from chidori.ui.routes import HISTORY_RUNS, UiOptions, job_context, render
-from chidori.web.job_views import log_download
+from chidori.web.job_views import log_download, progress_detail_view
 
 TOKEN_MAX = 512
 PRIVATE = {"Cache-Control": "no-store", "X-Robots-Tag": "noindex, nofollow"}
@@ -64,6 +65,8 @@ def build_share_pages_router(
                     job, options.history_server_url, shared=True, log_base=f"/s/{token}/log"
                 )
                 context.update(attempts=[], events=[], can_cancel=False, actor=None)
+                # The whole summary (counts and stages), as /s/{token}/progress answers it.
+                context["progress"] = progress_detail_view(jobs.progress_unchecked(job.id))
                 response = render(request, "job.html", context)
             elif share.schema_name and share.table_name:
                 # The runs its creator may see (now): a link never shows more than that.
@@ -115,6 +118,20 @@ def build_share_pages_router(
                 **({"X-Log-Gone": "true"} if chunk.size == 0 and jobs.log_gone(job.id) else {}),
             },
         )
+
+    @router.get("/{token}/progress")
+    def shared_progress(token: str) -> Response:
+        """The shared job's Spark progress: what GET /api/v1/jobs/{id}/progress answers."""
+        try:
+            job = shared_job(token)
+            shown = progress_detail_view(jobs.progress_unchecked(job.id))
+        except (ShareRefused, NotFound):
+            return JSONResponse(
+                {"error": {"code": "not_found", "message": "This link is not valid."}},
+                status_code=404,
+                headers=PRIVATE,
+            )
+        return JSONResponse(shown if shown is not None else {"progress": None}, headers=PRIVATE)
 
     @router.get("/{token}/log/download")
     def shared_log_download(token: str) -> Response:

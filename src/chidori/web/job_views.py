@@ -1,6 +1,6 @@
 """How both HTTP edges show jobs: ids as they may appear in a URL, list cursors, the redacted
-spec, and a whole log as a download. The API's JSON and the UI's pages use the same ones, so a
-cursor from one works in the other and both redact alike."""
+spec, Spark progress, and a whole log as a download. The API's JSON and the UI's pages use the
+same ones, so a cursor from one works in the other and both redact alike."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from starlette.responses import StreamingResponse
 from chidori.domain.errors import InvalidRequest
 from chidori.domain.records import Job
 from chidori.domain.redact import redact_args, redact_conf
+from chidori.domain.spark_progress import COUNT_FIELDS
 
 MAX_ID = 2**63 - 1
 """The largest id a database row can have (a signed 64-bit integer)."""
@@ -25,6 +26,31 @@ def public_spec(job: Job) -> dict[str, Any]:
     shown["conf"] = redact_conf(job.spec.conf)
     shown["args"] = redact_args(job.spec.args)
     return shown
+
+
+def progress_view(progress: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A progress record as both edges show it (docs/progress.md): `updated_at`, `final` and
+    the counts, without the stage list; None when no progress is known. Templates get the
+    same dict (`job.progress` through this) or None."""
+    if not isinstance(progress, dict) or "updated_at" not in progress:
+        return None
+    shown: dict[str, Any] = {
+        "updated_at": progress["updated_at"],
+        "final": bool(progress.get("final")),
+    }
+    for name in COUNT_FIELDS:
+        value = progress.get(name)
+        shown[name] = value if isinstance(value, int) else 0
+    return shown
+
+
+def progress_detail_view(progress: dict[str, Any] | None) -> dict[str, Any] | None:
+    """`progress_view` with the stage list (newest last), for the progress endpoint and the
+    share page's data."""
+    shown = progress_view(progress)
+    if shown is None or progress is None:
+        return None
+    return {**shown, "stages": list(progress.get("stages") or [])}
 
 
 def encode_cursor(before_id: int | None) -> str | None:

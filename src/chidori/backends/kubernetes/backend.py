@@ -71,8 +71,9 @@ class KubernetesBackend(SparkBackend):
         pod_name: str | None,
         pod_ip: str | None,
         api: KubeApi,
+        live_progress: bool = True,
     ) -> None:
-        super().__init__(cluster, base_env, event_log_dir)
+        super().__init__(cluster, base_env, event_log_dir, live_progress=live_progress)
         if cluster.kubernetes is None:
             raise BackendError(f"cluster {cluster.name!r} has no Kubernetes settings")
         self.settings: KubernetesSettings = cluster.kubernetes

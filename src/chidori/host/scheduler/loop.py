@@ -32,6 +32,7 @@ from chidori.host.scheduler.launcher import Launcher
 from chidori.host.scheduler.leases import Leases
 from chidori.host.scheduler.recovery import Recovery
 from chidori.host.scheduler.warm_reconciler import WarmReconciler
+from chidori.host.spark_progress import SparkProgressCollector
 from chidori.host.warm_pool import WarmPool
 from chidori.storage.artifacts import ArtifactStore
 from chidori.storage.logship import LogShipper
@@ -55,6 +56,7 @@ class Scheduler:
         grace_seconds: float,
         isolation: Isolation,
         log_shipper: LogShipper | None = None,
+        progress: SparkProgressCollector | None = None,
     ) -> None:
         self._admission = admission
         self._backends = backends
@@ -78,6 +80,7 @@ class Scheduler:
             isolation=isolation,
             grace_seconds=grace_seconds,
             log_shipper=log_shipper,
+            progress=progress,
         )
         self.warm = WarmPool(
             options.work_dir, driver_log_dir, options.server_id, self._warm_gone, isolation
