@@ -1,9 +1,10 @@
 """The architecture as the folder list shows it, checked: which package may import which.
 
-The packages form layers, lowest first: `domain` (pure rules) < `config` < `store` (the
-database) < `storage` (shared bytes) < `security`, `queues`, `backends` < `host` (what a
-replica runs), `services` (use cases) < `web` < `ui`, `api` (the edges); `cli` is the client;
-`server` (the composition root) may import anything. An import against the layers is a
+The packages form layers, lowest first: `domain` (pure rules) < `observe` (metrics and
+log context, fed by whoever observes) < `config` < `store` (the database) < `storage`
+(shared bytes) < `security`, `queues`, `backends` < `host` (what a replica runs), `services`
+(use cases) < `web` < `ui`, `api` (the edges); `cli` is the client; `server` (the
+composition root) may import anything. An import against the layers is a
 back-arrow; this test names it. `runtime/` holds the programs run inside a sandbox, started
 with `python -I -S`: they import nothing of Chidori.
 """
@@ -20,18 +21,19 @@ SRC = Path(__file__).resolve().parent.parent / "src" / "chidori"
 ALLOWED: dict[str, set[str]] = {
     "domain": set(),
     "runtime": set(),
+    "observe": {"domain"},
     "config": {"domain"},
-    "store": {"domain"},
+    "store": {"domain", "observe"},
     "storage": {"domain", "store"},
     "security": {"storage"},
     "queues": {"config", "domain", "store"},
     "backends": {"config", "domain", "storage"},
-    "host": {"backends", "config", "domain", "storage", "store"},
+    "host": {"backends", "config", "domain", "observe", "storage", "store"},
     "services": {"config", "domain", "security", "storage", "store"},
     "web": {"domain", "services", "storage"},
     "ui": {"domain", "security", "services", "web"},
     # The API app mounts the UI's routers (the composition of one ASGI app).
-    "api": {"config", "domain", "services", "storage", "ui", "web"},
+    "api": {"config", "domain", "observe", "services", "storage", "ui", "web"},
     "cli": {"backends", "config", "domain", "storage", "store"},
 }
 # Files allowed over the size rule, and why.

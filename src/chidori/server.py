@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
 
@@ -35,6 +35,9 @@ from chidori.host.retention import Retention
 from chidori.host.scheduler import Scheduler, SchedulerOptions
 from chidori.host.session_relay import SessionRelay
 from chidori.host.spark_progress import SparkProgressCollector
+from chidori.observe.logs import configure_logging
+from chidori.observe.metrics import Metrics
+from chidori.observe.metrics_gauges import StoreGauges
 from chidori.queues.dispatch import Dispatcher
 from chidori.security.server_secrets import ensure_admin_token, ensure_secret_key
 from chidori.security.signing import Signer
@@ -51,6 +54,7 @@ from chidori.storage.logship import EventLogSync, LogShipper
 from chidori.store import Database, Repositories, open_database
 from chidori.store.admission import AdmissionStore
 from chidori.store.identity import IdentityStore
+from chidori.store.metrics_reads import read_store_gauges
 from chidori.store.sessions import SessionStore
 from chidori.store.shared_secret import shared_signing_key
 from chidori.store.shares import ShareStore
@@ -79,7 +83,10 @@ def build_server(settings: Settings) -> Server:
     settings.home.mkdir(parents=True, exist_ok=True)
     admin_token, token_file = ensure_admin_token(settings.admin_token, settings.home)
     store = open_database(settings.database_url)
+    metrics = Metrics()
+    store.on_unavailable(lambda operation: metrics.database_errors.labels(operation).inc())
     store.migrate()
+    StoreGauges(lambda: read_store_gauges(store, settings.lease_seconds), metrics)
     repos = Repositories.of(store)
     try:
         blobs = open_blobs(settings.storage_url, store)
@@ -138,6 +145,7 @@ def build_server(settings: Settings) -> Server:
         isolation,
         log_shipper,
         progress=_progress_collector(settings, store),
+        metrics=metrics,
     )
     kubernetes_watch = KubernetesWatch(
         {n: b for n, b in backends.items() if isinstance(b, KubernetesBackend)},
@@ -152,7 +160,13 @@ def build_server(settings: Settings) -> Server:
     notifier = ChangeNotifier()
     store.subscribe(notifier.notify)
     store.subscribe(scheduler.wake, scheduling_only=True)
-    dispatcher = Dispatcher(store, repos.jobs, settings.queue_url, scheduler.wake)
+    dispatcher = Dispatcher(
+        store,
+        repos.jobs,
+        settings.queue_url,
+        scheduler.wake,
+        lambda kind: metrics.queue_errors.labels(kind).inc(),
+    )
     try:
         default_policy = PolicyDoc.model_validate(dict(settings.policy))
     except ValueError as exc:
@@ -259,6 +273,7 @@ def build_server(settings: Settings) -> Server:
         UiOptions(history_server_url=settings.history_server_url),
         warm_rss=scheduler.warm.memory_bytes,
         livy_sessions=livy_sessions,
+        metrics=metrics,
     )
     spark_rest_app = None
     if settings.spark_rest_port is not None:
@@ -330,10 +345,9 @@ def _driver_runtime(backends: Mapping[str, HostedBackend], settings: Settings) -
 def run_server(config_file: Path | None, host: str | None = None, port: int | None = None) -> None:
     import uvicorn
 
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging("json" if os.environ.get("CHIDORI_LOG_FORMAT") == "json" else "text")
     settings = load_settings(os.environ, config_file)
+    configure_logging(settings.log_format)  # the config file may choose it
     if host:
         settings = _replace(settings, host=host)
     if port:
@@ -357,6 +371,7 @@ def run_server(config_file: Path | None, host: str | None = None, port: int | No
             access_log=False,
             log_level="info",
             proxy_headers=False,  # X-Forwarded-* is applied by TrustedProxyHeaders, if at all
+            log_config=_uvicorn_log_config(settings.log_format),
         )
     )
     if server.spark_rest_app is None or settings.spark_rest_port is None:
@@ -370,11 +385,21 @@ def run_server(config_file: Path | None, host: str | None = None, port: int | No
         log_level="info",
         proxy_headers=False,
         lifespan="off",  # the main app's lifespan runs the scheduler, once
+        log_config=_uvicorn_log_config(settings.log_format),
     )
     # Bound now, so a taken port stops the start before anything runs.
     rest_socket = rest_config.bind_socket()
     log.info("Spark REST submissions on spark://%s:%d", settings.host, settings.spark_rest_port)
     asyncio.run(_serve_both(main, _follower(rest_config), rest_socket))
+
+
+def _uvicorn_log_config(log_format: str) -> dict[str, Any] | None:
+    """uvicorn's own text logging, or none in JSON: its loggers then reach the root's handler."""
+    if log_format == "json":
+        return None
+    from uvicorn.config import LOGGING_CONFIG
+
+    return LOGGING_CONFIG
 
 
 def _follower(config: uvicorn.Config) -> uvicorn.Server:

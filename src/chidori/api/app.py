@@ -22,6 +22,7 @@ from chidori.api.livy_routes import build_livy_router
 from chidori.api.livy_session_routes import build_livy_session_router
 from chidori.api.middleware import (
     JsonBodiesOnly,
+    RequestObserver,
     RequestSizeLimit,
     SecurityHeaders,
     TrustedProxyHeaders,
@@ -29,8 +30,9 @@ from chidori.api.middleware import (
 from chidori.api.routes import build_router
 from chidori.api.schemas import Status, error_responses
 from chidori.api.share_routes import build_share_router
-from chidori.api.submit import SubmitLane, document_job_spec, submission_handler
+from chidori.api.submit import SUBMIT_PATH, SubmitLane, document_job_spec, submission_handler
 from chidori.domain.errors import NotFound
+from chidori.observe.metrics import Metrics
 from chidori.services.admission import AdmissionService
 from chidori.services.history import HistoryService
 from chidori.services.identity import IdentityService
@@ -65,6 +67,7 @@ def create_app(
     ui_options: UiOptions | None = None,
     warm_rss: Callable[[str], int] | None = None,
     livy_sessions: SessionService | None = None,
+    metrics: Metrics | None = None,
 ) -> FastAPI:
     """`readiness` raises StoreUnavailable while the server cannot serve; it returns what
     an operator should know about a ready server (jobs not isolated), or None."""
@@ -117,6 +120,9 @@ def create_app(
         upload_prefix="/api/v1/uploads",
     )
     app.add_middleware(SecurityHeaders, exempt_prefixes=("/docs",))
+    metrics = metrics or Metrics()
+    # Inside the proxy headers (which may copy the scope), so the router's match is seen.
+    app.add_middleware(RequestObserver, metrics=metrics, lane_paths=frozenset({SUBMIT_PATH}))
     app.add_middleware(TrustedProxyHeaders, trusts=app.state.proxy_auth.trusts)  # outermost
 
     @app.get("/healthz", response_model=Status, tags=["health"])
@@ -129,6 +135,12 @@ def create_app(
         """Ready to serve: the database answers. `detail` says whether jobs are isolated."""
         # Not ready: readiness raises StoreUnavailable or QueueUnavailable, both answer 503.
         return Status(status="ready", detail=readiness())
+
+    @app.get("/metrics", include_in_schema=False)
+    def prometheus_metrics() -> Response:
+        """Prometheus' text format. Unauthenticated, like /healthz: keep it off public networks."""
+        body, content_type = metrics.exposition()
+        return Response(body, media_type=content_type)
 
     document_job_spec(app)
     return app

@@ -1,16 +1,22 @@
-"""ASGI middleware: request size limits, security headers, trusted proxy headers, and
-JSON-only bodies on the JSON APIs."""
+"""ASGI middleware: request size limits, security headers, trusted proxy headers, JSON-only
+bodies on the JSON APIs, and request timing with request ids."""
 
 from __future__ import annotations
 
 import ipaddress
 import json
+import logging
+import time
 from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chidori.api.errors import error_body
 from chidori.domain.errors import FieldError
+from chidori.observe.logs import request_context, request_id_from
+from chidori.observe.metrics import UNMATCHED_ROUTE, Metrics
+
+log = logging.getLogger(__name__)
 
 
 class BodyTooLarge(Exception):
@@ -230,3 +236,61 @@ class JsonBodiesOnly:
 def media_type(content_type: str) -> str:
     """`text/plain` of `Text/Plain; charset=utf-8`."""
     return content_type.split(";", 1)[0].strip().lower()
+
+
+class RequestObserver:
+    """Times every request into the metrics, by route template (the router leaves the matched
+    route in the scope; `lane_paths`, served ahead of routing, count as themselves; any other
+    path no route matched counts as `unmatched`), and gives each request its id: the client's
+    `X-Request-ID` when sane, else a new one, in the logs' context and echoed in the
+    response."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics, lane_paths: frozenset[str]) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.lane_paths = lane_paths
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        header = None
+        for name, value in scope.get("headers", []):
+            if name == b"x-request-id":
+                header = value.decode("latin-1")
+                break
+        request_id = request_id_from(header)
+        echoed = (b"x-request-id", request_id.encode())
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message = {**message, "headers": [*message.get("headers", []), echoed]}
+            await send(message)
+
+        with request_context(request_id):
+            try:
+                await self.app(scope, receive, send_with_id)
+            finally:
+                seconds = time.perf_counter() - started
+                route = self._route(scope)
+                self.metrics.observe_request(route, scope.get("method", ""), status, seconds)
+                if status >= 500:  # the request id ties this line to the client's report
+                    log.warning(
+                        "%s %s answered %d in %.0f ms",
+                        scope.get("method", ""),
+                        route,
+                        status,
+                        seconds * 1000,
+                    )
+
+    def _route(self, scope: Scope) -> str:
+        route = scope.get("route")
+        path = getattr(route, "path", None)
+        if isinstance(path, str):
+            return path
+        raw: str = scope.get("path", "")
+        return raw if raw in self.lane_paths else UNMATCHED_ROUTE

@@ -113,6 +113,8 @@ class Settings:
     storage_url: str = ""
     # Uploads no job used and logs of jobs that ended longer ago than this are removed.
     retention_days: float = 30.0
+    # The server log: "text" (for people) or "json" (one object a line, for a log system).
+    log_format: str = "text"
 
     @property
     def log_dir(self) -> Path:
@@ -198,6 +200,12 @@ def _warm_pool(cluster: str, raw: Any) -> WarmPoolConfig:
         raw.get("driver_cores", 1), f"cluster {cluster!r}: warm_pool.driver_cores"
     )
     return WarmPoolConfig(size, memory, cores or 1, {str(k): str(v) for k, v in conf.items()})
+
+
+def _log_format(value: Any) -> str:
+    if value not in ("text", "json"):
+        raise ConfigError(f"log_format (CHIDORI_LOG_FORMAT) must be text or json, not {value!r}")
+    return str(value)
 
 
 def _switch(value: Any, what: str) -> bool:
@@ -439,5 +447,6 @@ def load_settings(
             environ.get("CHIDORI_RETENTION_DAYS") or storage.get("retention_days", 30),
             "CHIDORI_RETENTION_DAYS",
         ),
+        log_format=_log_format(environ.get("CHIDORI_LOG_FORMAT") or data.get("log_format", "text")),
         **_spark_rest(environ, data.get("spark_rest"), port),
     )

@@ -26,6 +26,7 @@ from chidori.domain.states import AttemptState
 from chidori.host.isolation import Isolation, Launch
 from chidori.host.processes import group_alive, server_tagged_processes, stop_attempt_processes
 from chidori.host.spark_progress import SparkProgressCollector
+from chidori.observe.logs import job_context
 from chidori.storage.logship import LogShipper
 
 log = logging.getLogger(__name__)
@@ -277,7 +278,8 @@ class DriverHost:
     def _wait(self, driver: _Driver) -> None:
         threading.current_thread().name = f"driver-{driver.job_id}-{driver.attempt}"
         try:
-            self._report_exit(driver, driver.process.wait())
+            with job_context(driver.job_id, driver.attempt):  # this thread's logs name the job
+                self._report_exit(driver, driver.process.wait())
         finally:
             threading.current_thread().name = "driver-waiter"
             driver.ended.set()

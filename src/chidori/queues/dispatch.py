@@ -49,10 +49,27 @@ def _per_queue(write: MessageWriter) -> DispatchWriter:
     return write_newest
 
 
+def queue_kind(url: str) -> str:
+    """`db`, `rabbitmq`, `pubsub` or `azure`: the metrics' label for a queue URL (never the
+    URL itself, which may hold a password)."""
+    scheme, separator, _rest = url.strip().partition("://")
+    scheme = scheme.lower() if separator else url.strip().lower()
+    kinds = {"": "db", "db": "db", "amqp": "rabbitmq", "amqps": "rabbitmq"}
+    return kinds.get(scheme, scheme if scheme in ("pubsub", "azure") else "other")
+
+
 class Dispatcher:
     def __init__(
-        self, store: Database, jobs: JobRepository, url: str, wake: Callable[[], None]
+        self,
+        store: Database,
+        jobs: JobRepository,
+        url: str,
+        wake: Callable[[], None],
+        on_error: Callable[[str], None] = lambda _kind: None,
     ) -> None:
+        """`on_error(kind)` is told of each failure to reach the queue (for the metrics)."""
+        self.kind = queue_kind(url)
+        self._on_error = on_error
         self._store = store
         self._wake = wake
         self._stop = threading.Event()
@@ -114,6 +131,7 @@ class Dispatcher:
                     self._consumer.ack_batch(deliveries)
                 self._healthy, backoff = True, 0.5
             except QueueUnavailable as exc:
+                self._on_error(self.kind)
                 if self._healthy:
                     log.warning("dispatch queue unavailable, retrying: %s", exc.message)
                 self._healthy, self._problem = False, exc.message

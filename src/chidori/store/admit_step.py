@@ -18,7 +18,7 @@ import secrets
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, cast
 
@@ -76,6 +76,8 @@ class AdmitResult:
     claims: list[Claim]
     warm_to_start: list[tuple[str, str]]  # (warm driver id, cluster) reserved on this server
     full: bool = False  # the running-jobs limit is reached: nothing can start until one ends
+    # The wait reasons this step newly gave jobs (for the metrics: each change counted once).
+    new_reasons: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -158,12 +160,12 @@ class AdmitStep:
             snapshot = self._read(conn, warm)
             cap = snapshot.limits.max_running_jobs
             if cap is not None and snapshot.usage.total.jobs - len(snapshot.warm) >= cap:
-                self._explain_full(conn, cap)
-                return AdmitResult([], [], full=True)
+                explained = self._explain_full(conn, cap)
+                return AdmitResult([], [], full=True, new_reasons=explained)
             self._explained_up_to = 0  # reasons are per job again below; start over next time
             plan = self._plan(conn, snapshot, server_id, clusters, now, per_queue, warm, nodes)
             claims, taken = self._claim(conn, plan, server_id, host, lease_seconds, now)
-            _record_reasons(conn, plan.decision, plan.previous_reasons)
+            new_reasons = _record_reasons(conn, plan.decision, plan.previous_reasons)
             limits = snapshot.limits.limits()
             by_id = {c.job_id: c for c in plan.candidates}
             changes = warm_changes(
@@ -178,7 +180,7 @@ class AdmitStep:
             started = _apply_warm(conn, server_id, changes, now)
         if claims:
             self._db.notify_change([c.job.id for c in claims], wake_scheduler=False)
-        return AdmitResult(claims, started)
+        return AdmitResult(claims, started, new_reasons=new_reasons)
 
     # ---- read -----------------------------------------------------------------------------
 
@@ -370,24 +372,28 @@ class AdmitStep:
             newest = run(conn, NEWEST_JOB).scalar() or 0
         return cap is not None and int(active or 0) >= cap and newest <= self._explained_up_to
 
-    def _explain_full(self, conn: Lean, cap: int) -> None:
+    def _explain_full(self, conn: Lean, cap: int) -> list[str]:
         # Nothing can start: skip reading candidates; just explain the arrivals since the last
         # step (an id range, so a long queue is not rescanned every time).
         newest = run(conn, NEWEST_JOB).scalar() or 0
+        explained: list[str] = []
         if newest > self._explained_up_to:
-            run(
+            reason = f"global running-jobs limit {cap} reached"
+            written = run(
                 conn,
                 EXPLAIN_FULL,
                 {
                     "b_from": self._explained_up_to,
                     "b_to": newest,
-                    "b_reason": f"global running-jobs limit {cap} reached",
+                    "b_reason": reason,
                 },
             )
+            explained = [reason] * max(0, written.rowcount)
         self._explained_up_to = newest
+        return explained
 
 
-def _record_reasons(conn: Lean, decision: Decision, previous: dict[int, str | None]) -> None:
+def _record_reasons(conn: Lean, decision: Decision, previous: dict[int, str | None]) -> list[str]:
     # Only what changed is written (a full queue must not rewrite every job each step), in
     # one executemany.
     changed = [
@@ -397,6 +403,7 @@ def _record_reasons(conn: Lean, decision: Decision, previous: dict[int, str | No
     ]
     if changed:
         run(conn, SET_WAIT_REASON, changed)
+    return [reason for job_id, reason in decision.waiting.items() if previous.get(job_id) != reason]
 
 
 def _apply_warm(

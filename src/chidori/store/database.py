@@ -119,12 +119,23 @@ class Database:
         self._listeners: list[tuple[Callable[[int | None], None], bool]] = []
         self._listeners_lock = threading.Lock()
         self._closers: list[Callable[[], None]] = []
+        self._unavailable_listeners: list[Callable[[str], None]] = []
         self._write_lock: AbstractContextManager[object] = (
             threading.Lock() if write_engine.dialect.name == "sqlite" else nullcontext()
         )
 
     def now(self) -> datetime:
         return self._clock()
+
+    def on_unavailable(self, listener: Callable[[str], None]) -> None:
+        """Call `listener("read")` or `listener("write")` for each database error translated
+        to StoreUnavailable (the metrics count them)."""
+        self._unavailable_listeners.append(listener)
+
+    def _unavailable(self, operation: str, cause: object) -> StoreUnavailable:
+        for listener in self._unavailable_listeners:
+            listener(operation)
+        return StoreUnavailable(f"database unavailable: {cause}")
 
     @property
     def dialect(self) -> str:
@@ -155,7 +166,7 @@ class Database:
             with Session(self._read_engine, expire_on_commit=False) as session, session.begin():
                 yield session
         except (OperationalError, SAInterfaceError) as exc:
-            raise StoreUnavailable(f"database unavailable: {exc.orig}") from exc
+            raise self._unavailable("read", exc.orig) from exc
 
     @contextmanager
     def writing(self) -> Iterator[Session]:
@@ -170,7 +181,7 @@ class Database:
                 ):
                     yield session
             except (OperationalError, SAInterfaceError) as exc:
-                raise StoreUnavailable(f"database unavailable: {exc.orig}") from exc
+                raise self._unavailable("write", exc.orig) from exc
 
     @contextmanager
     def connecting(self) -> Iterator[Connection]:
@@ -181,7 +192,7 @@ class Database:
                 with self._write_engine.begin() as conn:
                     yield conn
             except (OperationalError, SAInterfaceError) as exc:
-                raise StoreUnavailable(f"database unavailable: {exc.orig}") from exc
+                raise self._unavailable("write", exc.orig) from exc
 
     @contextmanager
     def lean(self) -> Iterator[LeanConnection]:
@@ -194,7 +205,7 @@ class Database:
             try:
                 pooled = engine.raw_connection()
             except (OperationalError, SAInterfaceError) as exc:
-                raise StoreUnavailable(f"database unavailable: {exc.orig}") from exc
+                raise self._unavailable("write", exc.orig) from exc
             try:
                 dbapi = pooled.driver_connection
                 if engine.dialect.name == "sqlite":
@@ -207,9 +218,9 @@ class Database:
                 except Exception:
                     pooled.invalidate()  # the connection is gone: the pool opens a new one
                 if isinstance(exc, (OperationalError, SAInterfaceError)):
-                    raise StoreUnavailable(f"database unavailable: {exc.orig}") from exc
+                    raise self._unavailable("write", exc.orig) from exc
                 if isinstance(exc, dbapi_error):
-                    raise StoreUnavailable(f"database unavailable: {exc}") from exc
+                    raise self._unavailable("write", exc) from exc
                 raise
             finally:
                 pooled.close()

@@ -28,6 +28,8 @@ from chidori.domain.states import AttemptState
 from chidori.host.driver_host import DriverHost, log_path_for
 from chidori.host.scheduler.common import SCHEDULER_LOGGER, Ends, SchedulerOptions, Signals
 from chidori.host.warm_pool import Refused, WarmPool
+from chidori.observe.logs import job_context
+from chidori.observe.metrics_jobs import AttemptTimings
 from chidori.storage.artifacts import ArtifactStore
 from chidori.store import AttemptRepository, JobRepository
 
@@ -48,8 +50,10 @@ class Launcher:
         signals: Signals,
         options: SchedulerOptions,
         driver_log_dir: Path,
+        timings: AttemptTimings,
     ) -> None:
         """`executor`: where starts are recorded and warm hand-overs run, beside the loop."""
+        self._timings = timings
         self._jobs = jobs
         self._attempts = attempts
         self._backends = backends
@@ -73,10 +77,11 @@ class Launcher:
             self._launch_logged(claim, claimed_at)
 
     def _launch_logged(self, claim: Claim, claimed_at: float | None = None) -> None:
-        try:
-            self.launch(claim, claimed_at)
-        except Exception:
-            log.exception("launching job %s failed", claim.job.id)
+        with job_context(claim.job.id, claim.attempt):
+            try:
+                self.launch(claim, claimed_at)
+            except Exception:
+                log.exception("launching job %s failed", claim.job.id)
 
     def _still_ours(self, claim: Claim, claimed_at: float | None) -> bool:
         """Whether the claim may still be started here. Right after the claim it may; once a
@@ -145,11 +150,13 @@ class Launcher:
             self._fail_start(job.id, attempt, f"{type(exc).__name__}: {exc}")
             return
         # A plain Python job needs no Spark session: it can run as soon as it has started.
+        self._timings.started(job.id, attempt, "cold", ready=job.spec.kind == "python")
         self._executor.submit(
             self._record_start_logged, job.id, attempt, pid, log_path, job.spec.kind == "python"
         )
 
     def _fail_start(self, job_id: int, attempt: int, why: str) -> None:
+        self._timings.ended(job_id, attempt, AttemptState.FAILED.value)
         self._ends.finish(
             job_id, attempt, Outcome(AttemptState.FAILED, f"could not start the driver: {why}")
         )
@@ -160,10 +167,11 @@ class Launcher:
     def _record_start_logged(
         self, job_id: int, attempt: int, pid: int, log_path: Path, ready: bool
     ) -> None:
-        try:
-            self._record_start(job_id, attempt, pid, log_path, ready)
-        except Exception:
-            log.exception("recording the start of job %s failed", job_id)
+        with job_context(job_id, attempt):
+            try:
+                self._record_start(job_id, attempt, pid, log_path, ready)
+            except Exception:
+                log.exception("recording the start of job %s failed", job_id)
 
     def _record_start(
         self, job_id: int, attempt: int, pid: int, log_path: Path, ready: bool
@@ -199,5 +207,6 @@ class Launcher:
             self._attempts.set_start(job.id, attempt, "cold", f"the warm driver refused it: {exc}")
             return False
         self._drivers.adopt(job.id, attempt, handover.process, handover.log_path, job.spec.timeout)
+        self._timings.started(job.id, attempt, "warm", ready=True)
         self._record_start(job.id, attempt, handover.process.pid, handover.log_path, ready=True)
         return True

@@ -34,6 +34,9 @@ from chidori.host.scheduler.recovery import Recovery
 from chidori.host.scheduler.warm_reconciler import WarmReconciler
 from chidori.host.spark_progress import SparkProgressCollector
 from chidori.host.warm_pool import WarmPool
+from chidori.observe.logs import job_context
+from chidori.observe.metrics import Metrics
+from chidori.observe.metrics_jobs import AttemptTimings
 from chidori.storage.artifacts import ArtifactStore
 from chidori.storage.logship import LogShipper
 from chidori.store import Repositories
@@ -56,9 +59,12 @@ class Scheduler:
         grace_seconds: float,
         isolation: Isolation,
         log_shipper: LogShipper | None = None,
+        metrics: Metrics | None = None,
         progress: SparkProgressCollector | None = None,
     ) -> None:
         self._admission = admission
+        self.metrics = metrics or Metrics()
+        self._timings = AttemptTimings(self.metrics)
         self._backends = backends
         self._options = options
         self._signals = Signals()
@@ -91,7 +97,14 @@ class Scheduler:
             store.servers, self.drivers, options, self._signals, grace_seconds, fence_dir
         )
         self.recovery = Recovery(
-            store.jobs, store.attempts, admission, backends, self.drivers, self._ends, options
+            store.jobs,
+            store.attempts,
+            admission,
+            backends,
+            self.drivers,
+            self._ends,
+            options,
+            self.metrics.attempts_lost.inc,
         )
         self.cancels = Cancels(store.attempts, self.drivers, self._ends, options)
         self.warm_reconciler = WarmReconciler(
@@ -109,7 +122,9 @@ class Scheduler:
             self._signals,
             options,
             driver_log_dir,
+            self._timings,
         )
+        self.metrics.watch_leases(lambda: len(self.drivers.running()))
         self._nodes: NodeSource | None = None
         self._last_warm_check = 0.0
         self._last_cancel_check = 0.0
@@ -240,7 +255,12 @@ class Scheduler:
         # which goes straight back to admitting.
         claimed_at = time.monotonic()
         self._full = result.full
+        self.metrics.count_decisions(len(result.claims), result.new_reasons)
         for claim in result.claims:
+            job = claim.job
+            self._timings.admitted(
+                job.id, claim.attempt, job.spec.queue, job.spec.cluster, job.created_at
+            )
             self.launcher.take(claim, claimed_at)
         for warm_id, cluster in result.warm_to_start:
             self.warm_reconciler.start_soon(warm_id, cluster)
@@ -249,6 +269,8 @@ class Scheduler:
     # ---- callbacks from the driver host and the warm pool -----------------------------------
 
     def _driver_exited(self, job_id: int, attempt: int, outcome: Outcome) -> None:
+        self._timings.ended(job_id, attempt, outcome.state.value)
+        log.info("job %s attempt %s ended %s", job_id, attempt, outcome.state.value)
         ending = self._ends.ending(job_id, attempt, outcome)
         # Record the end and use the freed capacity from this thread, in one transaction. On
         # a single server an admit step under way (the loop's, or another exit's) takes
@@ -277,7 +299,9 @@ class Scheduler:
         self._signals.freed()
 
     def _app_id_found(self, job_id: int, attempt: int, app_id: str) -> None:
-        self._attempts.set_app_id(job_id, attempt, app_id, self._options.server_id)
+        self._timings.ready(job_id, attempt)
+        with job_context(job_id, attempt):
+            self._attempts.set_app_id(job_id, attempt, app_id, self._options.server_id)
 
     def _warm_gone(self, warm_id: str) -> None:
         self.warm_reconciler.gone(warm_id)

@@ -15,7 +15,7 @@ every server's attempts and cleans up after processes it does not own.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from chidori.backends.base import HostedBackend
 from chidori.domain.errors import ChidoriError
@@ -24,6 +24,7 @@ from chidori.domain.states import AttemptState
 from chidori.host.driver_host import DriverHost
 from chidori.host.processes import stop_attempt_processes
 from chidori.host.scheduler.common import SCHEDULER_LOGGER, Ends, SchedulerOptions
+from chidori.observe.logs import job_context
 from chidori.store import AttemptRepository, JobRepository
 from chidori.store.admission import AdmissionStore
 
@@ -40,7 +41,10 @@ class Recovery:
         drivers: DriverHost,
         ends: Ends,
         options: SchedulerOptions,
+        found_lost: Callable[[], None] = lambda: None,
     ) -> None:
+        """`found_lost` is told of each attempt found LOST (for the metrics)."""
+        self._found_lost = found_lost
         self._jobs = jobs
         self._attempts = attempts
         self._admission = admission
@@ -73,10 +77,15 @@ class Recovery:
         return len(orphans)
 
     def mark_lost(self, lost: Attempt, reason: str) -> None:
+        with job_context(lost.job_id, lost.number):
+            self._mark_lost(lost, reason)
+
+    def _mark_lost(self, lost: Attempt, reason: str) -> None:
         job_id, attempt, pid = lost.job_id, lost.number, lost.pid
         # Record the loss first: from then on the old owner can no longer record an outcome
         # for this attempt (fencing), whatever its driver does while being stopped.
         self._ends.finish(job_id, attempt, Outcome(AttemptState.LOST, reason))
+        self._found_lost()
         # Its processes on this machine, if any (they carry their own server's id).
         stop_attempt_processes(job_id, attempt, None, 2.0, lost.server_id)
         job = self._jobs.get_job(job_id)
