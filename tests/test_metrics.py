@@ -396,3 +396,64 @@ def test_metrics_answer_while_the_database_is_down(
     lines = [json.loads(line) for line in server.log_path.read_text().splitlines() if line]
     probe = [line for line in lines if line.get("request_id") == "outage-probe-1"]
     assert probe and probe[-1]["level"] == "WARNING" and "503" in probe[-1]["message"]
+
+
+# ---- the Grafana dashboard -------------------------------------------------------------------
+
+DASHBOARD = Path(__file__).resolve().parent.parent / "deploy" / "grafana" / "chidori.json"
+
+
+def exported_names() -> set[str]:
+    """Every sample name the server's /metrics can carry: one Metrics object with the store's
+    gauges, as the composition root builds it, each labelled metric observed once."""
+    metrics = Metrics()
+    StoreGauges(
+        lambda: StoreSnapshot({("RUNNING", "local"): 1}, {"default": 1}, {("local", "idle"): 1}, 1),
+        metrics,
+    )
+    metrics.observe_request("/healthz", "GET", 200, 0.01)
+    metrics.count_decisions(1, [])
+    timings = AttemptTimings(metrics)
+    timings.admitted(1, 1, "default", "local", datetime.now(UTC))
+    timings.started(1, 1, "cold", ready=True)
+    timings.ended(1, 1, "SUCCEEDED")
+    metrics.database_errors.labels("read").inc()
+    metrics.queue_errors.labels("db").inc()
+    text = metrics.exposition()[0].decode()
+    return {
+        sample.name for family in text_string_to_metric_families(text) for sample in family.samples
+    }
+
+
+def test_the_dashboard_queries_only_metrics_the_server_exports() -> None:
+    import json
+    import re
+
+    dashboard = json.loads(DASHBOARD.read_text())
+    expressions = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    expressions += [v["query"] for v in dashboard["templating"]["list"] if v["type"] == "query"]
+    assert len(expressions) >= 12
+    exported = exported_names()
+    used: set[str] = set()
+    for expr in expressions:
+        without_strings = re.sub(r'"[^"]*"', '""', expr)
+        without_ranges = re.sub(r"\[[^\]]*\]", "", without_strings)
+        names = set(re.findall(r"\bchidori_[a-z_]+\b", without_ranges))
+        assert names, f"no Chidori metric in {expr!r}"
+        used |= names
+    assert used <= exported, sorted(used - exported)
+    # What the issue asks the dashboard to show is there.
+    for needed in (
+        "chidori_job_duration_seconds_count",
+        "chidori_queue_depth",
+        "chidori_queue_wait_seconds_bucket",
+        "chidori_admission_decisions_total",
+        "chidori_driver_startup_seconds_bucket",
+        "chidori_job_duration_seconds_bucket",
+        "chidori_http_request_duration_seconds_bucket",
+        "chidori_database_errors_total",
+        "chidori_queue_errors_total",
+        "chidori_replicas_live",
+        "chidori_leases_held",
+    ):
+        assert needed in used, needed
