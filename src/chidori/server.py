@@ -42,6 +42,7 @@ from chidori.queues.dispatch import Dispatcher
 from chidori.security.server_secrets import ensure_admin_token, ensure_secret_key
 from chidori.security.signing import Signer
 from chidori.services.admission import AdmissionService
+from chidori.services.datasets import DatasetService
 from chidori.services.identity import IdentityService
 from chidori.services.jobs import JobService
 from chidori.services.notify import ChangeNotifier
@@ -53,6 +54,7 @@ from chidori.storage.blobs import open_blobs
 from chidori.storage.logship import EventLogSync, LogShipper
 from chidori.store import Database, Repositories, open_database
 from chidori.store.admission import AdmissionStore
+from chidori.store.datasets import DatasetCatalog
 from chidori.store.identity import IdentityStore
 from chidori.store.metrics_reads import read_store_gauges
 from chidori.store.sessions import SessionStore
@@ -274,6 +276,7 @@ def build_server(settings: Settings) -> Server:
         warm_rss=scheduler.warm.memory_bytes,
         livy_sessions=livy_sessions,
         metrics=metrics,
+        datasets=DatasetService(jobs, DatasetCatalog(store)),
     )
     spark_rest_app = None
     if settings.spark_rest_port is not None:

@@ -14,6 +14,7 @@ from fastapi.responses import FileResponse, HTMLResponse, Response
 from chidori import __version__
 from chidori.api.admin_routes import build_admin_router
 from chidori.api.admission_routes import build_admission_router
+from chidori.api.dataset_routes import build_dataset_router
 from chidori.api.deps import ProxyAuth
 from chidori.api.errors import install_error_handlers
 from chidori.api.history_routes import build_history_router
@@ -34,11 +35,15 @@ from chidori.api.submit import SUBMIT_PATH, SubmitLane, document_job_spec, submi
 from chidori.domain.errors import NotFound
 from chidori.observe.metrics import Metrics
 from chidori.services.admission import AdmissionService
+from chidori.services.changes import ChangesService
+from chidori.services.datasets import DatasetService
 from chidori.services.history import HistoryService
 from chidori.services.identity import IdentityService
 from chidori.services.jobs import JobService
 from chidori.services.sessions import SessionService
 from chidori.services.shares import ShareService
+from chidori.ui.dataset_pages import build_dataset_pages_router
+from chidori.ui.error_pages import install_ui_error_pages
 from chidori.ui.routes import UiOptions, build_ui_router, static_files
 from chidori.ui.session import SessionManager
 from chidori.ui.share_pages import build_share_pages_router
@@ -68,6 +73,7 @@ def create_app(
     warm_rss: Callable[[str], int] | None = None,
     livy_sessions: SessionService | None = None,
     metrics: Metrics | None = None,
+    datasets: DatasetService | None = None,
 ) -> FastAPI:
     """`readiness` raises StoreUnavailable while the server cannot serve; it returns what
     an operator should know about a ready server (jobs not isolated), or None."""
@@ -103,6 +109,10 @@ def create_app(
         app.include_router(build_livy_session_router(livy_sessions))
     history = HistoryService(jobs)
     app.include_router(build_history_router(history))
+    if datasets is not None:  # the dataset index, filter suggestions, run changes
+        app.include_router(build_dataset_router(datasets, ChangesService(jobs)))
+        if sessions is not None:
+            app.include_router(build_dataset_pages_router(datasets, sessions))
     if shares is not None:
         app.state.shares = shares
         app.include_router(build_share_router(shares))
@@ -111,6 +121,7 @@ def create_app(
         app.state.sessions = sessions
         app.include_router(build_ui_router(jobs, sessions, admission, shares, history, ui_options))
         app.mount("/ui/static", static_files, name="ui-static")
+        install_ui_error_pages(app)  # unknown /ui URLs: an HTML 404 page
     app.add_middleware(SubmitLane, handler=submit)  # inside the size limit and headers
     app.add_middleware(JsonBodiesOnly, prefixes=JSON_API_PREFIXES, exempt=("/api/v1/uploads",))
     app.add_middleware(

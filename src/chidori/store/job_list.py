@@ -7,6 +7,8 @@ Both orders agree in practice (ids are given at insert, and `created_at` is the 
 the page cursor stays an id either way: the created_at it continues from is read back from the
 cursor's row (or, were that row deleted since, from the nearest id before it).
 
+Schema and table filters ignore case (`same_name`: the lower-cased names, as indexed).
+
 Free text (`text`): a case-insensitive substring of the name (`%` and `_` match themselves),
 or the job's id when the text is all digits. Three characters or more are looked up in a
 trigram index (migration 0012): pg_trgm's GIN index on `lower(name)` on PostgreSQL (the planner
@@ -54,7 +56,7 @@ class ReadableDatabase(Protocol):
 
 def list_jobs(db: ReadableDatabase, query: JobQuery) -> Page:
     """Newest first (or oldest first); `before_id` continues a previous page."""
-    conditions = _filters(query)
+    conditions = filters(query)
     by_time = query.created_after is not None or query.created_before is not None
     keys: list[Any] = [JobRow.created_at, JobRow.id] if by_time else [JobRow.id]
     order = [key.asc() if query.oldest_first else key.desc() for key in keys]
@@ -84,14 +86,17 @@ def list_jobs(db: ReadableDatabase, query: JobQuery) -> Page:
     return Page(items=items, next_before_id=next_id)
 
 
-def _filters(query: JobQuery) -> list[Any]:
+def filters(query: JobQuery) -> list[Any]:
+    """The WHERE conditions of `query`'s filters (not its text, cursor or order)."""
     conditions: list[Any] = []
     if query.states:
         conditions.append(JobRow.state.in_([s.value for s in query.states]))
+    # Dataset names ignore case: lower() on both sides, served by ix_jobs_dataset_ci (on the
+    # lower-cased names, migration 0016) on SQLite and PostgreSQL alike.
     if query.schema_name is not None:
-        conditions.append(JobRow.schema_name == query.schema_name)
+        conditions.append(same_name(JobRow.schema_name, query.schema_name))
     if query.table_name is not None:
-        conditions.append(JobRow.table_name == query.table_name)
+        conditions.append(same_name(JobRow.table_name, query.table_name))
     if query.queue is not None:
         conditions.append(JobRow.queue == query.queue)
     if query.cluster is not None:
@@ -118,6 +123,12 @@ def _filters(query: JobQuery) -> list[Any]:
     if query.created_before is not None:
         conditions.append(JobRow.created_at < query.created_before)
     return conditions
+
+
+def same_name(name: ColumnElement[str | None] | Any, value: str) -> ColumnElement[bool]:
+    """`name` equals `value` whatever the case (as the database folds it)."""
+    result: ColumnElement[bool] = func.lower(name) == func.lower(literal(value))
+    return result
 
 
 def _after_cursor(session: Session, query: JobQuery, by_time: bool) -> ColumnElement[bool] | None:

@@ -19,6 +19,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -101,7 +102,8 @@ class JobRow(Base):
         # trigram index made by migration 0012 only: pg_trgm's GIN ix_jobs_name_trgm on
         # lower(name) (when the extension may be installed), on SQLite the FTS5 table jobs_fts.
         Index("ix_jobs_created_at_id", "created_at", "id"),
-        Index("ix_jobs_dataset", "schema_name", "table_name", "id"),
+        # Dataset filters ignore case (migration 0016): the index is on the lower-cased names.
+        Index("ix_jobs_dataset_ci", text("lower(schema_name)"), text("lower(table_name)"), "id"),
         Index("ix_jobs_owner", "owner", "id"),
         Index("ix_jobs_team", "team", "id"),
         Index("ix_jobs_queue_state", "queue", "state", "priority", "id"),
