@@ -161,8 +161,7 @@
   function scrollToLine(number) {
     var el = document.getElementById("L" + number);
     if (!el) return null;
-    // Within the log box only: the page itself stays where the reader is.
-    pre.scrollTop = el.offsetTop - pre.offsetTop - pre.clientHeight / 3;
+    el.scrollIntoView({ block: "center" });  // the log box, and the page to the log
     return el;
   }
 
@@ -204,7 +203,6 @@
     var wanted = fromHash();
     if (wanted && wanted <= lines.length) {
       markTarget(wanted);
-      pre.scrollIntoView({ block: "start" });
       say("Line " + wanted + " of " + lines.length + ".");
       return;
     }
