@@ -5,11 +5,16 @@ job, and collection turned off."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
+import time
+from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from chidori.domain.errors import NotFound
@@ -20,6 +25,7 @@ from chidori.host.spark_progress import EventLogReader, SparkProgressCollector
 from chidori.store import Database, Repositories
 from chidori.store.models import JobRow
 from chidori.store.spark_progress import ProgressRepository
+from tests.server import TERMINAL, ChidoriServer
 from tests.test_store import claim, spec
 
 STAGES_APP = "tests/jobs/spark_stages.py"
@@ -289,3 +295,144 @@ def test_progress_of_a_missing_job_is_not_found(repos: Repositories) -> None:
     with pytest.raises(NotFound):
         ProgressRepository(repos.db).latest(987654)
     ProgressRepository(repos.db).record(987654, 1, {"updated_at": "x", "stages": []})  # no-op
+
+
+# ---- real Spark jobs on a real server ----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def progress_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChidoriServer]:
+    with ChidoriServer(tmp_path_factory.mktemp("progress-server")) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def submitted(progress_server: ChidoriServer) -> dict[str, dict[str, Any]]:
+    """The module's jobs, submitted together so they run side by side."""
+    server = progress_server
+    return {
+        "stages": server.submit(application=STAGES_APP, args=["1.0", "6"], name="stages"),
+        "fail": server.submit(application=STAGES_APP, args=["0.2", "4", "fail"], name="fail"),
+        "hostile": server.submit(
+            application=STAGES_APP, args=["0.2", "2", "hostile"], name="hostile"
+        ),
+        "python": server.submit(
+            application="tests/jobs/sleeper.py", args=["1"], kind="python", name="plain"
+        ),
+    }
+
+
+@pytest.mark.spark
+def test_progress_is_seen_moving_while_the_job_runs(
+    progress_server: ChidoriServer, submitted: dict[str, dict[str, Any]]
+) -> None:
+    job_id = submitted["stages"]["id"]
+    seen: list[int] = []
+    deadline = time.monotonic() + 240
+    with progress_server.client() as client:
+        while time.monotonic() < deadline:
+            job = client.get(f"/api/v1/jobs/{job_id}").json()
+            if job["state"] in TERMINAL:
+                break
+            if job["state"] == "RUNNING" and job["progress"] is not None:
+                assert job["progress"]["final"] is False
+                seen.append(job["progress"]["tasks_done"])
+                listed = client.get("/api/v1/jobs", params={"q": "stages"}).json()["items"]
+                [item] = [i for i in listed if i["id"] == job_id]
+                assert set(item["progress"] or {}) <= set(job["progress"])  # no stage list
+            time.sleep(0.5)
+    assert any(later > earlier for earlier, later in itertools.pairwise(seen)), seen
+
+
+@pytest.mark.spark
+def test_the_final_summary_has_every_stage_with_durations_and_shuffle_bytes(
+    progress_server: ChidoriServer, submitted: dict[str, dict[str, Any]]
+) -> None:
+    job = progress_server.wait(submitted["stages"]["id"])
+    assert job["state"] == "SUCCEEDED", job
+    assert job["progress"]["final"] is True
+    with progress_server.client() as client:
+        summary = client.get(f"/api/v1/jobs/{job['id']}/progress").json()
+        [attempt] = client.get(f"/api/v1/jobs/{job['id']}/attempts").json()["items"]
+    assert attempt["progress"] == job["progress"]
+    assert summary["final"] and summary["jobs_done"] == summary["jobs_total"] == 2
+    assert summary["tasks_done"] == summary["tasks_total"] == 18
+    stages = summary["stages"]
+    assert len(stages) == summary["stages_total"] == summary["stages_done"] == 3
+    assert all(s["state"] == "COMPLETE" and s["duration_ms"] > 0 for s in stages), stages
+    assert stages[0]["shuffle_write_bytes"] > 0 and stages[1]["shuffle_read_bytes"] > 0
+
+
+@pytest.mark.spark
+def test_a_failed_task_is_counted(
+    progress_server: ChidoriServer, submitted: dict[str, dict[str, Any]]
+) -> None:
+    job = progress_server.wait(submitted["fail"]["id"])
+    assert job["state"] == "SUCCEEDED", job  # the driver caught the failed Spark job
+    progress = job["progress"]
+    assert progress["tasks_failed"] >= 1 and progress["jobs_failed"] == 1
+    assert progress["stages_failed"] == 1 and progress["jobs_done"] == 2
+
+
+@pytest.mark.spark
+def test_a_python_job_has_no_progress(
+    progress_server: ChidoriServer, submitted: dict[str, dict[str, Any]]
+) -> None:
+    job = progress_server.wait(submitted["python"]["id"])
+    assert job["state"] == "SUCCEEDED" and job["progress"] is None
+    with progress_server.client() as client:
+        assert client.get(f"/api/v1/jobs/{job['id']}/progress").json() == {"progress": None}
+        missing = client.get("/api/v1/jobs/987654321/progress")
+    assert missing.status_code == 404 and missing.json()["error"]["code"]
+
+
+@pytest.mark.spark
+def test_a_hostile_event_log_spoils_only_its_own_record(
+    progress_server: ChidoriServer, submitted: dict[str, dict[str, Any]]
+) -> None:
+    stages = progress_server.wait(submitted["stages"]["id"])
+    with progress_server.client() as client:
+        before = client.get(f"/api/v1/jobs/{stages['id']}/progress").json()
+        hostile = progress_server.wait(submitted["hostile"]["id"])
+        assert client.get("/healthz").status_code == 200
+        after = client.get(f"/api/v1/jobs/{stages['id']}/progress").json()
+        spoiled = client.get(f"/api/v1/jobs/{hostile['id']}/progress").json()
+    assert hostile["state"] == "SUCCEEDED", hostile
+    assert after == before
+    assert spoiled["final"] and len(spoiled["stages"]) <= MAX_LISTED_STAGES
+    assert all(isinstance(spoiled[k], int) and spoiled[k] >= 0 for k in ("tasks_total",))
+    assert all(isinstance(s["name"], str) and len(s["name"]) <= 200 for s in spoiled["stages"])
+
+
+@pytest.mark.spark
+def test_a_share_link_serves_the_same_progress(
+    progress_server: ChidoriServer, submitted: dict[str, dict[str, Any]]
+) -> None:
+    job = progress_server.wait(submitted["stages"]["id"])
+    with progress_server.client() as client:
+        url = client.post(f"/api/v1/jobs/{job['id']}/share", json={}).json()["url"]
+        expected = client.get(f"/api/v1/jobs/{job['id']}/progress").json()
+    token = url.rstrip("/").rsplit("/", 1)[-1]
+    shared = httpx.get(f"{progress_server.url}/s/{token}/progress", timeout=30)
+    assert shared.status_code == 200
+    answer = shared.json()
+    same_time = datetime.fromisoformat(answer.pop("updated_at").replace("Z", "+00:00"))
+    assert same_time == datetime.fromisoformat(expected.pop("updated_at").replace("Z", "+00:00"))
+    assert answer == expected
+    assert httpx.get(f"{progress_server.url}/s/nope/progress", timeout=30).status_code == 404
+
+
+@pytest.mark.spark
+def test_collection_turned_off_gives_no_progress(
+    tmp_path: Path, submitted: dict[str, dict[str, Any]], progress_server: ChidoriServer
+) -> None:
+    for key in submitted:  # one Spark job at a time on this machine
+        progress_server.wait(submitted[key]["id"])
+    env = {"CHIDORI_SPARK_PROGRESS": "0"}
+    with ChidoriServer(tmp_path / "off", env=env) as server:
+        job = server.submit(application=STAGES_APP, args=["0.1", "2"], name="off")
+        done = server.wait(job["id"])
+        assert done["state"] == "SUCCEEDED", done
+        assert done["progress"] is None
+        with server.client() as client:
+            assert client.get(f"/api/v1/jobs/{job['id']}/progress").json() == {"progress": None}

@@ -159,9 +159,7 @@ class AttemptStagesRow(Base):
 
     __tablename__ = "attempt_stages"
 
-    job_id: Mapped[int] = mapped_column(
-        ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True
-    )
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
     attempt: Mapped[int] = mapped_column(Integer, primary_key=True)
     stages: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
 
