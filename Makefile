@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup run test test-quick lint bench clean check-tools
+.PHONY: setup run test test-quick lint bench clean check-tools chart
 
 check-tools:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' 2>/dev/null || \
@@ -32,6 +32,11 @@ test: setup
 # The inner loop: everything but the tests that run real Spark jobs.
 test-quick: setup
 	$(BIN)/pytest -m "not spark"
+
+# The Helm chart rendered by Helm itself (helm-python-sdk) into build/chart/, linted, and every
+# object validated with kubernetes-validate --strict for the supported Kubernetes versions.
+chart: setup
+	$(BIN)/python scripts/chart.py
 
 lint: setup
 	$(BIN)/ruff check src tests bench examples

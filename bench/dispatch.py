@@ -178,7 +178,7 @@ def _gap_ms(gaps_s: list[float]) -> dict[str, float]:
 
 
 def _median(rounds: list[dict[str, Any]], setup: str, key: str) -> float:
-    return statistics.median(r[setup][key] for r in rounds if setup in r)
+    return float(statistics.median(r[setup][key] for r in rounds if setup in r))
 
 
 def main() -> int:

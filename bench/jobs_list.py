@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -138,7 +139,7 @@ def fill(store: Database, url: str, count: int) -> float:
     engine = create_engine(url)
     with engine.begin() as conn:
         for batch in rows(count):
-            conn.execute(insert(JobRow.__table__), batch)
+            conn.execute(insert(JobRow), batch)
     with engine.begin() as conn:
         conn.execute(text("ANALYZE"))
     engine.dispose()
@@ -192,7 +193,7 @@ def measure(store: Database, count: int, repeats: int) -> dict[str, dict[str, fl
     for name, query in queries().items():
         if query.before_id is not None:
             query = replace(query, before_id=max(51, count - 5_000))
-        p50, p95 = timed(lambda q=query: list_jobs(store, q), repeats)
+        p50, p95 = timed(partial(list_jobs, store, query), repeats)
         results[name] = {"p50_ms": round(p50, 2), "p95_ms": round(p95, 2)}
     return results
 

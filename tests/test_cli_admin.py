@@ -208,7 +208,7 @@ def test_admin_users_update_with_nothing_to_change_is_a_usage_error(
     assert server.requests == []
 
 
-def test_403_prints_the_error_and_exits_2(
+def test_403_prints_the_error_and_exits_5(
     server: FakeServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
     error = {
@@ -219,7 +219,7 @@ def test_403_prints_the_error_and_exits_2(
         }
     }
     server.route("GET", "/admin/users", Reply(403, error))
-    assert main(["admin", "users", "list"]) == 2
+    assert main(["admin", "users", "list"]) == 5
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err == "error: admins only\n  role: 'viewer' may not manage users\n"

@@ -216,7 +216,7 @@ def test_admin_limits_set_as_a_non_admin_shows_the_servers_refusal(
     server.route("GET", "/admin/limits", Reply(200, limits()))
     error = {"error": {"code": "forbidden", "message": "admins only"}}
     server.route("PUT", "/admin/limits", Reply(403, error))
-    assert main(["admin", "limits", "set", "--max-memory", "1t"]) == 2
+    assert main(["admin", "limits", "set", "--max-memory", "1t"]) == 5  # auth
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err == "error: admins only\n"
@@ -316,7 +316,7 @@ def test_admin_queues_set_quotes_the_queue_name_in_the_path(
     server.route("GET", "/queues", Reply(200, {"items": []}))
     error = {"error": {"code": "not_found", "message": "bad name"}}
     server.route("PUT", "/admin/queues/a%2Fb", Reply(404, error))
-    assert main(["admin", "queues", "set", "a/b", "--priority", "1"]) == 2
+    assert main(["admin", "queues", "set", "a/b", "--priority", "1"]) == 6  # not found
     assert "bad name" in capsys.readouterr().err
     assert [r.path for r in server.requests][-1] == "/api/v1/admin/queues/a%2Fb"
 
@@ -353,7 +353,7 @@ def test_jobs_show_displays_the_waiting_reason_and_the_demand(
     assert dict(detail_pairs(job(7)))["demand"] == "-"  # an older server sends none
 
 
-def test_jobs_list_adds_a_waiting_column_only_when_a_job_waits(
+def test_jobs_list_adds_a_reason_column_only_when_a_job_waits(
     server: FakeServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
     reason = "global running-jobs limit 8 reached (8 running)"
@@ -365,13 +365,13 @@ def test_jobs_list_adds_a_waiting_column_only_when_a_job_waits(
     )
     assert main(["jobs", "list"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split()[-1] == "WAITING"
+    assert lines[0].split()[-1] == "REASON"
     assert lines[1].endswith(f"  {reason}")
     assert lines[2].endswith("  -")
     assert [line.split()[0] for line in lines[1:]] == ["2", "1"]
 
     assert main(["jobs", "list"]) == 0
-    assert "WAITING" not in capsys.readouterr().out
+    assert "REASON" not in capsys.readouterr().out
 
 
 def test_terminal_job_views_show_reasons_without_markup(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -383,14 +383,14 @@ def test_terminal_job_views_show_reasons_without_markup(monkeypatch: pytest.Monk
     out.job_list([waiting])
     out.job_detail(waiting, [])
     printed = stdout.getvalue()
-    assert "WAITING" in printed
+    assert "REASON" in printed
     assert "[bold]x[/bold]" in printed
     assert printed.count(reason) == 2
     assert "3g" in printed
 
 
 @pytest.mark.parametrize(("columns", "shown"), [("100", False), ("120", True)])
-def test_terminal_job_list_shows_waiting_only_with_room_for_it(
+def test_terminal_job_list_shows_reasons_only_with_room_for_them(
     monkeypatch: pytest.MonkeyPatch, columns: str, shown: bool
 ) -> None:
     monkeypatch.setenv("COLUMNS", columns)
@@ -398,7 +398,7 @@ def test_terminal_job_list_shows_waiting_only_with_room_for_it(
     reason = "global memory limit 64g: needs 70g, 12g free"
     Output(stdout, io.StringIO(), human=True).job_list([job(3, waiting_reason=reason)])
     lines = stdout.getvalue().splitlines()
-    assert ("WAITING" in lines[0]) is shown
+    assert ("REASON" in lines[0]) is shown
     assert "CREATED" in lines[0]  # the other columns keep their width
     assert "2024-05-01 10:00:00" in lines[1]
     assert all(len(line) <= int(columns) for line in lines)

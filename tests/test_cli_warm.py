@@ -152,7 +152,7 @@ def test_warm_pool_shows_the_servers_refusal(
 ) -> None:
     error = {"error": {"code": "not_found", "message": "no cluster named 'gpu'"}}
     fake.route("PUT", "/admin/warm-pool/gpu", Reply(404, error))
-    assert main(["admin", "warm-pool", "set", "gpu", "1"]) == 2
+    assert main(["admin", "warm-pool", "set", "gpu", "1"]) == 6  # not found
     assert capsys.readouterr().err == "error: no cluster named 'gpu'\n"
 
 

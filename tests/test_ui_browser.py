@@ -134,8 +134,15 @@ def listed_ids(page: Page) -> list[int]:
     return [int(cell) for cell in cells]
 
 
+def open_filters(page: Page) -> None:
+    """The filter bar is collapsed until opened (or while no filter is set)."""
+    if page.locator("#filters").get_attribute("open") is None:
+        page.locator("#filters > summary").click()
+
+
 def apply_filters(page: Page, **fields: str) -> list[int]:
     page.goto("/ui")
+    open_filters(page)
     for name, value in fields.items():
         page.locator(f"#f-{name}").fill(value)
     page.get_by_role("button", name="Apply filters").click()
@@ -150,6 +157,7 @@ def test_filters_show_exactly_the_matching_jobs(page: Page, jobs: Jobs) -> None:
     assert len(everything) == 7
     shot(page, "jobs")
 
+    open_filters(page)
     page.get_by_label("Failed").check()
     page.get_by_role("button", name="Apply filters").click()
     page.wait_for_load_state()

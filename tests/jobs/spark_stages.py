@@ -13,26 +13,28 @@ import contextlib
 import os
 import sys
 import time
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from pyspark.sql import SparkSession
 
 
-def sleepy(seconds):
-    def run(rows):
+def sleepy(seconds: float) -> Callable[[Iterable[Any]], list[Any]]:
+    def run(rows: Iterable[Any]) -> list[Any]:
         time.sleep(seconds)
         return list(rows)
 
     return run
 
 
-def boom(rows):
-    rows = list(rows)
-    if 0 in rows:
+def boom(rows: Iterable[int]) -> list[int]:
+    values = list(rows)
+    if 0 in values:
         raise RuntimeError("this task fails on purpose")
-    return rows
+    return values
 
 
-def scribble(context):
+def scribble(context: Any) -> None:
     """Garbage appended to this application's own event log (what a hostile job can do)."""
     folder = context.getConf().get("spark.eventLog.dir").removeprefix("file:")
     name = context.applicationId
@@ -60,7 +62,7 @@ def scribble(context):
         os.symlink("/etc/passwd", os.path.join(folder, f"{name}.inprogress"))
 
 
-def main():
+def main() -> None:
     seconds = float(sys.argv[1]) if len(sys.argv) > 1 else 0.5
     tasks = int(sys.argv[2]) if len(sys.argv) > 2 else 8
     mode = sys.argv[3] if len(sys.argv) > 3 else ""

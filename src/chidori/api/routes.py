@@ -29,10 +29,12 @@ from chidori.domain.errors import InvalidRequest
 from chidori.domain.records import JobQuery
 from chidori.domain.states import JobState
 from chidori.services.jobs import JobService
+from chidori.services.whole_log import WholeJobLog
 from chidori.web.job_views import MAX_ID, decode_cursor, encode_cursor, log_download
 
 JobId = Annotated[int, Path(ge=1, le=MAX_ID)]
 AttemptNumber = Annotated[int | None, Query(ge=1, le=MAX_ID)]
+AttemptInPath = Annotated[int, Path(ge=1, le=MAX_ID)]
 SUBMIT_EXAMPLES = {
     "python": {
         "summary": "A Python job",
@@ -69,6 +71,7 @@ LOG_HEADERS = {
 
 def build_router(jobs: JobService, submit: Handler) -> APIRouter:
     router = APIRouter(prefix="/api/v1", responses=error_responses(401, 403, 422, 503))
+    whole_logs = WholeJobLog(jobs)
 
     # The handler parses its own body and headers (see chidori.api.submit): they are
     # documented here.
@@ -209,30 +212,30 @@ def build_router(jobs: JobService, submit: Handler) -> APIRouter:
         500), or `{"progress": null}` when none is known (docs/progress.md)."""
         return progress_answer(jobs.progress(who, job_id))
 
-    @router.get(
-        "/jobs/{job_id}/logs",
-        # Not PlainTextResponse: FastAPI would then document the JSON errors as text/plain.
-        response_class=Response,
-        tags=["logs"],
-        responses={
-            200: {
-                "description": "The log text (streamed with `follow`)",
-                "content": {"text/plain": {"schema": {"type": "string"}}},
-                "headers": LOG_HEADERS,
-            },
-            **error_responses(404),
+    log_answer = {
+        200: {
+            "description": "The log text (streamed with `follow`)",
+            "content": {"text/plain": {"schema": {"type": "string"}}},
+            "headers": LOG_HEADERS,
         },
-    )
-    def job_logs(
-        job_id: JobId,
+        **error_responses(404),
+    }
+    download_answer = {
+        200: {
+            "description": "The whole driver log, as an attachment (streamed)",
+            "content": {"text/plain": {"schema": {"type": "string"}}},
+        },
+        **error_responses(404),
+    }
+
+    def answer_log(
         who: CurrentActor,
-        attempt: AttemptNumber = None,
-        tail: Annotated[int | None, Query(ge=0, le=1_000_000)] = None,
-        offset: Annotated[int | None, Query(ge=0, le=MAX_ID)] = None,
-        follow: bool = False,
+        job_id: int,
+        attempt: int | None,
+        tail: int | None,
+        offset: int | None,
+        follow: bool,
     ) -> Response:
-        """The driver log as text. `tail` = last lines, `offset` = from a byte offset (the
-        `X-Log-Offset` header of a previous answer); `follow` streams until the job ends."""
         if tail is not None and offset is not None:
             raise InvalidRequest.for_field("tail", "give tail or offset, not both")
         if follow:
@@ -244,22 +247,74 @@ def build_router(jobs: JobService, submit: Handler) -> APIRouter:
             headers["X-Log-Gone"] = "true"
         return Response(chunk.data, media_type="text/plain; charset=utf-8", headers=headers)
 
+    # Not PlainTextResponse: FastAPI would then document the JSON errors as text/plain.
+    @router.get("/jobs/{job_id}/logs", response_class=Response, tags=["logs"], responses=log_answer)
+    def job_logs(
+        job_id: JobId,
+        who: CurrentActor,
+        attempt: AttemptNumber = None,
+        tail: Annotated[int | None, Query(ge=0, le=1_000_000)] = None,
+        offset: Annotated[int | None, Query(ge=0, le=MAX_ID)] = None,
+        follow: bool = False,
+    ) -> Response:
+        """The driver log as text. `tail` = last lines, `offset` = from a byte offset (the
+        `X-Log-Offset` header of a previous answer); `follow` streams until the job ends."""
+        return answer_log(who, job_id, attempt, tail, offset, follow)
+
+    @router.get(
+        "/jobs/{job_id}/attempts/{number}/logs",
+        response_class=Response,
+        tags=["logs"],
+        responses=log_answer,
+    )
+    def attempt_logs(
+        job_id: JobId,
+        number: AttemptInPath,
+        who: CurrentActor,
+        tail: Annotated[int | None, Query(ge=0, le=1_000_000)] = None,
+        offset: Annotated[int | None, Query(ge=0, le=MAX_ID)] = None,
+        follow: bool = False,
+    ) -> Response:
+        """One attempt's driver log, as `/jobs/{id}/logs?attempt=N` (a path of its own, so a
+        page can hand it to the log viewer as a base URL)."""
+        return answer_log(who, job_id, number, tail, offset, follow)
+
     @router.get(
         "/jobs/{job_id}/logs/download",
         tags=["logs"],
         response_class=StreamingResponse,
-        responses={
-            200: {
-                "description": "The whole driver log, as an attachment (streamed)",
-                "content": {"text/plain": {"schema": {"type": "string"}}},
-            },
-            **error_responses(404),
-        },
+        responses=download_answer,
     )
     def download_logs(
         job_id: JobId, who: CurrentActor, attempt: AttemptNumber = None
     ) -> StreamingResponse:
         return log_download(*jobs.download_log(who, job_id, attempt))
+
+    @router.get(
+        "/jobs/{job_id}/attempts/{number}/logs/download",
+        tags=["logs"],
+        response_class=StreamingResponse,
+        responses=download_answer,
+    )
+    def download_attempt_logs(
+        job_id: JobId, number: AttemptInPath, who: CurrentActor
+    ) -> StreamingResponse:
+        return log_download(*jobs.download_log(who, job_id, number))
+
+    @router.get(
+        "/jobs/{job_id}/logs/all",
+        tags=["logs"],
+        response_class=StreamingResponse,
+        responses=download_answer,
+    )
+    def whole_log(job_id: JobId, who: CurrentActor) -> StreamingResponse:
+        """Every attempt's log in order, each after a `===== attempt N: STATE ... =====` line."""
+        name, chunks = whole_logs.download(who, job_id)
+        return StreamingResponse(
+            chunks,
+            media_type="text/plain; charset=utf-8",
+            headers={"Content-Disposition": f'attachment; filename="{name}"'},
+        )
 
     @router.post(
         "/uploads",

@@ -1,7 +1,7 @@
 """The ``chidori`` command line: ``main(argv)`` returns the exit status.
 
-Exit statuses: 0 success; 1 failure (server error, unreachable server, failed job);
-2 bad usage or a 4xx answer; 3 a waited-for job was cancelled; 130 interrupted.
+Exit statuses: one table in :mod:`chidori.cli.exit_codes` (0 success, 1 job FAILED, 2 usage,
+3 CANCELLED, 4 timed out, 5 auth, 6 not found, 7 server unreachable or 5xx, 8 CLI bug).
 
 Modules:
 
@@ -11,23 +11,36 @@ Modules:
 - ``submit_flags``: spark-submit's flags plus Chidori's, turned into a ``SubmitPlan``;
   ``properties_file``: the ``--properties-file`` reader.
 - plumbing: ``client`` (the REST client), ``settings`` (server URL and token), ``args``
-  (argparse types and shared flags), ``errors`` (usage errors).
+  (argparse types and shared flags), ``errors`` (usage errors), ``exit_codes`` (the statuses).
 - output: ``output`` (``Output``: tables and colour at a terminal, plain text otherwise) and
   ``views/`` (the columns, rows and pairs each command shows).
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 import traceback
 from collections.abc import Sequence
 
 from chidori import __version__
-from chidori.cli import admin, admission, history_server, jobs, kubernetes, server, submit, tokens
+from chidori.cli import (
+    admin,
+    admission,
+    dataset_history,
+    history_server,
+    jobs,
+    kubernetes,
+    open_job,
+    server,
+    submit,
+    tokens,
+)
 from chidori.cli.args import ArgumentParser
 from chidori.cli.client import ApiError, ServerUnreachable
 from chidori.cli.errors import UsageError
+from chidori.cli.exit_codes import ExitCode, api_error_code, help_table
 from chidori.cli.output import Output
 
 __all__ = ["main"]
@@ -37,6 +50,8 @@ def build_parser() -> ArgumentParser:
     parser = ArgumentParser(
         prog="chidori",
         description="Chidori: a control plane for Spark jobs.",
+        epilog=help_table(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         allow_abbrev=False,
     )
     parser.add_argument("--version", action="version", version=f"chidori {__version__}")
@@ -52,6 +67,8 @@ def build_parser() -> ArgumentParser:
         add_help=False,
     )
     jobs.add_parsers(subparsers)
+    open_job.add_parser(subparsers)
+    dataset_history.add_parser(subparsers)
     admission.add_parsers(subparsers)
     tokens.add_parsers(subparsers)
     admin.add_parsers(subparsers)
@@ -65,13 +82,16 @@ def _exit_status(code: object) -> int:
     if isinstance(code, int):
         return code
     print(code, file=sys.stderr)
-    return 1
+    return ExitCode.USAGE
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one ``chidori`` command; returns its exit status (never raises for user errors)."""
     args = list(sys.argv[1:] if argv is None else argv)
-    out = Output()
+    return int(_run(args, Output()))
+
+
+def _run(args: list[str], out: Output) -> int:
     try:
         if args and args[0] == "submit":
             return submit.run(args[1:], out)
@@ -85,22 +105,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             out.error(line)
         if exc.hint:
             out.err(f"({exc.hint})")
-        return 2
+        return ExitCode.USAGE
     except ApiError as exc:
         out.api_error(exc)
         if exc.status == 401:
             out.err("  (give a token with --token or CHIDORI_TOKEN)")
-        return 2 if 400 <= exc.status < 500 else 1
+        return api_error_code(exc)
     except ServerUnreachable as exc:
         out.unreachable(exc)
-        return 1
+        return ExitCode.SERVER
     except KeyboardInterrupt:
         out.err("interrupted")
-        return 130
+        return ExitCode.INTERRUPTED
     except BrokenPipeError:
-        return 1
+        return ExitCode.BROKEN_PIPE
     except Exception as exc:  # never a traceback unless asked for
         if os.environ.get("CHIDORI_DEBUG"):
             traceback.print_exc()
         out.error(f"unexpected {type(exc).__name__}: {exc} (set CHIDORI_DEBUG=1 for details)")
-        return 1
+        return ExitCode.INTERNAL

@@ -285,6 +285,17 @@ class ChidoriClient:
             error = StreamInterrupted if started else ServerUnreachable
             raise error(self.base_url, _describe(exc)) from exc
 
+    def dataset_history(
+        self, schema: str, table: str, limit: int | None = None, cursor: str | None = None
+    ) -> JsonObject:
+        """``GET /history``: ``{"schema", "table", "items": runs newest first, "next_cursor"}``."""
+        params = [("schema", schema), ("table", table)]
+        if limit is not None:
+            params.append(("limit", str(limit)))
+        if cursor is not None:
+            params.append(("cursor", cursor))
+        return self._json(self._request("GET", "/history", params=params))
+
     # -- identity and admin ----------------------------------------------------------------
 
     def whoami(self) -> JsonObject:

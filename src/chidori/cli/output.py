@@ -22,14 +22,18 @@ from chidori.cli.views.cells import align, text
 from chidori.cli.views.jobs import (
     EVENT_COLUMNS,
     LIST_COLUMNS,
+    REASON_MIN_WIDTH,
+    REASON_WIDTH,
     STATE_STYLES,
-    WAITING_MIN_WIDTH,
     detail_pairs,
     event_row,
     job_table,
+    list_reason,
     list_row,
+    shorten,
     state_text,
 )
+from chidori.cli.views.progress import SEPARATOR
 
 
 def _isatty(stream: TextIO) -> bool:
@@ -104,44 +108,54 @@ class Output:
 
     def transition(self, job: JsonObject, when: datetime | None = None) -> None:
         """One progress line on stderr: local time, job id, state, reason."""
+        reason = job.get("reason")
+        self.progress(job, [str(reason)] if reason else [], when)
+
+    def progress(
+        self, job: JsonObject, details: Sequence[str], when: datetime | None = None
+    ) -> None:
+        """One progress line on stderr: local time, job id, state, then ``a · b · c``."""
         when = when or datetime.now()
         state = str(job.get("state") or "?")
-        parts = [when.strftime("%H:%M:%S"), f"job {job.get('id')}", state]
-        reason = job.get("reason")
-        if reason:
-            parts.append(str(reason))
+        head = f"{when.strftime('%H:%M:%S')}  job {job.get('id')}  "
+        tail = f"  {SEPARATOR.join(details)}" if details else ""
         if self._err_colour:
-            line = Text("  ".join(parts[:2]) + "  ")
+            line = Text(head)
             line.append(state, style=STATE_STYLES.get(state, ""))
-            if reason:
-                line.append(f"  {reason}")
+            line.append(tail)
             self._console(self.stderr).print(line)
         else:
-            self.err("  ".join(parts))
+            self.err(head + state + tail)
 
     # -- jobs ------------------------------------------------------------------------------
 
-    def job_list(self, items: Sequence[JsonObject]) -> None:
-        """The jobs table; a last WAITING column only when a listed job waits for capacity.
+    def job_list(self, items: Sequence[JsonObject], *, wide: bool = False) -> None:
+        """The jobs table; a last REASON column when a listed job waits or failed.
 
-        At a terminal the column gets what width the others leave (reasons are cut, `jobs
-        show` has them whole) and is left out when too little is left.
+        Names are cut to ``NAME_WIDTH`` unless ``wide``. At a terminal the reasons get what
+        width the other columns leave (`jobs show` has them whole) and are left out when too
+        little is left; elsewhere they are cut to ``REASON_WIDTH`` unless ``wide``.
         """
-        waiting = any(job.get("waiting_reason") for job in items)
-        rows = [list_row(job) for job in items]
-        reasons = [text(job.get("waiting_reason")) for job in items]
+        rows = [list_row(job, wide=wide) for job in items]
+        reasons = [list_reason(job) for job in items]
+        with_reasons = any(reasons)
         if not self.human:
-            columns = [*LIST_COLUMNS, "WAITING"] if waiting else list(LIST_COLUMNS)
-            cells = [[*row, reason] for row, reason in zip(rows, reasons, strict=True)]
-            for line in align([columns, *(cells if waiting else rows)]):
+            columns = [*LIST_COLUMNS, "REASON"] if with_reasons else list(LIST_COLUMNS)
+            cells = [
+                [*row, text(reason if wide else shorten(reason, REASON_WIDTH))]
+                for row, reason in zip(rows, reasons, strict=True)
+            ]
+            for line in align([columns, *(cells if with_reasons else rows)]):
                 self.out(line)
             return
         console = self._console(self.stdout)
         table = job_table(rows)
-        if waiting:
+        if with_reasons:
             room = console.width - console.measure(table).maximum - 2
-            if room >= WAITING_MIN_WIDTH:
-                table = job_table(rows, reasons, room)
+            if wide:
+                table = job_table(rows, [text(r) for r in reasons])
+            elif room >= REASON_MIN_WIDTH:
+                table = job_table(rows, [text(r) for r in reasons], room)
         console.print(table)
 
     def job_detail(self, job: JsonObject, events: Sequence[JsonObject]) -> None:

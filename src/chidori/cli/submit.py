@@ -11,8 +11,10 @@ from pathlib import Path
 
 from chidori.cli.client import ApiError, ChidoriClient, JsonObject
 from chidori.cli.errors import UsageError
+from chidori.cli.exit_codes import ExitCode
 from chidori.cli.jobs import follow_job, outcome_code, report_outcome, wait_for_end
 from chidori.cli.output import Output
+from chidori.cli.progress_lines import ui_url
 from chidori.cli.settings import resolve
 from chidori.cli.submit_flags import Source, SubmitPlan, parse_submit
 
@@ -61,21 +63,23 @@ def run(argv: Sequence[str], out: Output) -> int:
                 out.json(job)
             else:
                 out.out(str(job_id))
-            return 0
+            return ExitCode.OK
         try:
             if plan.follow:
                 out.err(f"submitted job {job_id}")
+                out.err(f"view it at {ui_url(settings.url, job_id)}")
                 final = follow_job(client, job, out, progress=True, logs_to_stderr=plan.json)
             else:
                 if not plan.json:
                     out.out(str(job_id))
+                out.err(f"view it at {ui_url(settings.url, job_id)}")
                 final = wait_for_end(client, job, out)
         except KeyboardInterrupt:
             out.err(
                 f"interrupted; job {job_id} keeps running "
                 f"(stop it with `chidori jobs cancel {job_id}`)"
             )
-            return 130
+            return ExitCode.INTERRUPTED
         if plan.json:
             out.json(final)
         report_outcome(final, out)

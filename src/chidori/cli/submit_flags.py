@@ -19,6 +19,7 @@ from urllib.parse import unquote, urlparse
 from chidori.cli.args import ArgumentParser, add_connection_flags, positive_int
 from chidori.cli.client import JsonObject
 from chidori.cli.errors import UsageError
+from chidori.cli.exit_codes import help_table
 from chidori.cli.properties_file import read_properties
 
 # Options that take a value (after normalizing the short aliases).
@@ -34,6 +35,15 @@ VALUE_FLAGS = frozenset(
     }
 )  # fmt: skip
 SWITCH_FLAGS = frozenset({"--wait", "--follow", "--json", "--verbose", "--help", "--no-rerun-lost"})
+# Chidori's own flags (spark-submit has none of them): after APP they go to the application,
+# which is spark-submit's rule, but most likely a mistake, so they draw a note.
+CHIDORI_FLAGS = frozenset(
+    {
+        "--wait", "--follow", "--json", "--server", "--token", "--kind", "--cluster", "--queue",
+        "--priority", "--schema", "--table", "--label", "--max-retries", "--timeout",
+        "--idempotency-key", "--no-rerun-lost",
+    }
+)  # fmt: skip
 SHORT_ALIASES = {"-c": "--conf", "-v": "--verbose", "-h": "--help"}
 
 # spark-submit flags Chidori does not take: (takes a value, what to do instead).
@@ -107,8 +117,12 @@ def build_parser() -> ArgumentParser:
         usage="chidori submit [options] [--] APP [APP ARGS...]",
         description=(
             "Submit a Spark application (or a Python program with --kind python) to Chidori. "
-            "Local files are uploaded first. Everything after APP is passed to the application."
+            "Local files are uploaded first. Everything after APP is passed to the application "
+            "(Chidori's own flags there draw a note; put -- before the application's arguments "
+            "to say they are meant for it)."
         ),
+        epilog=help_table(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         allow_abbrev=False,
     )
     spark = parser.add_argument_group("spark-submit options")
@@ -157,7 +171,10 @@ def build_parser() -> ArgumentParser:
 
 
 def split_command_line(argv: Sequence[str]) -> tuple[list[str], str | None, list[str]]:
-    """Split into (options in ``--flag=value`` form, APP, APP ARGS) the way spark-submit does."""
+    """Split into (options in ``--flag=value`` form, APP, APP ARGS) the way spark-submit does.
+
+    A ``--`` after APP is an argument of the application, as with spark-submit (which
+    passes it on); a ``--`` just before APP (which spark-submit refuses) is dropped."""
     options: list[str] = []
     problems: list[str] = []
     i = 0
@@ -195,6 +212,41 @@ def split_command_line(argv: Sequence[str]) -> tuple[list[str], str | None, list
     return options, None, []
 
 
+def flags_after_app(argv: Sequence[str], app_args: Sequence[str]) -> list[str]:
+    """Chidori's own flags among the application's arguments, unless a ``--`` says they are
+    the application's (``APP -- ARGS``, or ``-- APP ARGS``)."""
+    app_index = len(argv) - len(app_args) - 1
+    if (
+        app_index > 0
+        and argv[app_index - 1] == "--"
+        and (
+            app_index < 2
+            or SHORT_ALIASES.get(argv[app_index - 2], argv[app_index - 2]) not in VALUE_FLAGS
+        )
+    ):
+        return []
+    found: list[str] = []
+    for arg in app_args:
+        if arg == "--":
+            break
+        name = arg.partition("=")[0]
+        if name in CHIDORI_FLAGS and name not in found:
+            found.append(name)
+    return found
+
+
+def after_app_note(flags: Sequence[str], app: str) -> str:
+    names = ", ".join(flags)
+    verb = "goes" if len(flags) == 1 else "go"
+    return (
+        f"{names} after APP {verb} to the application as its arguments (spark-submit's rule); "
+        f"for Chidori, put {'it' if len(flags) == 1 else 'them'} before APP "
+        f"(chidori submit {flags[0]} ... {app}); to pass {'it' if len(flags) == 1 else 'them'} "
+        f"to the application without this note, put -- before the application's arguments "
+        f"({app} -- ARGS; the application receives the --)"
+    )
+
+
 def _checked(options: list[str], problems: list[str]) -> list[str]:
     if problems:
         raise UsageError(*problems)
@@ -213,6 +265,9 @@ def parse_submit(argv: Sequence[str]) -> SubmitPlan:
 
     problems: list[str] = []
     notes: list[str] = []
+    misplaced = flags_after_app(argv, app_args)
+    if misplaced:
+        notes.append(after_app_note(misplaced, app))
     spec: JsonObject = {"kind": ns.kind}
 
     cluster: str | None = ns.cluster

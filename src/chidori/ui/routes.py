@@ -10,7 +10,7 @@ from typing import Annotated, Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Form, Request, Response
-from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
@@ -30,7 +30,7 @@ from chidori.services.admission import AdmissionService
 from chidori.services.history import HistoryService
 from chidori.services.jobs import JobService
 from chidori.services.shares import IssuedShare, ShareService
-from chidori.ui import views
+from chidori.ui import live, views
 from chidori.ui.session import (
     LOGIN_CSRF_COOKIE,
     Session,
@@ -44,6 +44,11 @@ HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=HERE / "templates")
 templates.env.filters["duration"] = views.format_duration
 templates.env.filters["when"] = views.format_time
+templates.env.filters["elapsed"] = live.elapsed_seconds
+templates.env.filters["percent"] = live.percent
+templates.env.filters["progress"] = live.progress_of
+templates.env.filters["list_reason"] = views.list_reason
+templates.env.filters["row_version"] = views.row_version
 static_files = StaticFiles(directory=HERE / "static")
 
 LOG_TAIL_LINES = 500
@@ -95,6 +100,9 @@ def job_context(
         "log_base": log_base,
         "log_tail": LOG_TAIL_LINES,
         "active": job.state in views.ACTIVE_STATES,
+        "job_active": job.state in views.ACTIVE_STATES,
+        "progress": live.progress_of(job),
+        "progress_src": f"/api/v1/jobs/{job.id}/progress",
         "shared": shared,
     }
 
@@ -218,13 +226,13 @@ def build_ui_router(
             return error_page(request, session, exc)
         active = views.any_active(result.items)
         context = {
-            "jobs": result.items,
+            "jobs": filters.sorted(result.items),
+            "counts": views.state_counts(result.items),
             "filters": filters,
             "states": list(JobState),
             "page_sizes": views.PAGE_SIZES,
             "next_url": filters.next_url(result.next_before_id),
-            "first_url": filters.url(cursor=None) if filters.cursor else None,
-            "refresh": active,
+            "previous_url": filters.previous_url(),
         }
         if fragment:
             response = page(request, session, "_job_rows.html", context)
@@ -232,31 +240,63 @@ def build_ui_router(
             return response
         return page(request, session, "jobs.html", context)
 
+    def job_page_context(
+        request: Request, session: Session, job_id: str, attempt: str | None
+    ) -> dict[str, Any]:
+        """Everything the job page and its live sections show (raises NotFound)."""
+        number = int(job_id) if job_id.isascii() and job_id.isdigit() else 0
+        if not 1 <= number <= MAX_ID:
+            raise NotFound(f"job {job_id[:40]} not found")
+        job = jobs.get(session.actor, number)
+        attempts = jobs.attempts(session.actor, number)
+        events = jobs.events(session.actor, number)
+        tabs = live.attempt_tabs(job.id, attempts)
+        chosen = next((t for t in tabs if attempt and str(t.number) == attempt), None)
+        if attempt and chosen is None:
+            raise NotFound(f"job {job.id} has no attempt {attempt[:20]}")
+        base = chosen.log_base if chosen else f"/api/v1/jobs/{job.id}/logs"
+        context = job_context(job, options.history_server_url, shared=False, log_base=base)
+        role = session.actor.principal.role
+        context.update(
+            attempts=attempts,
+            events=events,
+            tabs=tabs,
+            log_attempt=chosen.number if chosen else (tabs[-1].number if tabs else None),
+            can_cancel=role in (Role.ADMIN, Role.USER) and not job.state.terminal,
+            lifetimes=LIFETIMES,
+            notice=notice_text(request),
+            actor=session.actor,
+            csrf=session.csrf,
+        )
+        if chosen is not None:  # a finished attempt's log does not grow: nothing to follow
+            context["active"] = chosen.running and context["active"]
+        return context
+
     @router.get("/jobs/{job_id}")
-    def job_page(request: Request, job_id: int) -> Response:
+    def job_page(request: Request, job_id: str, attempt: str | None = None) -> Response:
         session = session_of(request)
         if isinstance(session, Response):
             return session
         try:
-            if not 1 <= job_id <= MAX_ID:
-                raise NotFound(f"job {job_id} not found")
-            job = jobs.get(session.actor, job_id)
-            attempts = jobs.attempts(session.actor, job_id)
-            events = jobs.events(session.actor, job_id)
+            context = job_page_context(request, session, job_id, attempt)
         except ChidoriError as exc:
             return error_page(request, session, exc)
-        role = session.actor.principal.role
-        context = job_context(
-            job, options.history_server_url, shared=False, log_base=f"/api/v1/jobs/{job.id}/logs"
-        )
-        context.update(
-            attempts=attempts,
-            events=events,
-            can_cancel=role in (Role.ADMIN, Role.USER) and not job.state.terminal,
-            lifetimes=LIFETIMES,
-            notice=notice_text(request),
-        )
         return page(request, session, "job.html", context)
+
+    @router.get("/jobs/{job_id}/live")
+    def job_live(request: Request, job_id: str) -> Response:
+        """The job page's live sections as JSON, polled by job_live.js while the job runs."""
+        session = session_of(request)
+        if isinstance(session, Response):  # signed out: the script stops and says so
+            return JSONResponse({"error": "signed out"}, status_code=401)
+        try:
+            context = job_page_context(request, session, job_id, None)
+        except ChidoriError as exc:
+            return JSONResponse({"error": exc.message}, status_code=404)
+        job: Job = context["job"]
+        sections = live.render_sections(templates.env, context)
+        body = {"state": job.state.value, "final": job.state.terminal, "sections": sections}
+        return JSONResponse(body, headers={"Cache-Control": "no-store"})
 
     @router.post("/jobs/{job_id}/cancel")
     def cancel_job(
@@ -269,6 +309,8 @@ def build_ui_router(
             jobs.cancel(session.actor, job_id)
         except ChidoriError as exc:
             return error_page(request, session, exc)
+        if request.headers.get("X-Chidori-Live") == "1":  # job_live.js: it refreshes itself
+            return Response(status_code=204)
         return RedirectResponse(f"/ui/jobs/{job_id}?notice=cancel-requested", status_code=303)
 
     # ---- share links ------------------------------------------------------------------------
@@ -416,6 +458,9 @@ def build_ui_router(
                 "waiting": capacity.waiting,
                 "queues": admission.queues(session.actor),
                 "servers": servers,
+                "warm": views.warm_held(
+                    [d for pool in admission.warm_pools(session.actor) for d in pool.drivers]
+                ),
                 "now": now,
                 "age": views.age,
             },

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+import zlib
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -15,6 +16,7 @@ from chidori.domain.errors import InvalidRequest
 from chidori.domain.records import Job, JobQuery
 from chidori.domain.states import JobState
 from chidori.domain.units import format_memory
+from chidori.domain.warm_planning import WarmDriver
 from chidori.web.job_views import decode_cursor, encode_cursor, public_spec
 
 PAGE_SIZES = (25, 50, 100, 200)
@@ -26,7 +28,10 @@ _TEXT_FIELDS = {
     "cluster": 128,
     "user": 128,
     "q": 200,
+    "label": 300,
 }
+SORTS = ("id", "duration")
+_TRAIL_PAGES = 50  # previous pages remembered in the URL (older ones go back to the first)
 
 
 @dataclass(frozen=True)
@@ -40,6 +45,9 @@ class JobFilters:
     order: str = "newest"
     limit: int = 50
     cursor: str | None = None
+    sort: str = "id"  # "duration": the page's jobs, longest first (the page itself is by id)
+    trail: tuple[str, ...] = ()  # the cursors of the pages before this one ("-": the first)
+    labels: tuple[tuple[str, str], ...] = ()
     errors: tuple[str, ...] = ()
 
     @classmethod
@@ -79,6 +87,14 @@ class JobFilters:
             except InvalidRequest:
                 errors.append("the page cursor is not valid: showing the first page")
                 cursor = None
+        labels = []
+        for item in text.get("label", "").replace(",", " ").split():
+            key, sep, value = item.partition(":")
+            if not sep or not key:
+                errors.append(f"label: {item[:60]!r} is not KEY:VALUE")
+            else:
+                labels.append((key, value))
+        trail = tuple(t for t in params.get("trail", "").split(",") if t)[-_TRAIL_PAGES:]
         return cls(
             states=tuple(dict.fromkeys(states)),
             created_from=dates["from"],
@@ -87,6 +103,9 @@ class JobFilters:
             order=order,
             limit=limit if limit in PAGE_SIZES else 50,
             cursor=cursor,
+            sort=next((s for s in SORTS if s == params.get("sort")), "id"),
+            trail=trail if cursor else (),
+            labels=tuple(labels),
             errors=tuple(errors),
         )
 
@@ -101,6 +120,7 @@ class JobFilters:
             queue=self.text.get("queue"),
             cluster=self.text.get("cluster"),
             owner=self.text.get("user"),
+            labels=self.labels,
             created_after=midnight(self.created_from) if self.created_from else None,
             # The "to" day is included: everything before the next midnight (UTC).
             created_before=(
@@ -124,6 +144,8 @@ class JobFilters:
             "order": self.order if self.order != "newest" else None,
             "limit": str(self.limit) if self.limit != 50 else None,
             "cursor": self.cursor,
+            "trail": ",".join(self.trail) or None,
+            "sort": self.sort if self.sort != "id" else None,
         }
         values.update(changes)
         pairs += [(name, value) for name, value in values.items() if value]
@@ -136,7 +158,38 @@ class JobFilters:
     def next_url(self, next_before_id: int | None) -> str | None:
         if next_before_id is None:
             return None
-        return self.url(cursor=encode_cursor(next_before_id))
+        return self.url(
+            cursor=encode_cursor(next_before_id), trail=",".join((*self.trail, self.cursor or "-"))
+        )
+
+    def previous_url(self) -> str | None:
+        """The page before this one (None on the first page)."""
+        if not self.cursor:
+            return None
+        if not self.trail:  # a bookmarked page: its previous pages are not known
+            return self.url(cursor=None, trail=None)
+        before = self.trail[-1]
+        return self.url(cursor=None if before == "-" else before, trail=",".join(self.trail[:-1]))
+
+    def sorted(self, jobs: list[Job]) -> list[Job]:
+        """The page in the chosen order (by duration: longest first, running by elapsed time,
+        jobs not started last)."""
+        if self.sort != "duration":
+            return jobs
+        now = datetime.now(UTC)
+
+        def length(job: Job) -> float:
+            if job.duration_seconds is not None:
+                return job.duration_seconds
+            if job.started_at is not None:
+                return (now - job.started_at).total_seconds()
+            return -1.0
+
+        return sorted(jobs, key=length, reverse=True)
+
+    @property
+    def active_count(self) -> int:
+        return len(self.text) + bool(self.states) + bool(self.created_from or self.created_to)
 
     @property
     def active(self) -> bool:
@@ -146,6 +199,36 @@ class JobFilters:
 
 def any_active(jobs: list[Job]) -> bool:
     return any(job.state in ACTIVE_STATES for job in jobs)
+
+
+def state_counts(jobs: list[Job]) -> list[tuple[str, int]]:
+    """How many of the listed jobs are in each state, in the states' order."""
+    counts = {state.value: 0 for state in JobState}
+    for job in jobs:
+        counts[job.state.value] += 1
+    return [(state, count) for state, count in counts.items() if count]
+
+
+def list_reason(job: Job) -> str:
+    """What the list says beside the state: why it failed or was cancelled, or what it waits
+    for."""
+    if job.state == JobState.QUEUED and job.waiting_reason:
+        return f"waiting for: {job.waiting_reason}"
+    if job.state.terminal and job.state != JobState.SUCCEEDED and job.reason:
+        return job.reason.strip().splitlines()[0] if job.reason.strip() else ""
+    if job.cancel_requested and not job.state.terminal:
+        return "cancel requested"
+    return ""
+
+
+def row_version(job: Job) -> str:
+    """Changes whenever anything the row shows changes (except a running job's elapsed time,
+    which ticks in the browser): the list patches only rows whose version moved."""
+    progress = getattr(job, "progress", None)
+    done = progress.get("tasks_done") if isinstance(progress, dict) else None
+    parts = [job.state.value, job.attempts, job.cancel_requested, job.finished_at, done]
+    parts += [job.waiting_reason, job.start_type, job.started_at]
+    return format(zlib.crc32("|".join(str(part) for part in parts).encode()), "08x")
 
 
 def history_server_link(base_url: str | None, job: Job) -> str | None:
@@ -243,3 +326,30 @@ def scope_row(name: str, limit: Limit, reserved: Resources) -> ScopeRow:
             cell(limit.max_cores, reserved.cores, False),
         ],
     )
+
+
+@dataclass(frozen=True)
+class WarmHeld:
+    """What the warm drivers of one scope hold: counted in its reserved capacity."""
+
+    name: str
+    drivers: int
+    held: str
+
+
+def warm_held(drivers: list[WarmDriver]) -> list[WarmHeld]:
+    """All clusters', then each cluster's, warm drivers and what they hold (none: empty)."""
+    if not drivers:
+        return []
+
+    def held(group: list[WarmDriver]) -> WarmHeld:
+        total = sum((d.held for d in group), Resources())
+        words = f"{total.jobs} job slot{'' if total.jobs == 1 else 's'}, "
+        words += f"{format_memory(total.memory_mb)}, {total.cores} cores"
+        return WarmHeld("", len(group), words)
+
+    rows = [replace(held(drivers), name="All clusters")]
+    for cluster in sorted({d.cluster for d in drivers}):
+        group = [d for d in drivers if d.cluster == cluster]
+        rows.append(replace(held(group), name=f"Cluster {cluster}"))
+    return rows

@@ -35,7 +35,9 @@ LIST_COLUMNS = (
     "ID", "NAME", "STATE", "KIND", "CLUSTER", "QUEUE", "TABLE", "CREATED", "DURATION", "ATTEMPTS",
 )  # fmt: skip
 EVENT_COLUMNS = ("TIME", "TYPE", "STATE", "ATTEMPT", "ACTOR", "REASON")
-WAITING_MIN_WIDTH = 16
+REASON_MIN_WIDTH = 16
+NAME_WIDTH = 32  # `jobs list` cuts longer names (whole with --wide or --json)
+REASON_WIDTH = 60  # and longer reasons, when not at a terminal
 
 
 def state_text(state: str) -> Text:
@@ -48,12 +50,15 @@ def state_text(state: str) -> Text:
 def job_table(
     rows: Sequence[Sequence[str]], reasons: Sequence[str] | None = None, width: int = 0
 ) -> Table:
-    """The jobs table for a terminal; with ``reasons``, a last WAITING column ``width`` wide."""
+    """The jobs table for a terminal; with ``reasons``, a last REASON column ``width`` wide
+    (``0``: as wide as the reasons)."""
     table = Table(box=None, header_style="bold", pad_edge=False)
     for column in LIST_COLUMNS:
         table.add_column(column, justify="right" if column in ("ID", "ATTEMPTS") else "left")
     if reasons is not None:
-        table.add_column("WAITING", no_wrap=True, overflow="ellipsis", max_width=width)
+        table.add_column(
+            "REASON", no_wrap=True, overflow="ellipsis", max_width=width if width else None
+        )
     for i, row in enumerate(rows):
         cells = [Text(cell) for cell in row]  # Text: no markup in names or reasons
         cells[2] = state_text(row[2])
@@ -63,10 +68,27 @@ def job_table(
     return table
 
 
-def list_row(job: JsonObject) -> list[str]:
+def shorten(value: str, width: int) -> str:
+    return value if len(value) <= width else value[: width - 1] + "…"
+
+
+def list_reason(job: JsonObject) -> str:
+    """Why a queued job waits, or why a job ended as it did; ``""`` for the others."""
+    state = job.get("state")
+    if state in (JobState.QUEUED, JobState.ADMITTED):
+        reason = job.get("waiting_reason") or job.get("reason")
+    elif state in (JobState.FAILED, JobState.CANCELLED):
+        reason = job.get("reason")
+    else:
+        reason = None
+    return str(reason) if reason else ""
+
+
+def list_row(job: JsonObject, *, wide: bool = False) -> list[str]:
+    name = text(job.get("name"))
     return [
         text(job.get("id")),
-        text(job.get("name")),
+        name if wide else shorten(name, NAME_WIDTH),
         text(job.get("state")),
         text(job.get("kind")),
         text(job.get("cluster")),

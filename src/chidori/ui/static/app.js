@@ -15,3 +15,29 @@ document.addEventListener("click", function (event) {
   if (navigator.clipboard) navigator.clipboard.writeText(input.value).then(done, function () {});
   else { document.execCommand("copy"); done(); }
 });
+// Running jobs' elapsed time ticks here, from what the server said when it rendered the
+// element (`data-elapsed` seconds), so the client's clock does not need to match the server's.
+(function () {
+  var seen = new WeakMap();
+  function format(seconds) {
+    if (seconds < 60) return seconds.toFixed(1) + " s";
+    var whole = Math.round(seconds);
+    var hours = Math.floor(whole / 3600), minutes = Math.floor((whole % 3600) / 60), secs = whole % 60;
+    var two = function (n) { return (n < 10 ? "0" : "") + n; };
+    return hours ? hours + " h " + two(minutes) + " m" : minutes + " m " + two(secs) + " s";
+  }
+  function tick() {
+    var now = Date.now();
+    document.querySelectorAll(".elapsed[data-elapsed]").forEach(function (element) {
+      var start = seen.get(element);
+      if (start === undefined) {
+        start = now - parseFloat(element.getAttribute("data-elapsed")) * 1000;
+        seen.set(element, start);
+      }
+      var text = format(Math.max(0, now - start) / 1000);
+      if (element.textContent !== text) element.textContent = text;
+    });
+  }
+  tick();
+  window.setInterval(tick, 1000);
+})();
