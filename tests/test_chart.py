@@ -420,8 +420,16 @@ def test_secrets_without_a_source_are_refused() -> None:
         render({"rabbitmq": {"enabled": True}})
 
 
+# The values file docs/deploy.md installs with.
+MINIMAL: Obj = yaml.safe_load(
+    (Path(__file__).resolve().parent.parent / "deploy/helm/examples/minimal.yaml").read_text()
+)
+
+
 @pytest.mark.parametrize(
-    "values", [{}, FULL, ISOLATION_OFF], ids=["defaults", "full", "isolation-off"]
+    "values",
+    [{}, FULL, ISOLATION_OFF, MINIMAL],
+    ids=["defaults", "full", "isolation-off", "docs-minimal"],
 )
 def test_every_object_is_valid_and_the_chart_lints(values: Obj) -> None:
     found = objects(values)
