@@ -28,6 +28,11 @@ def spec_demand(spec: JobSpec) -> Resources:
     )
 
 
+def deferred_backoff(refusals: int) -> timedelta:
+    """Wait after a service refused a run for quota: 5 s, 10 s, 20 s ... capped at 5 minutes."""
+    return timedelta(seconds=min(5 * 2 ** max(0, refusals - 1), 300))
+
+
 def retry_backoff(failed_attempts: int) -> timedelta:
     """Wait before re-running a failed job: 2 s, 4 s, 8 s ... capped at 5 minutes."""
     return timedelta(seconds=min(2**failed_attempts, 300))
@@ -58,6 +63,9 @@ def next_state(
         return NextState(JobState.SUCCEEDED, None, failed, lost)
     if outcome.state is AttemptState.CANCELLED or cancel_requested:
         return NextState(JobState.CANCELLED, outcome.reason or "cancelled", failed, lost)
+    if outcome.deferred:
+        # The service refused it for quota: it waits again (with backoff), not a failure.
+        return NextState(JobState.QUEUED, f"waiting: {outcome.reason}", failed, lost)
     if outcome.state is AttemptState.LOST:
         lost += 1
         if not rerun_lost:

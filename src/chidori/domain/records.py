@@ -104,6 +104,8 @@ class Attempt:
     ready_at: datetime | None = None  # the Spark application was up (or the job handed over)
     executors: list[dict[str, Any]] | None = None  # Kubernetes: its executor pods as last seen
     progress: dict[str, Any] | None = None  # Spark progress counts (docs/progress.md)
+    remote_run_id: str | None = None  # remote clusters: the service's run id
+    remote_url: str | None = None  # remote clusters: the run's page at the service
 
 
 @dataclass(frozen=True)
@@ -184,6 +186,9 @@ class Outcome:
     state: AttemptState
     reason: str | None
     exit_code: int | None = None
+    # The service refused the run for quota (remote clusters): the job waits again, with
+    # backoff, and the attempt counts neither as failed nor as lost.
+    deferred: bool = False
 
 
 @dataclass(frozen=True)

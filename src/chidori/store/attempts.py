@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy import Connection, func, select, update
 
-from chidori.domain.lifecycle import next_state, retry_backoff
+from chidori.domain.lifecycle import deferred_backoff, next_state, retry_backoff
 from chidori.domain.records import Attempt, Claim, Ending, Job, Outcome
 from chidori.domain.spec import JobSpec
 from chidori.domain.states import AttemptState, JobState
@@ -250,7 +250,16 @@ class AttemptRepository:
             rerun_lost,
         )
         retry = step.state is JobState.QUEUED
-        backoff = retry and outcome.state is AttemptState.FAILED
+        backoff = retry and outcome.state is AttemptState.FAILED and not outcome.deferred
+        # Attempts neither failed nor lost were refused (for quota), this one included.
+        refusals = attempt - step.failed - step.lost
+        not_before = (
+            now + deferred_backoff(refusals)
+            if outcome.deferred and retry
+            else now + retry_backoff(step.failed)
+            if backoff
+            else None
+        )
         row = run(
             conn,
             END_JOB,
@@ -261,7 +270,7 @@ class AttemptRepository:
                 "b_code": outcome.exit_code,
                 "b_now": now,
                 "b_finished": None if retry else now,
-                "b_not_before": now + retry_backoff(step.failed) if backoff else None,
+                "b_not_before": not_before,
                 "b_failed": step.failed,
                 "b_lost": step.lost,
             },

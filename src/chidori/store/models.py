@@ -145,6 +145,10 @@ class AttemptRow(Base):
     executors: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
     # Spark progress: the contract's counts, `updated_at` and `final` (stages: AttemptStagesRow).
     progress: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # Remote clusters (livy, databricks, ...): the service's run id, stored before anything
+    # relies on it (a replica adopting the attempt polls this run), and its page.
+    remote_run_id: Mapped[str | None] = mapped_column(String(256))
+    remote_url: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (
         UniqueConstraint("job_id", "number", name="uq_attempts_job_number"),

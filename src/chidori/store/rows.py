@@ -97,6 +97,8 @@ def attempt_record(row: AttemptRow | Row[Any]) -> Attempt:
         ready_at=row.ready_at,
         executors=row.executors,
         progress=row.progress,
+        remote_run_id=row.remote_run_id,
+        remote_url=row.remote_url,
     )
 
 
