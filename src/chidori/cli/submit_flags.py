@@ -21,6 +21,7 @@ from chidori.cli.client import JsonObject
 from chidori.cli.errors import UsageError
 from chidori.cli.exit_codes import help_table
 from chidori.cli.properties_file import read_properties
+from chidori.cli.requirements_file import read_requirements_file
 
 # Options that take a value (after normalizing the short aliases).
 VALUE_FLAGS = frozenset(
@@ -31,7 +32,8 @@ VALUE_FLAGS = frozenset(
         "--files", "--archives", "--master", "--deploy-mode", "--properties-file",
         # Chidori's
         "--server", "--token", "--kind", "--cluster", "--queue", "--priority", "--schema",
-        "--table", "--label", "--max-retries", "--timeout", "--idempotency-key",
+        "--table", "--label", "--max-retries", "--timeout", "--idempotency-key", "--pip",
+        "--requirements",
     }
 )  # fmt: skip
 SWITCH_FLAGS = frozenset({"--wait", "--follow", "--json", "--verbose", "--help", "--no-rerun-lost"})
@@ -41,7 +43,7 @@ CHIDORI_FLAGS = frozenset(
     {
         "--wait", "--follow", "--json", "--server", "--token", "--kind", "--cluster", "--queue",
         "--priority", "--schema", "--table", "--label", "--max-retries", "--timeout",
-        "--idempotency-key", "--no-rerun-lost",
+        "--idempotency-key", "--no-rerun-lost", "--pip", "--requirements",
     }
 )  # fmt: skip
 SHORT_ALIASES = {"-c": "--conf", "-v": "--verbose", "-h": "--help"}
@@ -155,6 +157,19 @@ def build_parser() -> ArgumentParser:
     ours.add_argument("--table", metavar="T", help="the dataset this job writes: table")
     ours.add_argument("--label", action="append", default=[], metavar="K=V")
     ours.add_argument("--max-retries", type=positive_int, metavar="N")
+    ours.add_argument(
+        "--pip",
+        action="append",
+        default=[],
+        metavar="REQ",
+        help="a Python package the job needs, PEP 508 (e.g. 'tabulate>=0.9'); repeatable. "
+        "--packages stays Maven coordinates, as in spark-submit",
+    )
+    ours.add_argument(
+        "--requirements",
+        metavar="FILE",
+        help="a pip requirements file (read here; -r includes allowed, index options refused)",
+    )
     ours.add_argument(
         "--no-rerun-lost",
         action="store_true",
@@ -306,6 +321,11 @@ def parse_submit(argv: Sequence[str]) -> SubmitPlan:
         if key is not None:
             labels[key] = value
 
+    requirements: list[str] = []
+    if ns.requirements is not None:
+        requirements += read_requirements_file(Path(ns.requirements), problems)
+    requirements += [r.strip() for r in ns.pip if r.strip()]
+
     timeout: int | str | None = None
     if ns.timeout is not None:
         raw = ns.timeout.strip()
@@ -345,6 +365,7 @@ def parse_submit(argv: Sequence[str]) -> SubmitPlan:
         "max_retries": ns.max_retries,
         "rerun_lost": False if ns.no_rerun_lost else None,
         "timeout": timeout,
+        "requirements": requirements or None,
     }
     spec.update({k: v for k, v in optional.items() if v is not None})
     return SubmitPlan(

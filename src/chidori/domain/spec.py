@@ -19,6 +19,7 @@ from pydantic import (
     field_validator,
 )
 
+from chidori.domain.environments import MAX_REQUIREMENTS, check_requirement
 from chidori.domain.units import format_memory, parse_duration_seconds, parse_memory_mib
 
 # Schemes Spark itself can fetch from; Chidori passes these through untouched.
@@ -142,6 +143,13 @@ class JobSpec(BaseModel):
         "run twice.",
     )
     timeout: float | None = Field(None, description="Seconds, or a duration such as 30m or 2h.")
+    requirements: list[Annotated[str, AfterValidator(check_requirement)]] = Field(
+        default_factory=list,
+        max_length=MAX_REQUIREMENTS,
+        description="Python packages the job needs (PEP 508 strings, e.g. 'tabulate>=0.9'), "
+        "resolved and installed into a cached environment before the job is admitted "
+        "(docs/environments.md). pyspark and py4j stay the server's.",
+    )
 
     @field_validator("*")
     @classmethod
@@ -220,7 +228,11 @@ class JobSpec(BaseModel):
     def stored_dict(self) -> dict[str, Any]:
         """The spec as the store keeps it: field names as users write them, secrets included
         (what a job gets). What people see is `chidori.web.job_views.public_spec`, redacted."""
-        return self.model_dump(by_alias=True, mode="json")
+        stored = self.model_dump(by_alias=True, mode="json")
+        if not self.requirements:
+            # Specs stored before the field existed keep their fingerprint (idempotent retries).
+            del stored["requirements"]
+        return stored
 
 
 def fingerprint_of(public: dict[str, Any]) -> str:

@@ -1,0 +1,107 @@
+"""Per-job Python environments, the pure part: what a requirement may say, the key of a
+resolved environment, and what changed between two runs' packages.
+
+A job names PEP 508 requirements; the server resolves them (chidori.host.environments) into
+a lock, `name==version` lines, and the environment built from that lock is keyed by the lock,
+the Python version and the platform.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
+
+MAX_REQUIREMENTS = 256
+MAX_REQUIREMENT_LENGTH = 1000
+# Provided by the server's own Python: pinned to the server's versions when resolving and
+# never installed into a job's environment, so a job cannot replace them.
+SERVER_PROVIDED = frozenset({"pyspark", "py4j"})
+# A job waiting for its environment is held out of admission by this `not_before`: the admit
+# step reads only jobs whose `not_before` has passed, and no clock reaches it.
+PREPARING_HOLD = datetime(9999, 1, 1, tzinfo=UTC)
+PREPARING_REASON = "preparing its Python environment"
+_LOCK_LINE = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;#]+)")
+
+
+def check_requirement(text: str) -> str:
+    """One requirement, normalised (`Requirement`'s own spelling). Raises ValueError for
+    anything that is not a plain PEP 508 requirement: pip options (`--index-url`, `-r`,
+    `-e`), which would point the build elsewhere or read other files, and direct URL
+    references (`name @ https://...`), which bypass the configured index."""
+    stripped = text.strip()
+    if not stripped:
+        raise ValueError("empty requirement")
+    if len(stripped) > MAX_REQUIREMENT_LENGTH:
+        raise ValueError(f"at most {MAX_REQUIREMENT_LENGTH} characters per requirement")
+    if stripped.startswith("-"):
+        raise ValueError(
+            f"{stripped.split()[0]!r}: pip options are not allowed in requirements (the "
+            "index is the server's)"
+        )
+    try:
+        requirement = Requirement(stripped)
+    except InvalidRequirement as exc:
+        raise ValueError(f"{stripped!r} is not a PEP 508 requirement: {exc}") from exc
+    if requirement.url:
+        raise ValueError(
+            f"{stripped!r}: direct URL references are not allowed (packages come from the "
+            "server's index)"
+        )
+    return str(requirement)
+
+
+def requirement_names(requirements: Iterable[str]) -> set[str]:
+    return {canonicalize_name(Requirement(r).name) for r in requirements}
+
+
+def parse_lock(lock: str) -> dict[str, str]:
+    """{canonical name: version} of a resolved lock (`name==version` lines)."""
+    found: dict[str, str] = {}
+    for line in lock.splitlines():
+        match = _LOCK_LINE.match(line.strip())
+        if match:
+            found[canonicalize_name(match.group(1))] = match.group(2)
+    return found
+
+
+def installable_lock(lock: str) -> str:
+    """The lock without what the server's Python provides (SERVER_PROVIDED)."""
+    kept = []
+    for line in lock.splitlines():
+        match = _LOCK_LINE.match(line.strip())
+        if match and canonicalize_name(match.group(1)) in SERVER_PROVIDED:
+            continue
+        if line.strip() and not line.lstrip().startswith("#"):
+            kept.append(line.strip())
+    return "\n".join(kept) + "\n"
+
+
+def environment_key(lock: str, python_version: str, platform: str) -> str:
+    """The key of the environment built from `lock`: equal locks on the same Python and
+    platform share one environment. Comments and order do not change it."""
+    packages = parse_lock(lock)
+    canonical = "\n".join(f"{name}=={packages[name]}" for name in sorted(packages))
+    text = f"{python_version}\n{platform}\n{canonical}\n"
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def package_changes(before: Mapping[str, str], after: Mapping[str, str]) -> list[str]:
+    """What changed from one run's packages to another's: "numpy 2.1.0 → 2.2.0",
+    "+ tabulate 0.9.0", "- rich 13.0.0", sorted by name."""
+    changes = []
+    for name in sorted(set(before) | set(after)):
+        old, new = before.get(name), after.get(name)
+        if old == new:
+            continue
+        if old is None:
+            changes.append(f"+ {name} {new}")
+        elif new is None:
+            changes.append(f"- {name} {old}")
+        else:
+            changes.append(f"{name} {old} → {new}")
+    return changes
