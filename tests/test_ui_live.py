@@ -4,11 +4,16 @@ reload, elapsed time ticks, the jobs list picks up new jobs and patches rows wit
 focus, State and Duration stay on screen at 390 px, attempt tabs show each attempt's log, an
 unknown /ui URL answers an HTML 404, and axe-core finds no serious violation.
 
-Python jobs only (fast); Spark progress drawing is not tested here (see docs/ui.md).
+Python jobs, plus one Spark job whose stage progress moves on the job page and in the list, and
+whose summary (stages, durations, shuffle bytes) stays after the end, through a share link too.
+The jobs list's counts, previous/next pages, label filter and duration sort; the queues page
+patched in place.
 """
 
 from __future__ import annotations
 
+import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -241,6 +246,18 @@ def test_attempt_tabs_show_each_attempts_log(page: Page, live_server: ChidoriSer
     attempts = page.locator("#live-attempts tbody tr")
     expect(attempts).to_have_count(2)
     expect(attempts.nth(0)).to_contain_text("FAILED")
+    for n in range(2):  # each attempt's own duration, log tab and download
+        expect(attempts.nth(n).locator("td.num")).to_have_text(re.compile(r"^\d+\.\d s$"))
+        link = attempts.nth(n).get_by_role("link", name="download")
+        assert link.get_attribute("href") == (
+            f"/api/v1/jobs/{job['id']}/attempts/{n + 1}/logs/download"
+        )
+    # The whole job's log, reached from the page with the page's own session.
+    whole_link = page.locator("#whole-log").get_attribute("href") or ""
+    assert whole_link == f"/api/v1/jobs/{job['id']}/logs/all"
+    from_page = page.request.get(live_server.url + whole_link)
+    assert from_page.status == 200
+    assert from_page.text().index("===== attempt 1") < from_page.text().index("===== attempt 2")
     assert serious_violations(page) == []
     with live_server.client() as client:
         whole = client.get(f"/api/v1/jobs/{job['id']}/logs/all")
@@ -277,10 +294,33 @@ def test_unknown_ui_urls_answer_an_html_404(page: Page, live_server: ChidoriServ
     assert serious_violations(page) == []
 
 
-def test_queues_page_says_what_warm_drivers_hold(page: Page) -> None:
+def test_the_queues_page_follows_its_queues_in_place(
+    page: Page, live_server: ChidoriServer
+) -> None:
+    settle(live_server)
     page.goto("/ui/queues")
+    mark_no_reload(page)
     expect(page.locator("#warm-held")).to_have_text("No warm driver holds capacity now.")
+    row = page.locator('#queue-rows tr[data-key="queue-default"]')
+    expect(row.locator(".queue-running")).to_have_text("0")
+    reserved_jobs = page.locator("#capacity-rows tr").first.locator("td").nth(1)
+    expect(reserved_jobs).to_have_text("0")
+    row.locator("th a").focus()
+    job = sleeper(live_server, 60, name="seen-by-the-queues-page")
+    live_server.wait(job["id"], until={"RUNNING"}, timeout=60)
+    expect(row.locator(".queue-running")).to_have_text("1", timeout=10_000)
+    expect(reserved_jobs).to_have_text("1")
+    # The row was patched (new counts) and its link has the focus again.
+    assert page.evaluate("document.activeElement.closest('tr').dataset.key") == "queue-default"
+    with live_server.client() as client:
+        client.delete(f"/api/v1/jobs/{job['id']}")
+    live_server.wait(job["id"])
+    expect(row.locator(".queue-running")).to_have_text("0", timeout=10_000)
+    expect(page.locator("#queues-status")).to_contain_text("Live")
+    assert_not_reloaded(page)
     assert serious_violations(page) == []
+    with live_server.client() as client:  # the live sections need a UI session
+        assert client.get("/ui/queues/live").status_code == 401
 
 
 def test_api_docs_need_nothing_from_outside(live_server: ChidoriServer) -> None:
@@ -290,3 +330,118 @@ def test_api_docs_need_nothing_from_outside(live_server: ChidoriServer) -> None:
     for asset in ("/docs/files/swagger-ui-bundle.js", "/docs/files/swagger-ui.css"):
         assert asset in docs.text
         assert httpx.get(live_server.url + asset).status_code == 200
+
+
+def listed_ids(page: Page) -> list[int]:
+    ids: list[str] = page.locator("#job-rows tr[data-id]").evaluate_all(
+        "rows => rows.map(r => r.dataset.id)"
+    )
+    return [int(i) for i in ids]
+
+
+def test_the_list_counts_pages_filters_by_label_and_sorts_by_duration(
+    page: Page, live_server: ChidoriServer
+) -> None:
+    labels = {"suite": f"paging-{time.time_ns()}"}
+    longest = sleeper(live_server, 2.5, name="longest", labels=labels)
+    crash = live_server.submit(
+        kind="python", application="tests/jobs/crash.py", name="crashes", labels=labels
+    )
+    short = [sleeper(live_server, 0.1, name=f"short-{n}", labels=labels) for n in range(9)]
+    other = sleeper(live_server, 0.1, name="unlabelled")
+    for job in (longest, crash, *short, other):
+        live_server.wait(job["id"])
+    page.goto("/ui")
+    bar = page.locator("details#filters")
+    assert bar.get_attribute("open") is None  # folded while no filter is set
+    bar.locator("summary").click()
+    page.locator("#f-label").fill(f"suite:{labels['suite']}")
+    page.locator("#f-limit").select_option("10")
+    page.get_by_role("button", name="Apply filters").click()
+    page.wait_for_url("**/ui?*label=*")
+    newest = sorted((j["id"] for j in (crash, *short)), reverse=True)
+    assert listed_ids(page) == newest  # the 10 newest labelled jobs, not the unlabelled one
+    expect(page.locator("#state-counts")).to_have_text("9 SUCCEEDED 1 FAILED")
+    assert page.locator("details#filters").get_attribute("open") is not None
+    expect(page.locator("#filters summary")).to_contain_text("1 set")
+    page.locator("#page-next").click()
+    expect(page.locator("#job-rows tr[data-id]")).to_have_count(1)
+    assert listed_ids(page) == [longest["id"]]
+    expect(page.locator("#state-counts")).to_have_text("1 SUCCEEDED")
+    expect(page.locator("#page-next")).to_have_count(0)
+    page.locator("#page-previous").click()
+    expect(page.locator("#job-rows tr[data-id]")).to_have_count(10)
+    assert listed_ids(page) == newest
+    expect(page.locator("#page-previous")).to_have_count(0)
+    # Sorting by duration (the header link): the longest job first.
+    page.locator("#f-limit").select_option("25")
+    page.get_by_role("button", name="Apply filters").click()
+    expect(page.locator("#job-rows tr[data-id]")).to_have_count(11)
+    assert listed_ids(page)[-1] == longest["id"]
+    page.get_by_role("link", name="Duration").click()
+    page.wait_for_url("**sort=duration*")
+    assert listed_ids(page)[0] == longest["id"]
+    assert serious_violations(page) == []
+
+
+@pytest.mark.spark
+def test_a_running_spark_job_shows_moving_progress_and_keeps_its_summary(
+    browser: Browser, page: Page, desktop: BrowserContext, live_server: ChidoriServer
+) -> None:
+    settle(live_server)  # this job alone on the machine: its stages move at their own pace
+    job = live_server.submit(
+        application="tests/jobs/spark_stages.py", args=["1.0", "6"], name="ui-stages"
+    )
+    live_server.wait(job["id"], until={"RUNNING"}, timeout=120)
+    page.goto(f"/ui/jobs/{job['id']}")
+    mark_no_reload(page)
+    # Every value the page's bar takes, as the live polling patches it.
+    page.evaluate(
+        """() => {
+        window.__seen = [];
+        const note = () => {
+          const bar = document.querySelector('#live-progress progress');
+          if (bar) window.__seen.push(Number(bar.getAttribute('value')));
+        };
+        new MutationObserver(note).observe(
+          document.getElementById('live-progress'), {childList: true, subtree: true});
+        note();
+      }"""
+    )
+    bar = page.locator("#live-progress progress.spark-progress")
+    expect(bar).to_be_visible(timeout=90_000)
+    listing = desktop.new_page()  # the list shows the same job's bar while it runs
+    listing.goto("/ui")
+    compact = listing.locator(f"#job-row-{job['id']} td.state-cell progress.spark-progress")
+    if page.locator("#job-state").inner_text() == "RUNNING":
+        expect(compact).to_be_attached()
+    listing.close()
+    expect(page.locator("#job-state")).to_have_text("SUCCEEDED", timeout=120_000)
+    seen: list[int] = page.evaluate("window.__seen")
+    assert len(set(seen)) >= 3 and seen == sorted(seen), seen  # it moved, forwards
+    expect(page.locator("#live-progress h2")).to_have_text("Spark progress (summary)")
+    assert bar.get_attribute("value") == bar.get_attribute("max") == "18"
+    stages = page.locator("#stage-table tbody tr")
+    expect(stages).to_have_count(3)
+    header = page.locator("#stage-table thead th").all_inner_texts()
+    write = stages.nth(0).locator("td").nth(header.index("Shuffle write"))
+    expect(write).to_have_text(re.compile(r"\d"))
+    read = stages.nth(1).locator("td").nth(header.index("Shuffle read"))
+    expect(read).to_have_text(re.compile(r"\d"))
+    expect(stages.nth(0).locator("td").nth(header.index("Duration"))).to_have_text(
+        re.compile(r"^\d+\.\d s$")
+    )
+    assert_not_reloaded(page)
+    assert serious_violations(page) == []
+    with live_server.client() as client:
+        url = client.post(f"/api/v1/jobs/{job['id']}/share", json={}).json()["url"]
+    anonymous = browser.new_context(viewport={"width": 1400, "height": 900})  # no session
+    try:
+        shared = anonymous.new_page()
+        shared.goto(url)
+        expect(shared.locator("#live-progress h2")).to_have_text("Spark progress (summary)")
+        expect(shared.locator("#stage-table tbody tr")).to_have_count(3)
+        assert serious_violations(shared) == []
+        shot(shared, "ui-live-spark-summary-shared")
+    finally:
+        anonymous.close()

@@ -30,7 +30,7 @@ from chidori.services.admission import AdmissionService
 from chidori.services.history import HistoryService
 from chidori.services.jobs import JobService
 from chidori.services.shares import IssuedShare, ShareService
-from chidori.ui import live, views
+from chidori.ui import live, queue_views, views
 from chidori.ui.session import (
     LOGIN_CSRF_COOKIE,
     Session,
@@ -53,7 +53,6 @@ static_files = StaticFiles(directory=HERE / "static")
 
 LOG_TAIL_LINES = 500
 HISTORY_RUNS = 500
-SERVER_ALIVE_SECONDS = 30.0
 LIFETIMES = (("1h", "1 hour"), ("1d", "1 day"), ("7d", "7 days"), ("30d", "30 days"))
 
 
@@ -438,32 +437,19 @@ def build_ui_router(
             return session
         if admission is None:
             return error_page(request, session, NotFound("admission is not enabled"))
-        capacity = admission.capacity(session.actor)
-        now = datetime.now(UTC)
-        scopes = [views.scope_row("All clusters", capacity.total.limit, capacity.total.reserved)]
-        scopes += [
-            views.scope_row(f"Cluster {name}", scope.limit, scope.reserved)
-            for name, scope in capacity.clusters.items()
-        ]
-        servers = [
-            (s, (now - s.heartbeat_at).total_seconds() < SERVER_ALIVE_SECONDS)
-            for s in admission.servers(session.actor)
-        ]
-        return page(
-            request,
-            session,
-            "queues.html",
-            {
-                "scopes": scopes,
-                "waiting": capacity.waiting,
-                "queues": admission.queues(session.actor),
-                "servers": servers,
-                "warm": views.warm_held(
-                    [d for pool in admission.warm_pools(session.actor) for d in pool.drivers]
-                ),
-                "now": now,
-                "age": views.age,
-            },
-        )
+        context = queue_views.queues_context(admission, session.actor)
+        return page(request, session, "queues.html", context)
+
+    @router.get("/queues/live")
+    def queues_live(request: Request) -> Response:
+        """The queues page's live sections as JSON, polled by queues_live.js."""
+        session = session_of(request)
+        if isinstance(session, Response):
+            return JSONResponse({"error": "signed out"}, status_code=401)
+        if admission is None:
+            return JSONResponse({"error": "admission is not enabled"}, status_code=404)
+        context = queue_views.queues_context(admission, session.actor)
+        sections = queue_views.render_queue_sections(templates.env, context)
+        return JSONResponse({"sections": sections}, headers={"Cache-Control": "no-store"})
 
     return router

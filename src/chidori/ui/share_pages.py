@@ -67,6 +67,7 @@ def build_share_pages_router(
                 context.update(attempts=[], events=[], can_cancel=False, actor=None)
                 # The whole summary (counts and stages), as /s/{token}/progress answers it.
                 context["progress"] = progress_detail_view(jobs.progress_unchecked(job.id))
+                context["progress_src"] = f"/s/{token}/progress"  # the API needs a login
                 response = render(request, "job.html", context)
             elif share.schema_name and share.table_name:
                 # The runs its creator may see (now): a link never shows more than that.

@@ -19,7 +19,7 @@ from chidori.domain.units import format_memory
 from chidori.domain.warm_planning import WarmDriver
 from chidori.web.job_views import decode_cursor, encode_cursor, public_spec
 
-PAGE_SIZES = (25, 50, 100, 200)
+PAGE_SIZES = (10, 25, 50, 100, 200)
 ACTIVE_STATES = frozenset({JobState.QUEUED, JobState.ADMITTED, JobState.RUNNING})
 _TEXT_FIELDS = {
     "schema": 256,
