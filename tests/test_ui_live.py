@@ -445,3 +445,20 @@ def test_a_running_spark_job_shows_moving_progress_and_keeps_its_summary(
         shot(shared, "ui-live-spark-summary-shared")
     finally:
         anonymous.close()
+
+
+def test_the_sign_in_shares_and_empty_history_pages_are_axe_clean(
+    browser: Browser, page: Page, live_server: ChidoriServer
+) -> None:
+    for path, heading in (("/ui/shares", "Share links"), ("/ui/history", "Dataset history")):
+        page.goto(path)
+        expect(page.locator("h1")).to_contain_text(heading)
+        assert serious_violations(page) == [], path
+    anonymous = browser.new_context(base_url=live_server.url)
+    try:
+        login = anonymous.new_page()
+        login.goto("/ui/jobs/1")  # signed out: the sign-in page, which comes back after
+        expect(login.get_by_label("API token")).to_be_visible()
+        assert serious_violations(login) == []
+    finally:
+        anonymous.close()

@@ -39,6 +39,19 @@ def progress_of(item: Job | Attempt) -> dict[str, Any] | None:
     return progress if isinstance(progress, dict) else None
 
 
+def iso_time(value: object) -> str:
+    """An ISO 8601 time (as the progress record keeps it) the way the pages show times."""
+    if not isinstance(value, str):
+        return ""
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return value[:40]
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
 def percent(done: object, total: object) -> int | None:
     """Whole percent of done over total (None when the total is unknown)."""
     if not isinstance(done, int) or not isinstance(total, int) or total <= 0:

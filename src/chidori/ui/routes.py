@@ -46,6 +46,7 @@ templates.env.filters["duration"] = views.format_duration
 templates.env.filters["when"] = views.format_time
 templates.env.filters["elapsed"] = live.elapsed_seconds
 templates.env.filters["percent"] = live.percent
+templates.env.filters["iso_time"] = live.iso_time
 templates.env.filters["progress"] = live.progress_of
 templates.env.filters["list_reason"] = views.list_reason
 templates.env.filters["row_version"] = views.row_version
