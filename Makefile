@@ -63,6 +63,7 @@ bench: setup $(CELERY_VENV)/.installed-stamp
 	$(BIN)/python bench/log_memory.py
 	$(BIN)/python bench/kubernetes.py
 	$(BIN)/python bench/progress.py
+	$(BIN)/python bench/live_views.py
 
 clean:
 	rm -rf $(VENV) $(CELERY_VENV) .chidori .pytest_cache .mypy_cache .ruff_cache

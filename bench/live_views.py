@@ -180,8 +180,11 @@ def main() -> None:
         ChidoriServer(Path(home)) as server,
     ):
         cookies = sign_in(server)
-        for round_ in range(options.rounds):  # interleaved: quiet, watched, quiet, ...
-            for pages, lists in ((0, 0), (options.pages, options.lists)):
+        for round_ in range(options.rounds):
+            # Interleaved, the order alternating (quiet then watched, then watched then quiet),
+            # so the store's growth from round to round weighs on both alike.
+            order = [(0, 0), (options.pages, options.lists)]
+            for pages, lists in order if round_ % 2 == 0 else order[::-1]:
                 result = asyncio.run(run_batch(server, cookies, options.jobs, pages, lists))
                 result["round"] = round_ + 1
                 runs.append(result)
@@ -213,6 +216,11 @@ def main() -> None:
     }
     summary["extra_cpu_seconds"] = round(
         summary["watched_cpu_seconds_mean"] - summary["quiet_cpu_seconds_mean"], 2
+    )
+    requests = [r["live_requests"] + r["fragment_requests"] for r in runs if r["pages"] > 0]
+    mean_requests = sum(requests) / len(requests)
+    summary["extra_cpu_ms_per_request"] = (
+        round(1000 * summary["extra_cpu_seconds"] / mean_requests, 2) if mean_requests else None
     )
     print(summary)
     path = write_results(
