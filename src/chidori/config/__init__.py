@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from chidori.config.environments import EnvironmentsConfig, load_environments
 from chidori.config.kubernetes import (
     KubernetesConfigError,
     KubernetesSettings,
@@ -115,6 +116,8 @@ class Settings:
     retention_days: float = 30.0
     # The server log: "text" (for people) or "json" (one object a line, for a log system).
     log_format: str = "text"
+    # Per-job Python environments (chidori.config.environments); None: the defaults under home.
+    environments: EnvironmentsConfig | None = None
 
     @property
     def log_dir(self) -> Path:
@@ -449,4 +452,5 @@ def load_settings(
         ),
         log_format=_log_format(environ.get("CHIDORI_LOG_FORMAT") or data.get("log_format", "text")),
         **_spark_rest(environ, data.get("spark_rest"), port),
+        environments=load_environments(environ, data.get("environments"), home),
     )

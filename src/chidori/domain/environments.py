@@ -11,7 +11,9 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from enum import StrEnum
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
@@ -105,3 +107,44 @@ def package_changes(before: Mapping[str, str], after: Mapping[str, str]) -> list
         else:
             changes.append(f"{name} {old} → {new}")
     return changes
+
+
+class EnvState(StrEnum):
+    """Where a job's environment is: claimed by a server preparing it, ready, or failed."""
+
+    PREPARING = "preparing"
+    READY = "ready"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class JobEnvironment:
+    """A job's environment as the store records it."""
+
+    job_id: int
+    state: EnvState
+    server_id: str
+    env_key: str | None
+    lock: str | None
+    log: str | None
+
+    @property
+    def packages(self) -> dict[str, str]:
+        return parse_lock(self.lock or "")
+
+
+@dataclass(frozen=True)
+class Environment:
+    """A built environment as the store records it, with its use count (unfinished jobs
+    that name it)."""
+
+    key: str
+    python: str
+    platform: str
+    packages: dict[str, str]
+    size_bytes: int
+    build_seconds: float
+    built_by: str
+    created_at: datetime
+    last_used_at: datetime
+    uses: int = 0

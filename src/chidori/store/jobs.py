@@ -16,6 +16,7 @@ from sqlalchemy import Connection, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from chidori.domain.environments import PREPARING_HOLD, PREPARING_REASON
 from chidori.domain.errors import Conflict, NotFound, StoreUnavailable
 from chidori.domain.lifecycle import spec_demand
 from chidori.domain.records import Attempt, Event, Job, JobQuery, Page
@@ -249,6 +250,10 @@ class JobRepository:
             timeout_seconds=spec.timeout,
             demand_memory_mb=demand.memory_mb,
             demand_cores=demand.cores,
+            # Held out of admission until its Python environment is ready
+            # (chidori.store.environments).
+            not_before=PREPARING_HOLD if spec.requirements else None,
+            wait_reason=PREPARING_REASON if spec.requirements else None,
         )
 
     def get_job(self, job_id: int) -> Job:
