@@ -64,6 +64,8 @@ SERVER_SIDE = {
     "QueueUnavailable": 503,
     "BlobError": 503,
     "IsolationUnavailable": 503,
+    "RemoteUnavailable": 503,
+    "QuotaRefused": 503,
     "BackendError": 502,
     "ConfigError": 500,
 }

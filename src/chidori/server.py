@@ -24,6 +24,7 @@ from chidori.api.spark_rest import SparkRestOptions, build_spark_rest_app, spark
 from chidori.backends.base import HostedBackend
 from chidori.backends.kubernetes.api import KubeApi
 from chidori.backends.kubernetes.backend import KubernetesBackend
+from chidori.backends.remote_factory import open_remote_backends
 from chidori.backends.spark import SparkBackend
 from chidori.config import ConfigError, Settings, load_settings
 from chidori.domain.errors import BackendError
@@ -89,7 +90,8 @@ def build_server(settings: Settings) -> Server:
     store.on_unavailable(lambda operation: metrics.database_errors.labels(operation).inc())
     store.migrate()
     StoreGauges(lambda: read_store_gauges(store, settings.lease_seconds), metrics)
-    repos = Repositories.of(store)
+    remote_backends = open_remote_backends(settings.clusters, settings.environ)
+    repos = Repositories.of(store, frozenset(remote_backends))
     try:
         blobs = open_blobs(settings.storage_url, store)
     except ValueError as exc:
@@ -148,6 +150,7 @@ def build_server(settings: Settings) -> Server:
         log_shipper,
         progress=_progress_collector(settings, store),
         metrics=metrics,
+        remote_backends=remote_backends,
     )
     kubernetes_watch = KubernetesWatch(
         {n: b for n, b in backends.items() if isinstance(b, KubernetesBackend)},
@@ -194,9 +197,12 @@ def build_server(settings: Settings) -> Server:
         admins_only=isolation.status if isolation.admin_only else None,
         blobs=blobs,
         cluster_checks={
-            name: backend.check_spec
-            for name, backend in backends.items()
-            if isinstance(backend, KubernetesBackend)
+            **{
+                name: backend.check_spec
+                for name, backend in backends.items()
+                if isinstance(backend, KubernetesBackend)
+            },
+            **{name: backend.check_spec for name, backend in remote_backends.items()},
         },
         progress=ProgressRepository(store),
     )
@@ -301,6 +307,8 @@ def _backends(
 ) -> dict[str, HostedBackend]:
     found: dict[str, HostedBackend] = {}
     for name, cluster in settings.clusters.items():
+        if cluster.remote is not None:
+            continue  # run at its service (chidori.backends.remote_factory)
         kube = cluster.kubernetes
         if kube is None:
             found[name] = SparkBackend(

@@ -21,6 +21,12 @@ from chidori.config.kubernetes import (
     KubernetesSettings,
     parse_kubernetes_settings,
 )
+from chidori.config.remote import (
+    REMOTE_CLUSTER_TYPES,
+    RemoteConfigError,
+    RemoteSettings,
+    parse_remote_settings,
+)
 from chidori.domain.errors import ChidoriError
 from chidori.domain.units import format_memory, parse_memory_mib
 from chidori.domain.warm import WarmPoolConfig
@@ -46,6 +52,7 @@ class ClusterConfig:
     spark_home: str | None = None
     warm_pool: WarmPoolConfig = field(default_factory=WarmPoolConfig)
     kubernetes: KubernetesSettings | None = None  # type kubernetes: its settings
+    remote: RemoteSettings | None = None  # remote types (livy, databricks): their settings
 
 
 ISOLATION_MODES = ("auto", "sandbox", "none")
@@ -150,10 +157,25 @@ def _read_file(path: Path) -> dict[str, Any]:
 
 def _cluster(name: str, raw: Mapping[str, Any]) -> ClusterConfig:
     kind = str(raw.get("type", "local"))
+    if kind in REMOTE_CLUSTER_TYPES:
+        try:
+            remote = parse_remote_settings(kind, raw)
+        except RemoteConfigError as exc:
+            raise ConfigError(f"cluster {name!r}: {exc}") from exc
+        conf = raw.get("conf") or {}
+        if not isinstance(conf, Mapping):
+            raise ConfigError(f"cluster {name!r}: conf must be a mapping")
+        return ClusterConfig(
+            name=name,
+            type=kind,
+            master=remote.url,
+            conf={str(k): str(v) for k, v in conf.items()},
+            remote=remote,
+        )
     if kind not in HOSTED_CLUSTER_TYPES:
         raise ConfigError(
             f"cluster {name!r}: type {kind!r} is not supported; use one of "
-            + ", ".join(HOSTED_CLUSTER_TYPES)
+            + ", ".join(HOSTED_CLUSTER_TYPES + REMOTE_CLUSTER_TYPES)
         )
     kubernetes = None
     master = raw.get("master")

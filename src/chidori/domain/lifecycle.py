@@ -16,11 +16,13 @@ from chidori.domain.states import AttemptState, JobState
 from chidori.domain.units import parse_memory_mib
 
 
-def spec_demand(spec: JobSpec) -> Resources:
+def spec_demand(spec: JobSpec, hosted_driver: bool = True) -> Resources:
     """The whole gang a job needs: its driver and all its executors, each executor with what
-    Spark asks for beyond its heap (its memory overhead, off-heap and PySpark memory)."""
+    Spark asks for beyond its heap (its memory overhead, off-heap and PySpark memory).
+    Without a `hosted_driver` (a remote cluster's service runs it) the driver holds no
+    memory here; its cores still count, against the cluster's limits."""
     return job_demand(
-        parse_memory_mib(spec.driver_memory),
+        parse_memory_mib(spec.driver_memory) if hosted_driver else 0,
         spec.driver_cores,
         spec.executor_instances,
         parse_memory_mib(spec.executor_memory) + executor_extra_mib(spec),

@@ -88,11 +88,11 @@ class AdmissionService:
         if queue is None:
             known = ", ".join(sorted(queues))
             raise InvalidRequest.for_field("queue", f"unknown queue {spec.queue!r}; known: {known}")
-        reason = never_fits(
-            spec_demand(spec), spec.cluster, queue.config(spec.queue), limits.limits()
-        )
+        cluster = self._clusters.get(spec.cluster)
+        # A remote cluster's service runs the driver: no driver memory here.
+        demand = spec_demand(spec, hosted_driver=cluster is None or cluster.remote is None)
+        reason = never_fits(demand, spec.cluster, queue.config(spec.queue), limits.limits())
         if reason is not None:
-            demand = spec_demand(spec)
             message = (
                 f"the job needs {demand.memory_mb}m and {demand.cores} cores in all (driver + "
                 f"{spec.executor_instances} executors), more than can ever be admitted: {reason}"

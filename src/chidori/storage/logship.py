@@ -67,6 +67,14 @@ class LogShipper:
         with self._lock:
             self._tracked.setdefault((job_id, attempt), _Tracked(path))
 
+    def resume(self, job_id: int, attempt: int, path: Path) -> None:
+        """Go on copying a log another replica was copying (an adopted remote run): `path`
+        is written again from its start, alike, so only what lies past the copies already in
+        shared storage is copied."""
+        shipped = SharedLog(self._blobs, job_id, attempt).size
+        with self._lock:
+            self._tracked[(job_id, attempt)] = _Tracked(path, shipped)
+
     def finish(self, job_id: int, attempt: int, path: Path | None = None) -> None:
         """The attempt ended: copy the rest of its log and mark it complete."""
         with self._lock:

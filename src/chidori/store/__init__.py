@@ -35,9 +35,14 @@ class Repositories:
     uploads: UploadRegistry
 
     @classmethod
-    def of(cls, db: Database) -> Repositories:
+    def of(cls, db: Database, remote_clusters: frozenset[str] = frozenset()) -> Repositories:
+        """`remote_clusters`: whose drivers run at their service (no driver memory here)."""
         return cls(
-            db, JobRepository(db), AttemptRepository(db), ServerRegistry(db), UploadRegistry(db)
+            db,
+            JobRepository(db, remote_clusters),
+            AttemptRepository(db),
+            ServerRegistry(db),
+            UploadRegistry(db),
         )
 
 

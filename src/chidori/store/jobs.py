@@ -37,8 +37,12 @@ inside the submissions' transaction (`chidori.queues.dispatch`)."""
 class JobRepository:
     """Jobs: create (group-committed), read, list, cancel."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, driverless_clusters: frozenset[str] = frozenset()) -> None:
+        """`driverless_clusters`: remote clusters, whose drivers run at their service: their
+        jobs' demand holds no driver memory (cores still count, against the cluster's
+        limits)."""
         self._db = db
+        self._driverless = driverless_clusters
         self._dispatch_writer: DispatchWriter | None = None
         self._committer = GroupCommitter(self._write_submissions)
         db.on_dispose(self._committer.close)
@@ -147,7 +151,7 @@ class JobRepository:
             # Core inserts (one statement per table for the whole batch): the ORM's unit of
             # work costs more CPU than the database does at these rates.
             conn = session.connection()
-            values = [self._row_values(item, now) for item in firsts]
+            values = [self._row_values(item, now, self._driverless) for item in firsts]
             if not values:
                 ids = []
             elif self._db.dialect == "postgresql":
@@ -223,9 +227,11 @@ class JobRepository:
         return False
 
     @staticmethod
-    def _row_values(item: Submission, now: datetime) -> dict[str, Any]:
+    def _row_values(
+        item: Submission, now: datetime, driverless: frozenset[str] = frozenset()
+    ) -> dict[str, Any]:
         spec = item.spec
-        demand = spec_demand(spec)
+        demand = spec_demand(spec, hosted_driver=spec.cluster not in driverless)
         return dict(
             name=spec.display_name[:200],
             state=JobState.QUEUED.value,

@@ -11,6 +11,8 @@ user; recovery ends other servers' attempts too, and cleans up after them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from chidori.domain.records import Outcome
 from chidori.domain.states import AttemptState
 from chidori.host.driver_host import DriverHost
@@ -25,7 +27,10 @@ class Cancels:
         drivers: DriverHost,
         ends: Ends,
         options: SchedulerOptions,
+        skip: Callable[[int, int], bool] = lambda _job, _attempt: False,
     ) -> None:
+        """`skip`: attempts whose cancels another part applies (remote runs)."""
+        self._skip = skip
         self._attempts = attempts
         self._drivers = drivers
         self._ends = ends
@@ -33,6 +38,8 @@ class Cancels:
 
     def apply_cancels(self) -> None:
         for attempt in self._attempts.cancel_requested_attempts(self._options.server_id):
+            if self._skip(attempt.job_id, attempt.number):
+                continue
             if (
                 not self._drivers.stop(
                     attempt.job_id, attempt.number, AttemptState.CANCELLED, "cancelled on request"

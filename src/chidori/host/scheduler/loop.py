@@ -21,11 +21,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from chidori.backends.base import HostedBackend
+from chidori.backends.remote import RemoteBackend
 from chidori.domain.errors import StoreUnavailable
 from chidori.domain.nodes import NodeSource
 from chidori.domain.records import Ending, Outcome
 from chidori.host.driver_host import DriverHost
 from chidori.host.isolation import Isolation
+from chidori.host.remote_watch import RemoteWatch
 from chidori.host.scheduler.cancels import Cancels
 from chidori.host.scheduler.common import SCHEDULER_LOGGER, Ends, SchedulerOptions, Signals
 from chidori.host.scheduler.launcher import Launcher
@@ -41,6 +43,7 @@ from chidori.storage.artifacts import ArtifactStore
 from chidori.storage.logship import LogShipper
 from chidori.store import Repositories
 from chidori.store.admission import AdmissionStore
+from chidori.store.remote_runs import RemoteRunStore
 
 log = logging.getLogger(SCHEDULER_LOGGER)
 # How long a driver's exit waits for an admit step under way before recording its end alone.
@@ -61,7 +64,10 @@ class Scheduler:
         log_shipper: LogShipper | None = None,
         metrics: Metrics | None = None,
         progress: SparkProgressCollector | None = None,
+        remote_backends: Mapping[str, RemoteBackend] | None = None,
     ) -> None:
+        """`remote_backends`: the remote clusters (Livy, Databricks, ...), whose runs are
+        submitted and watched by `remote` instead of hosted here."""
         self._admission = admission
         self.metrics = metrics or Metrics()
         self._timings = AttemptTimings(self.metrics)
@@ -93,6 +99,18 @@ class Scheduler:
         )
         self._attempts = store.attempts
         self._ends = Ends(store.attempts, options)
+        self.remote = RemoteWatch(
+            remote_backends or {},
+            RemoteRunStore(store.db),
+            store.jobs,
+            store.attempts,
+            self._remote_ended,
+            options.server_id,
+            options.host,
+            options.lease_seconds,
+            driver_log_dir,
+            log_shipper,
+        )
         self.leases = Leases(
             store.servers, self.drivers, options, self._signals, grace_seconds, fence_dir
         )
@@ -105,8 +123,11 @@ class Scheduler:
             self._ends,
             options,
             self.metrics.attempts_lost.inc,
+            adopt=self.remote.adopt,
         )
-        self.cancels = Cancels(store.attempts, self.drivers, self._ends, options)
+        self.cancels = Cancels(
+            store.attempts, self.drivers, self._ends, options, skip=self.remote.watching
+        )
         self.warm_reconciler = WarmReconciler(
             store.db, admission, backends, self.warm, self._executor, self._signals, options
         )
@@ -136,6 +157,7 @@ class Scheduler:
 
     def start(self) -> None:
         self.leases.start()
+        self.remote.start()
         self._thread = threading.Thread(target=self._run, name="scheduler", daemon=True)
         self._thread.start()
 
@@ -161,6 +183,9 @@ class Scheduler:
         self._signals.wakeup.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
+        # Remote runs go on at their service: their leases lapse and another replica (or
+        # this server's next start) adopts them.
+        self.remote.stop()
         self._executor.shutdown(wait=True)
         self.warm.shutdown()
         self.drivers.shutdown(reason)
@@ -245,7 +270,7 @@ class Scheduler:
         result = self._admission.admit(
             self._options.server_id,
             self._options.host,
-            list(self._backends),
+            [*self._backends, *self.remote.clusters],
             self._options.lease_seconds,
             warm=self.warm_reconciler.plan(),
             ending=ending,
@@ -261,7 +286,10 @@ class Scheduler:
             self._timings.admitted(
                 job.id, claim.attempt, job.spec.queue, job.spec.cluster, job.created_at
             )
-            self.launcher.take(claim, claimed_at)
+            if self.remote.handles(job.spec.cluster):
+                self.remote.take(claim)
+            else:
+                self.launcher.take(claim, claimed_at)
         for warm_id, cluster in result.warm_to_start:
             self.warm_reconciler.start_soon(warm_id, cluster)
         return len(result.claims)
@@ -290,6 +318,17 @@ class Scheduler:
             finally:
                 self._admit_lock.release()
         for delay in (0.0, 0.5, 1, 2, 4, 8):
+            time.sleep(delay)
+            try:
+                self._ends.finish(job_id, attempt, outcome)
+                break
+            except StoreUnavailable as exc:
+                log.warning("recording the end of job %s failed, retrying: %s", job_id, exc)
+        self._signals.freed()
+
+    def _remote_ended(self, job_id: int, attempt: int, outcome: Outcome) -> None:
+        self._timings.ended(job_id, attempt, outcome.state.value)
+        for delay in (0.0, 0.5, 1, 2, 4):
             time.sleep(delay)
             try:
                 self._ends.finish(job_id, attempt, outcome)

@@ -42,8 +42,12 @@ class Recovery:
         ends: Ends,
         options: SchedulerOptions,
         found_lost: Callable[[], None] = lambda: None,
+        adopt: Callable[[Attempt, str, bool], bool] = lambda _a, _r, _e: False,
     ) -> None:
-        """`found_lost` is told of each attempt found LOST (for the metrics)."""
+        """`found_lost` is told of each attempt found LOST (for the metrics). `adopt` takes
+        over an attempt whose run goes on elsewhere (a remote cluster's) instead of losing
+        it: (attempt, why, only if its lease expired) -> whether it was such an attempt."""
+        self._adopt = adopt
         self._found_lost = found_lost
         self._jobs = jobs
         self._attempts = attempts
@@ -58,7 +62,10 @@ class Recovery:
         for attempt in self._attempts.expired_attempts():
             if (attempt.job_id, attempt.number) in self._drivers.running():
                 continue  # ours and alive: the lease renewal was merely late
-            self.mark_lost(attempt, "driver host stopped renewing its lease")
+            why = "driver host stopped renewing its lease"
+            if self._adopt(attempt, why, True):
+                continue  # a remote run: watched from here on, not run again
+            self.mark_lost(attempt, why)
 
     def recover_orphans(self, all_servers: bool) -> int:
         """At start: attempts left active by an earlier run of this server (or, on a store only
@@ -72,9 +79,13 @@ class Recovery:
             for a in self._attempts.active_attempts(server)
             if (a.job_id, a.number) not in self._drivers.running()
         ]
+        lost = 0
         for attempt in orphans:
-            self.mark_lost(attempt, "server restarted while the driver ran")
-        return len(orphans)
+            why = "server restarted while the driver ran"
+            if not self._adopt(attempt, why, False):
+                self.mark_lost(attempt, why)
+                lost += 1
+        return lost
 
     def mark_lost(self, lost: Attempt, reason: str) -> None:
         with job_context(lost.job_id, lost.number):

@@ -1,0 +1,56 @@
+"""The remote backends of the configured clusters, with the credentials their settings name
+(read here, from the environment or a file, when the server starts; kept only inside each
+backend's HTTP client)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import httpx
+
+from chidori.backends.remote import RemoteBackend
+from chidori.config import ClusterConfig, ConfigError
+from chidori.config.remote import RemoteConfigError, RemoteSettings
+
+
+class BearerAuth(httpx.Auth):
+    """`Authorization: Bearer TOKEN` on every request."""
+
+    def __init__(self, token: str) -> None:
+        self._header = f"Bearer {token}"
+
+    def auth_flow(self, request: httpx.Request):  # type: ignore[no-untyped-def]
+        request.headers["Authorization"] = self._header
+        yield request
+
+
+def http_auth(settings: RemoteSettings, environ: Mapping[str, str]) -> httpx.Auth | None:
+    """Basic auth (username and password) or a bearer token, as the settings name them."""
+    token = settings.secret(environ, "token")
+    if token is not None:
+        return BearerAuth(token)
+    password = settings.secret(environ, "password")
+    if password is not None:
+        return httpx.BasicAuth(settings.username or "", password)
+    return None
+
+
+def open_remote_backends(
+    clusters: Mapping[str, ClusterConfig], environ: Mapping[str, str]
+) -> dict[str, RemoteBackend]:
+    """One backend per remote cluster. Raises ConfigError naming the cluster."""
+    found: dict[str, RemoteBackend] = {}
+    for name, cluster in clusters.items():
+        settings = cluster.remote
+        if settings is None:
+            continue
+        try:
+            if cluster.type == "livy":
+                from chidori.backends.livy import LivyBackend
+
+                found[name] = LivyBackend(cluster, settings, http_auth(settings, environ))
+            else:
+                raise ConfigError(f"cluster {name!r}: type {cluster.type!r} is not built yet")
+        except RemoteConfigError as exc:
+            raise ConfigError(f"cluster {name!r}: {exc}") from exc
+    return found
