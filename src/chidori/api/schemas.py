@@ -248,6 +248,8 @@ class AttemptOut(BaseModel):
     ready_at: datetime | None = None
     executors: list[ExecutorPodOut] | None = None  # Kubernetes clusters: as last seen
     progress: ProgressOut | None = None  # Spark progress (docs/progress.md)
+    remote_run_id: str | None = Field(None, description="Remote clusters: the service's run id")
+    remote_url: str | None = Field(None, description="Remote clusters: the run's page there")
 
     @classmethod
     def of(cls, attempt: Attempt) -> AttemptOut:
@@ -269,6 +271,8 @@ class AttemptOut(BaseModel):
             if attempt.executors is None
             else [ExecutorPodOut.model_validate(e) for e in attempt.executors],
             progress=ProgressOut.of(attempt.progress),
+            remote_run_id=attempt.remote_run_id,
+            remote_url=attempt.remote_url,
         )
 
 
