@@ -24,6 +24,8 @@ from chidori.storage.files import write_private
 SESSION_DRIVER = Path(__file__).resolve().parent.parent / "runtime" / "session_driver.py"
 # The same for a warm driver: starts Spark, then waits for one job (see chidori.host.warm_pool).
 WARM_DRIVER = SESSION_DRIVER.with_name("warm_driver.py")
+# The same for a Spark Connect server (kind "connect", reached through chidori.connect).
+CONNECT_DRIVER = SESSION_DRIVER.with_name("connect_driver.py")
 
 # Conf Chidori sets unless the cluster or the job says otherwise.
 DEFAULT_CONF = {
@@ -203,9 +205,7 @@ class SparkBackend(HostedBackend):
         if spec.kind is JobKind.PYTHON:
             return self._python_command(request)
         spark_home = self._spark_home()
-        submit_args = (
-            session_submit_args if spec.kind is JobKind.SESSION else type(self).submit_args
-        )
+        submit_args = BUILT_IN_SUBMIT_ARGS.get(spec.kind, type(self).submit_args)
         argv = [str(spark_submit_path(spark_home)), *submit_args(self, request)]
         return DriverCommand(argv, self._environment(request, spark_home), request.work_dir)
 
@@ -286,12 +286,15 @@ class SparkBackend(HostedBackend):
         return DriverCommand(argv, env, request.work_dir)
 
 
-def session_submit_args(backend: SparkBackend, request: LaunchRequest) -> list[str]:
+def session_submit_args(
+    backend: SparkBackend, request: LaunchRequest, driver: Path = SESSION_DRIVER
+) -> list[str]:
     """spark-submit's arguments for a Livy session: as for a PySpark application, with
     Chidori's session driver as the program and its control directory (where statements come
-    in and results go out) and the spec's args (the idle timeout) as its arguments."""
+    in and results go out) and the spec's args (the idle timeout) as its arguments. The same
+    for a Connect server, with the Connect driver (which writes its endpoint there)."""
     spec = request.job.spec
-    driver_path = str(SESSION_DRIVER)
+    driver_path = str(driver)
     control_dir = str(request.work_dir / "control")
     session_spec = spec.model_copy(update={"args": [control_dir, *spec.args]})
 
@@ -301,3 +304,13 @@ def session_submit_args(backend: SparkBackend, request: LaunchRequest) -> list[s
     return backend.submit_args(
         replace(request, job=replace(request.job, spec=session_spec), resolve=resolve)
     )
+
+
+def connect_submit_args(backend: SparkBackend, request: LaunchRequest) -> list[str]:
+    return session_submit_args(backend, request, CONNECT_DRIVER)
+
+
+BUILT_IN_SUBMIT_ARGS = {
+    JobKind.SESSION: session_submit_args,
+    JobKind.CONNECT: connect_submit_args,
+}

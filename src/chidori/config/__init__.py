@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from chidori.config.connect import ConnectConfig, ConnectConfigError, load_connect
 from chidori.config.environments import EnvironmentsConfig, load_environments
 from chidori.config.kubernetes import (
     KubernetesConfigError,
@@ -125,6 +126,8 @@ class Settings:
     log_format: str = "text"
     # Per-job Python environments (chidori.config.environments); None: the defaults under home.
     environments: EnvironmentsConfig | None = None
+    # The Spark Connect front door (chidori.config.connect); off without a port.
+    connect: ConnectConfig = field(default_factory=ConnectConfig)
 
     @property
     def log_dir(self) -> Path:
@@ -475,4 +478,12 @@ def load_settings(
         log_format=_log_format(environ.get("CHIDORI_LOG_FORMAT") or data.get("log_format", "text")),
         **_spark_rest(environ, data.get("spark_rest"), port),
         environments=load_environments(environ, data.get("environments"), home),
+        connect=_connect(environ, data.get("connect"), port),
     )
+
+
+def _connect(environ: Mapping[str, str], raw: Any, main_port: int) -> ConnectConfig:
+    try:
+        return load_connect(environ, raw, main_port)
+    except ConnectConfigError as exc:
+        raise ConfigError(str(exc)) from exc

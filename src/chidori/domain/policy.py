@@ -109,7 +109,7 @@ EXTRA_MEMORY_CONF = (
     *_OVERHEAD, *_OVERHEAD_FACTOR, _MIN_OVERHEAD, _PYSPARK_MEMORY, _OFF_HEAP_SIZE, *_DRIVER_EXTRA,
 )  # fmt: skip
 _FACTORS = {key.lower() for key in (*_OVERHEAD_FACTOR, "spark.driver.memoryOverheadFactor")}
-_SPARK_KINDS = ("spark", "session")  # kinds whose executors are JVMs sized by Spark
+_SPARK_KINDS = ("spark", "session", "connect")  # kinds whose executors are JVMs sized by Spark
 
 
 class PolicyDoc(BaseModel):

@@ -18,6 +18,7 @@ class Channel(StrEnum):
     it acts on its own jobs only: set by the server, never from anything the caller sends."""
 
     SPARK_REST = "spark-rest"  # Spark's REST submission listener (chidori.api.spark_rest)
+    CONNECT = "connect"  # the Spark Connect front door (chidori.connect)
 
 
 SUBMITTED_THROUGH = "submitted-through"

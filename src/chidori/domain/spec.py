@@ -50,15 +50,24 @@ def _conf_value(value: object) -> str:
 
 
 SESSION_APPLICATION = "chidori:session"  # the built-in driver of kind "session" jobs
+CONNECT_APPLICATION = "chidori:connect"  # the built-in driver of kind "connect" jobs
 
 
 class JobKind(StrEnum):
-    """What a job runs: a Spark application (spark-submit), a plain Python program, or a
-    Livy interactive session (Chidori's own session driver)."""
+    """What a job runs: a Spark application (spark-submit), a plain Python program, a
+    Livy interactive session (Chidori's own session driver), or a Spark Connect server
+    (Chidori's own Connect driver, reached through the Connect front door)."""
 
     SPARK = "spark"
     PYTHON = "python"
     SESSION = "session"
+    CONNECT = "connect"
+
+
+BUILT_IN_APPLICATIONS = {
+    JobKind.SESSION: SESSION_APPLICATION,
+    JobKind.CONNECT: CONNECT_APPLICATION,
+}
 
 
 MAX_MEMORY_MIB = 1024 * 1024  # 1 TiB: with at most 2,000 executors, totals fit in 32 bits
@@ -192,9 +201,11 @@ class JobSpec(BaseModel):
     @field_validator("application")
     @classmethod
     def _session_application(cls, value: str, info: ValidationInfo) -> str:
-        # A session runs Chidori's own driver: no other application, nor that one elsewhere.
-        if (info.data.get("kind") == JobKind.SESSION) != (value == SESSION_APPLICATION):
-            raise ValueError(f"kind 'session' (and only it) runs {SESSION_APPLICATION!r}")
+        # Sessions and Connect servers run Chidori's own drivers: no other application, nor
+        # those elsewhere.
+        for kind, built_in in BUILT_IN_APPLICATIONS.items():
+            if (info.data.get("kind") == kind) != (value == built_in):
+                raise ValueError(f"kind {kind.value!r} (and only it) runs {built_in!r}")
         return value
 
     @field_validator("main_class", "jars", "archives", "conf")

@@ -18,7 +18,7 @@ from chidori.domain.errors import ChidoriError, FieldError, Forbidden, InvalidRe
 from chidori.domain.identity import Principal, Role
 from chidori.domain.policy import check_job
 from chidori.domain.records import Attempt, Channel, Event, Job, JobQuery, Page
-from chidori.domain.spec import JobKind, JobSpec
+from chidori.domain.spec import BUILT_IN_APPLICATIONS, JobSpec
 from chidori.domain.states import JobState
 from chidori.services.admission import AdmissionService
 from chidori.services.identity import Actor, IdentityService
@@ -428,8 +428,9 @@ class JobService:
 
 def _references(spec: JobSpec) -> list[tuple[str, str]]:
     """(field, reference) for every file a spec names."""
-    # A session's application is Chidori's built-in driver, not a file to resolve.
-    refs = [] if spec.kind is JobKind.SESSION else [("application", spec.application)]
+    # A session's or a Connect server's application is Chidori's built-in driver, not a file.
+    built_in = spec.kind in BUILT_IN_APPLICATIONS
+    refs = [] if built_in else [("application", spec.application)]
     for field in ("py_files", "jars", "files", "archives"):
         refs += [(f"{field}[{i}]", ref) for i, ref in enumerate(getattr(spec, field))]
     return refs
