@@ -179,7 +179,11 @@ class JobService:
                 self._cluster_checks[spec.cluster](spec)
             except InvalidRequest as exc:
                 errors += [(f.field, f.message) for f in exc.fields] or [("spec", exc.message)]
-        for field, ref in _references(spec):
+        cluster = self._clusters.get(spec.cluster)
+        # A remote cluster's service reads the files it is told (its paths, its storage):
+        # nothing is resolved here; its own check (above) refuses what it cannot read.
+        remote = cluster is not None and cluster.remote is not None
+        for field, ref in [] if remote else _references(spec):
             if (
                 _is_upload(ref)
                 and not principal.is_admin
