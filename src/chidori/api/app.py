@@ -16,6 +16,7 @@ from chidori.api.admin_routes import build_admin_router
 from chidori.api.admission_routes import build_admission_router
 from chidori.api.dataset_routes import build_dataset_router
 from chidori.api.deps import ProxyAuth
+from chidori.api.environment_routes import build_environment_router
 from chidori.api.errors import install_error_handlers
 from chidori.api.history_routes import build_history_router
 from chidori.api.livy_errors import install_livy_error_handler
@@ -37,6 +38,7 @@ from chidori.observe.metrics import Metrics
 from chidori.services.admission import AdmissionService
 from chidori.services.changes import ChangesService
 from chidori.services.datasets import DatasetService
+from chidori.services.environments import EnvironmentService
 from chidori.services.history import HistoryService
 from chidori.services.identity import IdentityService
 from chidori.services.jobs import JobService
@@ -74,6 +76,7 @@ def create_app(
     livy_sessions: SessionService | None = None,
     metrics: Metrics | None = None,
     datasets: DatasetService | None = None,
+    environments: EnvironmentService | None = None,
 ) -> FastAPI:
     """`readiness` raises StoreUnavailable while the server cannot serve; it returns what
     an operator should know about a ready server (jobs not isolated), or None."""
@@ -113,6 +116,8 @@ def create_app(
         app.include_router(build_dataset_router(datasets, ChangesService(jobs)))
         if sessions is not None:
             app.include_router(build_dataset_pages_router(datasets, sessions))
+    if environments is not None:
+        app.include_router(build_environment_router(environments))
     if shares is not None:
         app.state.shares = shares
         app.include_router(build_share_router(shares))

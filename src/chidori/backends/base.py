@@ -36,6 +36,9 @@ class LaunchRequest:
     attempt: int
     work_dir: Path
     resolve: Resolver
+    # The job's Python environment (chidori.host.environments): a folder of packages put in
+    # front of the server's on the driver's and its Python workers' path; None without one.
+    python_path: Path | None = None
 
 
 class HostedBackend(ABC):

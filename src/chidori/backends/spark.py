@@ -105,6 +105,10 @@ class SparkBackend(HostedBackend):
         if request is not None:
             env["CHIDORI_JOB_ID"] = str(request.job.id)
             env["CHIDORI_ATTEMPT"] = str(request.attempt)
+            if request.python_path is not None:
+                # An overlay: the environment's packages first, then the server's own
+                # site-packages (pyspark stays the server's: it is never in an environment).
+                env["PYTHONPATH"] = str(request.python_path)
         if spark_home is not None:
             env["SPARK_HOME"] = str(spark_home)
         return env
@@ -216,6 +220,12 @@ class SparkBackend(HostedBackend):
         conf = self._start_conf()
         conf.update(self._resource_conf(spec))
         conf.update(spec.conf)
+        if request.python_path is not None and self.cluster.type == "standalone":
+            # Executors on this host's workers start Python workers with this path too.
+            theirs = conf.get("spark.executorEnv.PYTHONPATH")
+            conf["spark.executorEnv.PYTHONPATH"] = os.pathsep.join(
+                p for p in (str(request.python_path), theirs) if p
+            )
         conf.update(self._attempt_conf(request))
         args = [
             "--master",

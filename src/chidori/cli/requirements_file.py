@@ -51,7 +51,7 @@ def _logical_lines(text: str) -> list[tuple[int, str]]:
         if line.rstrip().endswith("\\"):
             pending += line.rstrip()[:-1] + " "
             continue
-        whole = (pending + line).strip()
+        whole = " ".join((pending + line).split())
         pending = ""
         if whole:
             lines.append((start, whole))

@@ -8,14 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from chidori.domain.errors import ChidoriError
 from chidori.domain.units import parse_memory_mib
 
 DEFAULT_INDEX_URL = "https://pypi.org/simple"
-
-
-class EnvironmentsConfigError(ChidoriError):
-    code = "config_error"
 
 
 @dataclass(frozen=True)
@@ -56,7 +51,9 @@ def load_environments(
         try:
             budget = parse_memory_mib(str(budget_raw)) * 1024 * 1024
         except ValueError as exc:
-            raise EnvironmentsConfigError(
+            from chidori.config import ConfigError  # the package's, defined after this import
+
+            raise ConfigError(
                 f"environments budget (CHIDORI_ENVS_BUDGET) must be a size such as 10g, "
                 f"not {budget_raw!r}"
             ) from exc

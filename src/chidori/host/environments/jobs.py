@@ -8,13 +8,13 @@ import time
 from pathlib import Path
 
 from chidori.domain.environments import EnvState
-from chidori.domain.errors import ChidoriError
 from chidori.host.environments.builder import EnvironmentBuilder, ResolutionFailed
 from chidori.store.environments import EnvironmentRepository
 
 
-class EnvironmentNotReady(ChidoriError):
-    code = "environment_not_ready"
+class EnvironmentNotReady(RuntimeError):
+    """The job has no environment to run with here: its attempt fails to start (never an
+    answer to a caller, so no protocol's error)."""
 
 
 def phase_header(title: str) -> str:

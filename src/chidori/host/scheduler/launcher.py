@@ -19,6 +19,7 @@ import logging
 import time
 from collections.abc import Mapping
 from concurrent.futures import Executor
+from dataclasses import replace
 from pathlib import Path
 
 from chidori.backends.base import HostedBackend, LaunchRequest
@@ -26,6 +27,7 @@ from chidori.domain.errors import ChidoriError
 from chidori.domain.records import Claim, Outcome
 from chidori.domain.states import AttemptState
 from chidori.host.driver_host import DriverHost, log_path_for
+from chidori.host.environments.jobs import EnvironmentNotReady, JobEnvironments
 from chidori.host.scheduler.common import SCHEDULER_LOGGER, Ends, SchedulerOptions, Signals
 from chidori.host.warm_pool import Refused, WarmPool
 from chidori.observe.logs import job_context
@@ -51,8 +53,11 @@ class Launcher:
         options: SchedulerOptions,
         driver_log_dir: Path,
         timings: AttemptTimings,
+        environments: JobEnvironments | None = None,
     ) -> None:
-        """`executor`: where starts are recorded and warm hand-overs run, beside the loop."""
+        """`executor`: where starts are recorded and warm hand-overs run, beside the loop.
+        `environments`: the jobs' Python environments (None: jobs with requirements fail)."""
+        self._environments = environments
         self._timings = timings
         self._jobs = jobs
         self._attempts = attempts
@@ -135,6 +140,8 @@ class Launcher:
             ):
                 return
             work_dir.mkdir(parents=True, exist_ok=True)
+            if job.spec.requirements:
+                request = replace(request, python_path=self._environment_of(job.id, attempt))
             command = backend.driver_command(request)
             pid, log_path = self._drivers.start(
                 job.id, attempt, command, job.spec.timeout, job.spec.kind, job.owner
@@ -142,7 +149,7 @@ class Launcher:
         except ChidoriError as exc:
             self._fail_start(job.id, attempt, exc.message)
             return
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, EnvironmentNotReady) as exc:
             self._fail_start(job.id, attempt, str(exc))
             return
         except Exception as exc:
@@ -154,6 +161,13 @@ class Launcher:
         self._executor.submit(
             self._record_start_logged, job.id, attempt, pid, log_path, job.spec.kind == "python"
         )
+
+    def _environment_of(self, job_id: int, attempt: int) -> Path:
+        """The job's environment on this host (found, or built from its lock), its phase
+        written first into the attempt's log."""
+        if self._environments is None:
+            raise EnvironmentNotReady("this server prepares no Python environments")
+        return self._environments.site_for(job_id, log_path_for(self._log_dir, job_id, attempt))
 
     def _fail_start(self, job_id: int, attempt: int, why: str) -> None:
         self._timings.ended(job_id, attempt, AttemptState.FAILED.value)

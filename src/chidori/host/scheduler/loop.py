@@ -26,6 +26,7 @@ from chidori.domain.errors import StoreUnavailable
 from chidori.domain.nodes import NodeSource
 from chidori.domain.records import Ending, Outcome
 from chidori.host.driver_host import DriverHost
+from chidori.host.environments.jobs import JobEnvironments
 from chidori.host.isolation import Isolation
 from chidori.host.remote_watch import RemoteWatch
 from chidori.host.scheduler.cancels import Cancels
@@ -65,9 +66,11 @@ class Scheduler:
         metrics: Metrics | None = None,
         progress: SparkProgressCollector | None = None,
         remote_backends: Mapping[str, RemoteBackend] | None = None,
+        environments: JobEnvironments | None = None,
     ) -> None:
         """`remote_backends`: the remote clusters (Livy, Databricks, ...), whose runs are
-        submitted and watched by `remote` instead of hosted here."""
+        submitted and watched by `remote` instead of hosted here. `environments`: where
+        launched drivers find their jobs' Python environments."""
         self._admission = admission
         self.metrics = metrics or Metrics()
         self._timings = AttemptTimings(self.metrics)
@@ -144,6 +147,7 @@ class Scheduler:
             options,
             driver_log_dir,
             self._timings,
+            environments,
         )
         self.metrics.watch_leases(lambda: len(self.drivers.running()))
         self._nodes: NodeSource | None = None

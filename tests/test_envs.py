@@ -1,0 +1,249 @@
+"""Per-job Python environments through a live server, with real uv against real PyPI
+(only the small, pure-Python packages the jobs ask for are downloaded; docs/testing.md).
+
+One server for the module, isolated (jobs run sandboxed as their own uids), jobs submitted by
+a plain user. The uv cache lives in the server's home, so the module downloads each package
+once.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from chidori.cli.submit_flags import parse_submit
+from tests.server import ChidoriServer
+
+# Small, pure-Python, none of them installed in the server's Python.
+PACKAGE = "tabulate"
+OTHER_VERSION = "tabulate==0.9.0"
+
+PROBE = """\
+import os, sys
+import pyspark
+import {module}
+print("version", {module}.__version__ if hasattr({module}, "__version__") else "?")
+print("module file", {module}.__file__)
+print("pyspark", pyspark.__version__, pyspark.__file__)
+site = os.path.dirname(os.path.dirname({module}.__file__))
+for target in (os.path.join(site, "planted.py"), {module}.__file__):
+    try:
+        with open(target, "a") as handle:
+            handle.write("import os; os.system('echo owned')\\n")
+        print("WROTE", target)
+    except OSError as exc:
+        print("write refused:", type(exc).__name__)
+try:
+    os.chmod(site, 0o777)
+    print("CHMOD", site)
+except OSError as exc:
+    print("chmod refused:", type(exc).__name__)
+"""
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("envs-server")
+
+
+@pytest.fixture(scope="module")
+def server(home: Path) -> Iterator[ChidoriServer]:
+    with ChidoriServer(home) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def user(server: ChidoriServer) -> str:
+    """A plain user's token: jobs are hostile code from an ordinary user."""
+    with server.client() as admin:
+        made = admin.post("/api/v1/admin/users", json={"name": "envuser", "role": "user"})
+        assert made.status_code == 201, made.text
+        token: str = admin.post("/api/v1/tokens", json={"user": "envuser", "name": "t"}).json()[
+            "token"
+        ]
+    return token
+
+
+def upload(server: ChidoriServer, token: str, name: str, text: str) -> str:
+    with server.client(token) as client:
+        response = client.post("/api/v1/uploads", files={"file": (name, text.encode())})
+    assert response.status_code == 201, response.text
+    uri: str = response.json()["uri"]
+    return uri
+
+
+def submit(server: ChidoriServer, token: str, **spec: Any) -> dict[str, Any]:
+    with server.client(token) as client:
+        response = client.post("/api/v1/jobs", json=spec)
+    assert response.status_code == 201, response.text
+    job: dict[str, Any] = response.json()
+    return job
+
+
+def environment_of(server: ChidoriServer, job_id: int) -> dict[str, Any]:
+    with server.client() as client:
+        response = client.get(f"/api/v1/jobs/{job_id}/environment")
+    assert response.status_code == 200, response.text
+    found: dict[str, Any] = response.json()
+    return found
+
+
+def prepared_seconds(server: ChidoriServer, job_id: int) -> float:
+    """From the submission to the environment's release (events' times)."""
+    with server.client() as client:
+        events = client.get(f"/api/v1/jobs/{job_id}/events").json()["items"]
+    queued = next(e for e in events if e["state"] == "QUEUED")
+    ready = next(e for e in events if e["type"] == "environment")
+    return _seconds(ready["time"]) - _seconds(queued["time"])
+
+
+def _seconds(stamp: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(stamp).timestamp()
+
+
+def test_the_server_lacks_the_test_package() -> None:
+    assert importlib.util.find_spec(PACKAGE) is None  # otherwise the tests prove nothing
+
+
+def test_a_job_importing_a_package_the_server_lacks_succeeds_and_cannot_write_its_env(
+    server: ChidoriServer, user: str
+) -> None:
+    app = upload(server, user, "probe.py", PROBE.format(module=PACKAGE))
+    first = submit(server, user, kind="python", application=app, requirements=[PACKAGE])
+    assert first["state"] == "QUEUED"
+    done = server.wait(first["id"], timeout=120)
+    log = server.log(first["id"])
+    assert done["state"] == "SUCCEEDED", (done, log)
+    assert log.startswith("==> chidori: Python environment\n"), log
+    assert "==> chidori: driver" in log and f"packages: {PACKAGE}==" in log
+    # The package comes from the job's environment, pyspark from the server's Python.
+    module_file = re.search(r"module file (\S+)", log)
+    assert module_file and "/envs/" in module_file.group(1), log
+    import pyspark
+
+    assert f"pyspark {pyspark.__version__} {pyspark.__file__}" in log
+    # A hostile job can neither add a file to its environment, nor change one, nor open it.
+    assert "WROTE" not in log and "CHMOD" not in log, log
+    assert log.count("write refused") == 2 and "chmod refused" in log
+    environment = environment_of(server, first["id"])
+    assert environment["state"] == "ready" and environment["packages"].keys() == {PACKAGE}
+    assert "built in" in environment["log"]
+    site = Path(module_file.group(1)).parent.parent
+    assert not os.stat(site).st_mode & 0o222  # read-only for its owner too
+
+    # The same requirements again: the environment is found, not built.
+    second = submit(server, user, kind="python", application=app, requirements=[PACKAGE])
+    assert server.wait(second["id"], timeout=60)["state"] == "SUCCEEDED"
+    again = environment_of(server, second["id"])
+    assert again["key"] == environment["key"] and "cache hit" in again["log"]
+    hit = prepared_seconds(server, second["id"])
+    print(f"cache hit: environment ready {hit:.3f} s after submission")
+    assert hit < 1.0
+
+
+def test_two_jobs_asking_at_once_for_a_new_environment_build_it_once(
+    server: ChidoriServer, user: str
+) -> None:
+    app = upload(server, user, "version.py", "import tabulate\nprint(tabulate.__version__)\n")
+    jobs: list[dict[str, Any]] = []
+
+    def send() -> None:
+        jobs.append(
+            submit(server, user, kind="python", application=app, requirements=[OTHER_VERSION])
+        )
+
+    senders = [threading.Thread(target=send) for _ in range(3)]
+    for sender in senders:
+        sender.start()
+    for sender in senders:
+        sender.join()
+    for job in jobs:
+        done = server.wait(job["id"], timeout=120)
+        assert done["state"] == "SUCCEEDED", server.log(job["id"])
+        assert "0.9.0" in server.log(job["id"])
+    logs = [environment_of(server, job["id"])["log"] for job in jobs]
+    assert len({environment_of(server, job["id"])["key"] for job in jobs}) == 1
+    assert sum("built in" in log for log in logs) == 1, logs
+    with server.client() as admin:
+        listed = admin.get("/api/v1/environments").json()["items"]
+    assert [e["packages"] for e in listed].count({"tabulate": "0.9.0"}) == 1
+
+
+def test_an_unresolvable_requirement_fails_the_job_at_once_with_the_resolvers_message(
+    server: ChidoriServer, user: str
+) -> None:
+    app = upload(server, user, "never.py", "print('never runs')\n")
+    started = time.monotonic()
+    job = submit(
+        server, user, kind="python", application=app, requirements=["chidori-no-such-pkg-x9"]
+    )
+    done = server.wait(job["id"], timeout=60)
+    elapsed = time.monotonic() - started
+    assert done["state"] == "FAILED" and done["attempts"] == 0, done  # it never took a slot
+    assert "could not resolve the job's requirements" in done["reason"]
+    assert "chidori-no-such-pkg-x9" in done["reason"] and "not found" in done["reason"]
+    assert elapsed < 15, elapsed
+
+
+def test_pyspark_in_requirements_stays_the_servers(server: ChidoriServer, user: str) -> None:
+    app = upload(
+        server, user, "which.py", "import pyspark\nprint('pyspark at', pyspark.__file__)\n"
+    )
+    job = submit(server, user, kind="python", application=app, requirements=["pyspark", PACKAGE])
+    done = server.wait(job["id"], timeout=60)
+    assert done["state"] == "SUCCEEDED", server.log(job["id"])
+    import pyspark
+
+    assert f"pyspark at {pyspark.__file__}" in server.log(job["id"])
+    assert "pyspark" not in environment_of(server, job["id"])["packages"]
+    refused = submit(server, user, kind="python", application=app, requirements=["pyspark<4"])
+    failed = server.wait(refused["id"], timeout=30)
+    assert failed["state"] == "FAILED" and "a job cannot replace it" in failed["reason"]
+
+
+@pytest.mark.parametrize(
+    ("requirement", "why"),
+    [
+        ("--index-url https://example.org/simple", "pip options are not allowed"),
+        ("-r other.txt", "pip options are not allowed"),
+        ("evil @ https://example.org/evil.whl", "direct URL references are not allowed"),
+        ("tabulate >>= 1", "is not a PEP 508 requirement"),
+    ],
+)
+def test_requirements_that_point_elsewhere_or_are_not_pep508_get_422(
+    server: ChidoriServer, user: str, requirement: str, why: str
+) -> None:
+    with server.client(user) as client:
+        response = client.post(
+            "/api/v1/jobs",
+            json={"kind": "python", "application": "x.py", "requirements": ["ok", requirement]},
+        )
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert any("requirements" in str(field) and why in str(field) for field in error["fields"]), (
+        error
+    )
+
+
+def test_submit_takes_pip_and_a_requirements_file(tmp_path: Path) -> None:
+    app = tmp_path / "job.py"
+    app.write_text("print(1)\n")
+    (tmp_path / "base.txt").write_text("rich>=13  # for tables\n")
+    (tmp_path / "reqs.txt").write_text("# ours\n-r base.txt\ntabulate \\\n  >=0.9\n")
+    plan = parse_submit(
+        ["--kind", "python", "--requirements", str(tmp_path / "reqs.txt"), "--pip", "six", str(app)]
+    )
+    assert plan.spec["requirements"] == ["rich>=13", "tabulate >=0.9", "six"]
+    (tmp_path / "bad.txt").write_text("tabulate\n--extra-index-url https://example.org\n")
+    with pytest.raises(Exception, match="--extra-index-url is not allowed"):
+        parse_submit(["--requirements", str(tmp_path / "bad.txt"), str(app)])
