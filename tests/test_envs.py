@@ -247,3 +247,35 @@ def test_submit_takes_pip_and_a_requirements_file(tmp_path: Path) -> None:
     (tmp_path / "bad.txt").write_text("tabulate\n--extra-index-url https://example.org\n")
     with pytest.raises(Exception, match="--extra-index-url is not allowed"):
         parse_submit(["--requirements", str(tmp_path / "bad.txt"), str(app)])
+
+
+def test_pruning_never_removes_an_environment_a_running_job_uses(
+    server: ChidoriServer, user: str
+) -> None:
+    unused_app = upload(server, user, "quick.py", "print('done')\n")
+    quick = submit(
+        server, user, kind="python", application=unused_app, requirements=[OTHER_VERSION]
+    )
+    assert server.wait(quick["id"], timeout=120)["state"] == "SUCCEEDED"
+    unused = environment_of(server, quick["id"])["key"]
+    sleeper = upload(
+        server, user, "sleep.py", "import time, tabulate\nprint('up', flush=True)\ntime.sleep(60)\n"
+    )
+    running = submit(server, user, kind="python", application=sleeper, requirements=[PACKAGE])
+    server.wait(running["id"], {"RUNNING"}, timeout=60)
+    in_use = environment_of(server, running["id"])["key"]
+    envs = server.home / "envs"
+    with server.client() as admin:
+        listed = {e["key"]: e["uses"] for e in admin.get("/api/v1/environments").json()["items"]}
+        assert listed[in_use] == 1 and listed[unused] == 0
+        removed = admin.post("/api/v1/admin/environments/prune", json={"budget": "0"}).json()
+        assert unused in removed["removed"] and in_use not in removed["removed"]
+        assert (envs / in_use / "site").is_dir() and not (envs / unused).exists()
+        assert admin.delete(f"/api/v1/jobs/{running['id']}").status_code == 200
+        assert server.wait(running["id"], timeout=30)["state"] == "CANCELLED"
+        again = admin.post("/api/v1/admin/environments/prune", json={"budget": "0"}).json()
+        assert in_use in again["removed"] and not (envs / in_use).exists()
+        refused = admin.post("/api/v1/admin/environments/prune", json={"budget": "lots"})
+        assert refused.status_code == 422 and "budget" in refused.text
+    with server.client(user) as plain:
+        assert plain.get("/api/v1/environments").status_code == 403

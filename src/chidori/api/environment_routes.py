@@ -12,8 +12,7 @@ from pydantic import BaseModel, Field, field_validator
 
 from chidori.api.deps import CurrentActor
 from chidori.api.schemas import error_responses
-from chidori.domain.environments import Environment, JobEnvironment
-from chidori.domain.units import parse_memory_mib
+from chidori.domain.environments import Environment, JobEnvironment, parse_size_bytes
 from chidori.services.environments import EnvironmentService
 from chidori.web.job_views import MAX_ID
 
@@ -66,7 +65,7 @@ class PruneIn(BaseModel):
     @classmethod
     def _size(cls, value: str | None) -> str | None:
         if value is not None:
-            parse_memory_mib(value)  # ValueError: a 422 naming the field
+            parse_size_bytes(value)  # ValueError: a 422 naming the field
         return value
 
 
@@ -94,7 +93,7 @@ def build_environment_router(environments: EnvironmentService) -> APIRouter:
     @router.post("/admin/environments/prune", response_model=PruneOut)
     def prune_environments(who: CurrentActor, body: PruneIn) -> PruneOut:
         """Remove unused environments, least recently used first, down to the budget."""
-        budget = None if body.budget is None else parse_memory_mib(body.budget) * 1024 * 1024
+        budget = None if body.budget is None else parse_size_bytes(body.budget)
         return PruneOut(removed=environments.prune(who, budget))
 
     return router

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from chidori.domain.units import parse_memory_mib
+from chidori.domain.environments import parse_size_bytes
 
 DEFAULT_INDEX_URL = "https://pypi.org/simple"
 
@@ -49,7 +49,7 @@ def load_environments(
     budget = None
     if budget_raw not in (None, ""):
         try:
-            budget = parse_memory_mib(str(budget_raw)) * 1024 * 1024
+            budget = parse_size_bytes(str(budget_raw))
         except ValueError as exc:
             from chidori.config import ConfigError  # the package's, defined after this import
 

@@ -148,3 +148,15 @@ class Environment:
     created_at: datetime
     last_used_at: datetime
     uses: int = 0
+
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
+_UNIT = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+
+
+def parse_size_bytes(text: str) -> int:
+    """A disk budget: `0`, `500m`, `10g`, `1.5t` (powers of 1024). Raises ValueError."""
+    match = _SIZE.match(str(text))
+    if not match:
+        raise ValueError(f"{text!r} is not a size such as 0, 500m or 10g")
+    return int(float(match.group(1)) * _UNIT[match.group(2).lower()])
