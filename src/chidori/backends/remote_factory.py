@@ -11,6 +11,7 @@ import httpx
 from chidori.backends.remote import RemoteBackend
 from chidori.config import ClusterConfig, ConfigError
 from chidori.config.remote import RemoteConfigError, RemoteSettings
+from chidori.domain.errors import BackendError
 
 
 class BearerAuth(httpx.Auth):
@@ -49,8 +50,25 @@ def open_remote_backends(
                 from chidori.backends.livy import LivyBackend
 
                 found[name] = LivyBackend(cluster, settings, http_auth(settings, environ))
+            elif cluster.type == "databricks":
+                found[name] = _databricks(cluster, settings, environ)
             else:
                 raise ConfigError(f"cluster {name!r}: type {cluster.type!r} is not built yet")
-        except RemoteConfigError as exc:
+        except (RemoteConfigError, BackendError) as exc:
             raise ConfigError(f"cluster {name!r}: {exc}") from exc
     return found
+
+
+def _databricks(
+    cluster: ClusterConfig, settings: RemoteSettings, environ: Mapping[str, str]
+) -> RemoteBackend:
+    token = settings.secret(environ, "token")
+    if token is None:
+        raise RemoteConfigError("a databricks cluster needs token_env or token_file")
+    try:
+        from chidori.backends.databricks import DatabricksBackend
+    except ImportError as exc:
+        raise RemoteConfigError(
+            "type databricks needs the databricks extra (pip install 'chidori[databricks]')"
+        ) from exc
+    return DatabricksBackend(cluster, settings, token)
