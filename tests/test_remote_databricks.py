@@ -38,6 +38,7 @@ from tests.server import ChidoriServer
 
 TOKEN = "dapi-fake-token"
 NEW_CLUSTER = {"spark_version": "15.4.x-scala2.12", "node_type_id": "i3.xlarge"}
+FAST_RETRIES = {"retry_seconds": 1}  # the SDK gives up on a throttled call after 1 s
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +55,7 @@ def _cluster_of(fake: FakeDatabricks, **options: Any) -> ClusterConfig:
             "url": fake.url,
             "token_env": "DBX_TOKEN",
             "conf": {"spark.sql.shuffle.partitions": "8"},
-            "options": options or NEW_CLUSTER,
+            "options": {**(options or NEW_CLUSTER), **FAST_RETRIES},
         },
     )
 
@@ -182,6 +183,7 @@ def server(
         "clusters:\n  dbx:\n    type: databricks\n"
         f"    url: {fake.url}\n    token_env: DBX_TOKEN\n    poll_seconds: 0.3\n"
         "    options:\n      spark_version: 15.4.x-scala2.12\n      node_type_id: i3.xlarge\n"
+        "      retry_seconds: 1\n"
     )
     with ChidoriServer(home, config=config, env={"DBX_TOKEN": TOKEN}) as running:
         yield running

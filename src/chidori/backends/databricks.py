@@ -110,7 +110,7 @@ class DatabricksBackend(RemoteBackend):
                 http_timeout_seconds=int(settings.request_timeout),
                 # The SDK retries throttled calls until this runs out: a quota refusal that
                 # lasts waits in the job's backoff instead, not in the watcher's step.
-                retry_timeout_seconds=_SDK_RETRY_SECONDS,
+                retry_timeout_seconds=int(options.get("retry_seconds", _SDK_RETRY_SECONDS)),
             )
         )
 
