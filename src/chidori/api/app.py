@@ -113,7 +113,8 @@ def create_app(
     history = HistoryService(jobs)
     app.include_router(build_history_router(history))
     if datasets is not None:  # the dataset index, filter suggestions, run changes
-        app.include_router(build_dataset_router(datasets, ChangesService(jobs)))
+        packages_of = environments.packages_of if environments is not None else None
+        app.include_router(build_dataset_router(datasets, ChangesService(jobs, packages_of)))
         if sessions is not None:
             app.include_router(build_dataset_pages_router(datasets, sessions))
     if environments is not None:

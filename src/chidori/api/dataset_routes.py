@@ -107,6 +107,10 @@ class ChangesOut(BaseModel):
     conf: list[ValueChangeOut]
     timings: list[TimingOut]
     first_error: ErrorLineOut | None
+    packages: list[str] = Field(
+        default_factory=list,
+        description="Resolved Python packages that differ, e.g. 'numpy 2.1.0 → 2.2.0'",
+    )
 
     @classmethod
     def of(cls, changes: RunChanges) -> ChangesOut:
@@ -122,6 +126,7 @@ class ChangesOut(BaseModel):
                 for t in changes.timings
             ],
             first_error=ErrorLineOut(line=error.number, text=error.text) if error else None,
+            packages=changes.packages,
         )
 
 

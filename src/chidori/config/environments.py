@@ -28,6 +28,9 @@ class EnvironmentsConfig:
     budget_bytes: int | None = None
     resolve_timeout_seconds: float = 300.0
     build_timeout_seconds: float = 900.0
+    # The same requirements resolved this recently reuse that lock: as long as uv's own
+    # cache of PyPI's index pages lives (their max-age), so a reuse sees what uv would see.
+    resolve_reuse_seconds: float = 600.0
 
 
 def load_environments(
@@ -65,4 +68,8 @@ def load_environments(
         budget_bytes=budget,
         resolve_timeout_seconds=float(raw.get("resolve_timeout_seconds", 300.0)),
         build_timeout_seconds=float(raw.get("build_timeout_seconds", 900.0)),
+        resolve_reuse_seconds=float(
+            environ.get("CHIDORI_ENVS_RESOLVE_REUSE_SECONDS")
+            or raw.get("resolve_reuse_seconds", 600.0)
+        ),
     )

@@ -5,9 +5,11 @@ against the dataset's median, and the first error line of its log."""
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from chidori.domain.environments import package_changes
 from chidori.domain.errors import NotFound
 from chidori.domain.records import Job, JobQuery
 from chidori.domain.redact import redact_args, redact_conf
@@ -62,6 +64,8 @@ class RunChanges:
     conf: list[ValueChange] = field(default_factory=list)
     timings: list[Timing] = field(default_factory=list)
     first_error: ErrorLine | None = None
+    # Resolved Python packages that differ ("numpy 2.1.0 → 2.2.0", "+ tabulate 0.9.0").
+    packages: list[str] = field(default_factory=list)
 
 
 def shown_spec(job: Job) -> dict[str, Any]:
@@ -124,8 +128,12 @@ def succeeded_medians(runs: list[Job]) -> dict[str, float]:
 
 
 class ChangesService:
-    def __init__(self, jobs: JobService) -> None:
+    def __init__(
+        self, jobs: JobService, packages_of: Callable[[int], dict[str, str] | None] | None = None
+    ) -> None:
+        """`packages_of`: a job's resolved Python packages (None: it has no environment)."""
         self._jobs = jobs
+        self._packages_of = packages_of
 
     def changes(self, actor: Actor, job_id: int) -> RunChanges:
         """What differs between this run and its dataset's last good run before it. NotFound
@@ -147,7 +155,17 @@ class ChangesService:
             medians = succeeded_medians(self._jobs.search(actor, recent).items)
         spec, conf = spec_changes(baseline, job) if baseline else ([], [])
         timings = [Timing(name, timing_of(job, name), medians.get(name)) for name in TIMINGS]
-        return RunChanges(job, baseline, spec, conf, timings, self._first_error(actor, job))
+        packages = self._package_changes(baseline, job) if baseline else []
+        first_error = self._first_error(actor, job)
+        return RunChanges(job, baseline, spec, conf, timings, first_error, packages)
+
+    def _package_changes(self, baseline: Job, job: Job) -> list[str]:
+        if self._packages_of is None:
+            return []
+        before, after = self._packages_of(baseline.id), self._packages_of(job.id)
+        if before is None and after is None:
+            return []
+        return package_changes(before or {}, after or {})
 
     def _first_error(self, actor: Actor, job: Job) -> ErrorLine | None:
         try:

@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import importlib.metadata
+import json
 import os
 import platform
 import secrets
@@ -119,7 +121,7 @@ class EnvironmentBuilder:
         directory = self.config.directory
         directory.mkdir(parents=True, exist_ok=True)
         os.chmod(directory, 0o755)  # noqa: S103 - every job's uid reads environments
-        for private in (".tmp", ".locks"):
+        for private in (".tmp", ".locks", ".resolved"):
             (directory / private).mkdir(exist_ok=True)
             os.chmod(directory / private, 0o700)
         self.config.uv_cache_dir.mkdir(parents=True, exist_ok=True)
@@ -147,10 +149,46 @@ class EnvironmentBuilder:
                 )
                 raise ResolutionFailed(message, message)
 
+    def _resolution_key(self, requirements: list[str]) -> str:
+        """What a resolution depends on: the requirements (in any order), this Python and
+        platform, the server's own packages and the indexes."""
+        parts = [
+            self.python_version,
+            self.platform,
+            json.dumps(self._server_versions, sort_keys=True),
+            self.config.index_url,
+            *self.config.extra_index_urls,
+            "--",
+            *sorted(requirements),
+        ]
+        return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+    def _reused(self, key: str) -> Resolution | None:
+        """The lock of the same requirements resolved here within `resolve_reuse_seconds`."""
+        path = self.config.directory / ".resolved" / key
+        try:
+            age = time.time() - path.stat().st_mtime
+            if age > self.config.resolve_reuse_seconds:
+                return None
+            lock = path.read_text()
+        except OSError:
+            return None
+        return Resolution(lock, f"resolution reused (resolved here {age:.0f} s ago)\n", 0.0)
+
+    def _remember(self, key: str, lock: str) -> None:
+        folder = self.config.directory / ".resolved"
+        partial = folder / f".{key}-{secrets.token_hex(4)}"
+        partial.write_text(lock)
+        os.replace(partial, folder / key)
+
     def resolve(self, requirements: list[str]) -> Resolution:
         """Pin `requirements` (and their dependencies) for this server's Python. Raises
-        ResolutionFailed with the resolver's message."""
+        ResolutionFailed with the resolver's message. The same requirements resolved within
+        `resolve_reuse_seconds` reuse that lock (no resolver run)."""
         self._check_server_pins(requirements)
+        key = self._resolution_key(requirements)
+        if self.config.resolve_reuse_seconds > 0 and (reused := self._reused(key)):
+            return reused
         started = time.monotonic()
         work = self._scratch("resolve")
         try:
@@ -168,6 +206,8 @@ class EnvironmentBuilder:
         log = _clip(result.stderr)
         if result.returncode != 0:
             raise ResolutionFailed(_resolver_message(result.stderr), log)
+        if self.config.resolve_reuse_seconds > 0:
+            self._remember(key, result.stdout)
         return Resolution(result.stdout, log, time.monotonic() - started)
 
     # ---- building ----------------------------------------------------------------------------
