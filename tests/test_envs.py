@@ -9,6 +9,7 @@ once.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import re
 import threading
@@ -17,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from chidori.cli.submit_flags import parse_submit
@@ -279,3 +281,51 @@ def test_pruning_never_removes_an_environment_a_running_job_uses(
         assert refused.status_code == 422 and "budget" in refused.text
     with server.client(user) as plain:
         assert plain.get("/api/v1/environments").status_code == 403
+
+
+def test_a_livy_batch_names_requirements_in_spark_conf(server: ChidoriServer, user: str) -> None:
+    conf = {"spark.chidori.requirements": json.dumps([PACKAGE, "six>=1"])}
+    created = httpx.post(
+        f"{server.url}/batches",
+        json={"file": "examples/pi.py", "conf": conf},
+        auth=("livy", user),
+        timeout=30,
+    )
+    assert created.status_code == 201, created.text
+    with server.client() as admin:
+        jobs = admin.get("/api/v1/jobs", params={"limit": 1}).json()["items"]
+        job = admin.get(f"/api/v1/jobs/{jobs[0]['id']}").json()
+        assert job["spec"]["requirements"] == [PACKAGE, "six>=1"], job["spec"]
+        assert "spark.chidori.requirements" not in job["spec"]["conf"]
+        admin.delete(f"/api/v1/jobs/{job['id']}")
+    bad = httpx.post(
+        f"{server.url}/batches",
+        json={"file": "examples/pi.py", "conf": {"spark.chidori.requirements": "[1]"}},
+        auth=("livy", user),
+        timeout=30,
+    )
+    assert bad.status_code == 400 and "a JSON array of strings" in bad.text
+
+
+def test_what_changed_since_the_last_good_run_lists_package_versions(
+    server: ChidoriServer, user: str
+) -> None:
+    app = upload(server, user, "table.py", "import tabulate\nprint(tabulate.__version__)\n")
+    runs = []
+    for requirement in (OTHER_VERSION, PACKAGE):
+        job = submit(
+            server,
+            user,
+            kind="python",
+            application=app,
+            requirements=[requirement],
+            schema="ml",
+            table="versions",
+        )
+        assert server.wait(job["id"], timeout=120)["state"] == "SUCCEEDED"
+        runs.append(job)
+    with server.client(user) as client:
+        changes = client.get(f"/api/v1/jobs/{runs[1]['id']}/changes").json()
+    newest = environment_of(server, runs[1]["id"])["packages"]["tabulate"]
+    assert changes["baseline"]["id"] == runs[0]["id"]
+    assert changes["packages"] == [f"tabulate 0.9.0 → {newest}"], changes

@@ -9,6 +9,7 @@ the Python version and the platform.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -160,3 +161,24 @@ def parse_size_bytes(text: str) -> int:
     if not match:
         raise ValueError(f"{text!r} is not a size such as 0, 500m or 10g")
     return int(float(match.group(1)) * _UNIT[match.group(2).lower()])
+
+
+# Where clients that can only send Spark conf (Livy, spark-submit to the Spark REST door,
+# `--conf`) name a job's requirements: a JSON array, or one requirement a line.
+REQUIREMENTS_CONF = "spark.chidori.requirements"
+
+
+def requirements_from_conf(value: object) -> list[str]:
+    """The requirements a `spark.chidori.requirements` value names. Raises ValueError."""
+    if not isinstance(value, str):
+        raise ValueError(f"{REQUIREMENTS_CONF} must be a string (a JSON array, or lines)")
+    text = value.strip()
+    if text.startswith("["):
+        try:
+            parsed = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{REQUIREMENTS_CONF}: not a JSON array: {exc}") from exc
+        if not isinstance(parsed, list) or not all(isinstance(r, str) for r in parsed):
+            raise ValueError(f"{REQUIREMENTS_CONF}: a JSON array of strings")
+        return [r for r in parsed if r.strip()]
+    return [line.strip() for line in text.splitlines() if line.strip()]

@@ -17,9 +17,15 @@ from pydantic import (
     Field,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 
-from chidori.domain.environments import MAX_REQUIREMENTS, check_requirement
+from chidori.domain.environments import (
+    MAX_REQUIREMENTS,
+    REQUIREMENTS_CONF,
+    check_requirement,
+    requirements_from_conf,
+)
 from chidori.domain.units import format_memory, parse_duration_seconds, parse_memory_mib
 
 # Schemes Spark itself can fetch from; Chidori passes these through untouched.
@@ -160,6 +166,21 @@ class JobSpec(BaseModel):
         "(docs/environments.md). pyspark and py4j stay the server's.",
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _requirements_in_conf(cls, data: Any) -> Any:
+        # Clients that can send only Spark conf (Livy, Spark REST, --conf) name requirements
+        # there; they become the field, never Spark conf.
+        conf = data.get("conf") if isinstance(data, dict) else None
+        if not isinstance(conf, dict) or REQUIREMENTS_CONF not in conf:
+            return data
+        conf = dict(conf)
+        try:
+            named = requirements_from_conf(conf.pop(REQUIREMENTS_CONF))
+        except ValueError:
+            return data  # left in conf, whose check names the field and the reason
+        return {**data, "conf": conf, "requirements": [*(data.get("requirements") or []), *named]}
+
     @field_validator("*")
     @classmethod
     def _no_nul(cls, value: Any, info: ValidationInfo) -> Any:
@@ -183,6 +204,8 @@ class JobSpec(BaseModel):
     def _conf_keys(cls, value: dict[str, str]) -> dict[str, str]:
         if len(value) > 1000:
             raise ValueError("at most 1000 conf entries")
+        if REQUIREMENTS_CONF in value:
+            requirements_from_conf(value[REQUIREMENTS_CONF])  # raises: why it was not taken
         for key in value:
             if not _CONF_KEY_RE.match(key):
                 raise ValueError(f"{key!r} is not a valid conf key")
