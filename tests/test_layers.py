@@ -35,6 +35,9 @@ ALLOWED: dict[str, set[str]] = {
     # The API app mounts the UI's routers (the composition of one ASGI app).
     "api": {"config", "domain", "observe", "services", "storage", "ui", "web"},
     "cli": {"backends", "config", "domain", "storage", "store"},
+    # The Spark Connect door: an edge, like api, that also reads where the Connect drivers
+    # hosted here listen (host.jobfs, the job folders read without following links).
+    "connect": {"config", "domain", "host", "services"},
 }
 # Files allowed over the size rule, and why.
 LONG_FILES: dict[str, str] = {}
