@@ -27,11 +27,13 @@ from chidori.backends.kubernetes.backend import KubernetesBackend
 from chidori.backends.remote_factory import open_remote_backends
 from chidori.backends.spark import SparkBackend
 from chidori.config import ConfigError, Settings, load_settings
+from chidori.config.environments import load_environments
 from chidori.connect.door import ConnectDoor
 from chidori.connect.servers import ConnectServers, endpoint_reader
 from chidori.domain.errors import BackendError
 from chidori.domain.limits import LimitsDoc
 from chidori.domain.policy import PolicyDoc
+from chidori.host.environments.parts import EnvironmentParts
 from chidori.host.isolation import Isolation, driver_environment, runtime_paths
 from chidori.host.kubernetes_watch import KubernetesWatch
 from chidori.host.retention import Retention
@@ -46,6 +48,7 @@ from chidori.security.server_secrets import ensure_admin_token, ensure_secret_ke
 from chidori.security.signing import Signer
 from chidori.services.admission import AdmissionService
 from chidori.services.datasets import DatasetService
+from chidori.services.environments import EnvironmentService
 from chidori.services.identity import IdentityService
 from chidori.services.jobs import JobService
 from chidori.services.notify import ChangeNotifier
@@ -118,10 +121,17 @@ def build_server(settings: Settings) -> Server:
     host = socket.gethostname()
     server_id = f"{host}-{os.getpid()}-{secrets.token_hex(3)}"
     backends = _backends(settings, base_env, server_id)
+    environments = EnvironmentParts.build(
+        settings.environments or load_environments({}, None, settings.home),
+        store,
+        settings.environ,
+        server_id,
+    )
     isolation = Isolation(
         settings.isolation,
         settings.home,
-        runtime_paths(_driver_runtime(backends, settings)),
+        # Jobs read their environments (read-only, like the rest of the runtime).
+        runtime_paths([*_driver_runtime(backends, settings), str(environments.config.directory)]),
         settings.app_roots,
         settings.event_log_dir,
         settings.config_file,
@@ -153,6 +163,7 @@ def build_server(settings: Settings) -> Server:
         progress=_progress_collector(settings, store),
         metrics=metrics,
         remote_backends=remote_backends,
+        environments=environments.jobs,
     )
     kubernetes_watch = KubernetesWatch(
         {n: b for n, b in backends.items() if isinstance(b, KubernetesBackend)},
@@ -167,6 +178,7 @@ def build_server(settings: Settings) -> Server:
     notifier = ChangeNotifier()
     store.subscribe(notifier.notify)
     store.subscribe(scheduler.wake, scheduling_only=True)
+    store.subscribe(environments.preparer.wake, scheduling_only=True)
     dispatcher = Dispatcher(
         store,
         repos.jobs,
@@ -255,6 +267,7 @@ def build_server(settings: Settings) -> Server:
         if log_shipper is not None:
             log_shipper.start()
         scheduler.start()
+        environments.preparer.start()
         kubernetes_watch.start()  # its first pass sweeps what killed servers left
         dispatcher.start()
         session_relay.start()
@@ -272,6 +285,7 @@ def build_server(settings: Settings) -> Server:
             await asyncio.to_thread(session_relay.stop)
             if connect_door is not None:
                 await asyncio.to_thread(connect_door.stop)
+            environments.preparer.close()
             await asyncio.to_thread(scheduler.stop)
             await asyncio.to_thread(kubernetes_watch.stop)
             if log_shipper is not None:
@@ -294,6 +308,7 @@ def build_server(settings: Settings) -> Server:
         livy_sessions=livy_sessions,
         metrics=metrics,
         datasets=DatasetService(jobs, DatasetCatalog(store)),
+        environments=EnvironmentService(jobs, environments.repo, environments.pruner.prune),
     )
     spark_rest_app = None
     if settings.spark_rest_port is not None:
