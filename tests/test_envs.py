@@ -21,6 +21,8 @@ from typing import Any
 import httpx
 import pytest
 
+from chidori.cli import main as cli_main
+from chidori.cli.exit_codes import ExitCode
 from chidori.cli.submit_flags import parse_submit
 from tests.server import ChidoriServer
 
@@ -329,3 +331,21 @@ def test_what_changed_since_the_last_good_run_lists_package_versions(
     newest = environment_of(server, runs[1]["id"])["packages"]["tabulate"]
     assert changes["baseline"]["id"] == runs[0]["id"]
     assert changes["packages"] == [f"tabulate 0.9.0 → {newest}"], changes
+
+
+def test_the_cli_lists_prunes_and_shows_environments(
+    server: ChidoriServer, user: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    app = upload(server, user, "cli.py", "import tabulate\n")
+    job = submit(server, user, kind="python", application=app, requirements=[PACKAGE])
+    assert server.wait(job["id"], timeout=60)["state"] == "SUCCEEDED"
+    connection = ["--server", server.url, "--token", server.token]
+    assert cli_main(["envs", "show", str(job["id"]), *connection]) == 0
+    shown = capsys.readouterr().out
+    assert f"{PACKAGE}==" in shown and "==> chidori" not in shown and "resolved" in shown
+    assert cli_main(["envs", "list", *connection, "--json"]) == 0
+    keys = {e["key"] for e in json.loads(capsys.readouterr().out)["items"]}
+    assert environment_of(server, job["id"])["key"] in keys
+    assert cli_main(["envs", "prune", "--budget", "0", *connection]) == 0
+    assert "removed" in capsys.readouterr().out
+    assert cli_main(["envs", "list", "--server", server.url, "--token", user]) == ExitCode.AUTH

@@ -29,6 +29,7 @@ from chidori.cli import (
     admin,
     admission,
     dataset_history,
+    environments,
     history_server,
     jobs,
     kubernetes,
@@ -72,6 +73,7 @@ def build_parser() -> ArgumentParser:
     admission.add_parsers(subparsers)
     tokens.add_parsers(subparsers)
     admin.add_parsers(subparsers)
+    environments.add_parsers(subparsers)
     kubernetes.add_parser(subparsers)
     return parser
 

@@ -332,6 +332,19 @@ class ChidoriClient:
         path = f"/admin/users/{quote(name, safe='')}"
         return self._json(self._request("PATCH", path, json_body=dict(changes)))
 
+    def list_environments(self) -> list[JsonObject]:
+        """``GET /environments``: built Python environments, least recently used first."""
+        return _items(self._json(self._request("GET", "/environments")))
+
+    def prune_environments(self, budget: str | None) -> JsonObject:
+        """``POST /admin/environments/prune``: returns ``{"removed": [keys]}``."""
+        body = {"budget": budget}
+        return self._json(self._request("POST", "/admin/environments/prune", json_body=body))
+
+    def job_environment(self, job_id: int) -> JsonObject:
+        """``GET /jobs/{id}/environment``: its state, resolved packages and build log."""
+        return self._json(self._request("GET", f"/jobs/{job_id}/environment"))
+
     def list_tokens(self, user: str | None = None) -> list[JsonObject]:
         """``GET /tokens``: your tokens (admins: everyone's, or ``user``'s). No secrets."""
         params = [("user", user)] if user is not None else None
