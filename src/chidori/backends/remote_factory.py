@@ -5,6 +5,7 @@ backend's HTTP client)."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import httpx
 
@@ -52,6 +53,8 @@ def open_remote_backends(
                 found[name] = LivyBackend(cluster, settings, http_auth(settings, environ))
             elif cluster.type == "databricks":
                 found[name] = _databricks(cluster, settings, environ)
+            elif cluster.type == "dataproc":
+                found[name] = _dataproc(cluster, settings)
             else:
                 raise ConfigError(f"cluster {name!r}: type {cluster.type!r} is not built yet")
         except (RemoteConfigError, BackendError) as exc:
@@ -72,3 +75,32 @@ def _databricks(
             "type databricks needs the databricks extra (pip install 'chidori[databricks]')"
         ) from exc
     return DatabricksBackend(cluster, settings, token)
+
+
+def _dataproc(cluster: ClusterConfig, settings: RemoteSettings) -> RemoteBackend:
+    """Google's own credentials: `options.credentials_file` (a service account key), else
+    application default credentials; `options.anonymous: true` for an emulator only."""
+    try:
+        import google.auth
+        from google.auth.credentials import AnonymousCredentials
+        from google.oauth2 import service_account
+
+        from chidori.backends.dataproc import DataprocBackend
+    except ImportError as exc:
+        raise RemoteConfigError(
+            "type dataproc needs the dataproc extra (pip install 'chidori[dataproc]')"
+        ) from exc
+    options = dict(settings.options)
+    scopes = ["https://www.googleapis.com/auth/cloud-platform"]
+    if options.get("anonymous"):
+        credentials: Any = AnonymousCredentials()  # type: ignore[no-untyped-call]
+    elif options.get("credentials_file"):
+        credentials = service_account.Credentials.from_service_account_file(  # type: ignore[no-untyped-call]
+            str(options["credentials_file"]), scopes=scopes
+        )
+    else:
+        try:
+            credentials, _ = google.auth.default(scopes=scopes)
+        except google.auth.exceptions.DefaultCredentialsError as exc:
+            raise RemoteConfigError(f"no Google credentials: {exc}") from exc
+    return DataprocBackend(cluster, settings, credentials)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-REMOTE_CLUSTER_TYPES = ("livy", "databricks")
+REMOTE_CLUSTER_TYPES = ("livy", "databricks", "dataproc")
 _SECRET_KEYS = ("password", "token", "client_secret")
 _KNOWN = {
     "type", "url", "path_prefix", "username", "password_env", "password_file", "token_env",
