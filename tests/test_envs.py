@@ -25,6 +25,7 @@ from chidori.cli import main as cli_main
 from chidori.cli.exit_codes import ExitCode
 from chidori.cli.submit_flags import parse_submit
 from tests.server import ChidoriServer
+from tests.test_ui_login import sign_in
 
 # Small, pure-Python, none of them installed in the server's Python.
 PACKAGE = "tabulate"
@@ -331,6 +332,10 @@ def test_what_changed_since_the_last_good_run_lists_package_versions(
     newest = environment_of(server, runs[1]["id"])["packages"]["tabulate"]
     assert changes["baseline"]["id"] == runs[0]["id"]
     assert changes["packages"] == [f"tabulate 0.9.0 → {newest}"], changes
+    with sign_in(server, user) as browser:
+        page = browser.get(f"/ui/jobs/{runs[1]['id']}")
+    assert page.status_code == 200
+    assert 'id="job-packages"' in page.text and f"<td>tabulate</td><td>{newest}</td>" in page.text
 
 
 def test_the_cli_lists_prunes_and_shows_environments(

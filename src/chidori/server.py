@@ -293,6 +293,7 @@ def build_server(settings: Settings) -> Server:
             await asyncio.to_thread(dispatcher.stop)
             store.dispose()
 
+    environment_service = EnvironmentService(jobs, environments.repo, environments.pruner.prune)
     app = create_app(
         jobs,
         identity,
@@ -303,12 +304,15 @@ def build_server(settings: Settings) -> Server:
         HttpLimits(settings.max_request_bytes, settings.max_upload_bytes),
         SessionManager(signer, identity),
         ShareService(ShareStore(store), signer, jobs, identity),
-        UiOptions(history_server_url=settings.history_server_url),
+        UiOptions(
+            history_server_url=settings.history_server_url,
+            packages_of=environment_service.packages_of,
+        ),
         warm_rss=scheduler.warm.memory_bytes,
         livy_sessions=livy_sessions,
         metrics=metrics,
         datasets=DatasetService(jobs, DatasetCatalog(store)),
-        environments=EnvironmentService(jobs, environments.repo, environments.pruner.prune),
+        environments=environment_service,
     )
     spark_rest_app = None
     if settings.spark_rest_port is not None:

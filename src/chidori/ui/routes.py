@@ -60,6 +60,8 @@ LIFETIMES = (("1h", "1 hour"), ("1d", "1 day"), ("7d", "7 days"), ("30d", "30 da
 @dataclass(frozen=True)
 class UiOptions:
     history_server_url: str | None = None
+    # A job's resolved Python packages (None: it has no environment), for the job page.
+    packages_of: Callable[[int], dict[str, str] | None] | None = None
 
 
 # What a page may say after an action: a code in the URL, its words from here, so nobody can
@@ -267,6 +269,11 @@ def build_ui_router(
             notice=notice_text(request),
             actor=session.actor,
             csrf=session.csrf,
+            packages=(
+                options.packages_of(job.id)
+                if options.packages_of is not None and job.spec.requirements
+                else None
+            ),
         )
         if chosen is not None:  # a finished attempt's log does not grow: nothing to follow
             context["active"] = chosen.running and context["active"]

@@ -55,6 +55,11 @@
       body.appendChild(data.spec.length
         ? table("changes-spec", "Spec differences", ["Field", "Last good run", "This run"], diffRows(data.spec))
         : el("p", { class: "hint" }, ["The same spec (the name aside)."]));
+      if (data.packages && data.packages.length) {
+        body.appendChild(el("h3", {}, ["Python packages"]));
+        body.appendChild(el("ul", { id: "changes-packages" },
+          data.packages.map(function (change) { return el("li", {}, [change]); })));
+      }
     }
     body.appendChild(el("h3", {}, ["Timings"]));
     body.appendChild(table("changes-timings", "Timings against the dataset's medians", ["", "This run", "Dataset p50", "Ratio"],
