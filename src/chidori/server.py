@@ -267,7 +267,7 @@ def build_server(settings: Settings) -> Server:
         if log_shipper is not None:
             log_shipper.start()
         scheduler.start()
-        environments.preparer.start()
+        environments.preparer.start(only_server=store.dialect == "sqlite")
         kubernetes_watch.start()  # its first pass sweeps what killed servers left
         dispatcher.start()
         session_relay.start()

@@ -6,7 +6,7 @@ A job with requirements is stored QUEUED with `not_before = PREPARING_HOLD` (see
 preparation (a `job_environments` row, one per job: the primary key decides between
 replicas), resolves and builds, then releases the hold (`ready`) or fails the job, each a
 compare-and-set on the job still QUEUED and held. A claim whose server stopped renewing it
-(`stale_after`) may be taken over.
+(`stale_after`; preparing servers renew theirs) may be taken over.
 """
 
 from __future__ import annotations
@@ -50,8 +50,9 @@ def _job_environment(row: JobEnvironmentRow) -> JobEnvironment:
 
 
 class EnvironmentRepository:
-    def __init__(self, db: Database, stale_after: timedelta = timedelta(minutes=10)) -> None:
-        """`stale_after`: how long a claim stands without a word from its server."""
+    def __init__(self, db: Database, stale_after: timedelta = timedelta(minutes=2)) -> None:
+        """`stale_after`: how long a claim stands without a word from its server (a
+        preparing server renews its claims every `stale_after / 4`)."""
         self._db = db
         self._stale_after = stale_after
 
@@ -103,6 +104,33 @@ class EnvironmentRepository:
                 .values(server_id=server_id, updated_at=now)
             )
             return _changed(taken) == 1
+
+    def renew(self, job_ids: list[int], server_id: str) -> None:
+        """Keep this server's claims on jobs it is still preparing from going stale."""
+        if not job_ids:
+            return
+        with self._db.writing() as session:
+            session.execute(
+                update(JOB_ENVS)
+                .where(
+                    JOB_ENVS.c.job_id.in_(job_ids),
+                    JOB_ENVS.c.server_id == server_id,
+                    JOB_ENVS.c.state == EnvState.PREPARING.value,
+                )
+                .values(updated_at=self._db.now())
+            )
+
+    def drop_claims(self, server_ids: list[str] | None = None) -> int:
+        """Forget the preparing claims of servers that are gone (None: of every server, for
+        a server starting on SQLite, which no other server can share), so their held jobs are
+        prepared again at once. Returns how many."""
+        query = delete(JOB_ENVS).where(JOB_ENVS.c.state == EnvState.PREPARING.value)
+        if server_ids is not None:
+            if not server_ids:
+                return 0
+            query = query.where(JOB_ENVS.c.server_id.in_(server_ids))
+        with self._db.writing() as session:
+            return _changed(session.execute(query))
 
     def release(
         self,
@@ -215,6 +243,10 @@ class EnvironmentRepository:
 
     def now(self) -> datetime:
         return self._db.now()
+
+    @property
+    def stale_after(self) -> timedelta:
+        return self._stale_after
 
     def has_environment(self, key: str) -> bool:
         with self._db.reading() as session:

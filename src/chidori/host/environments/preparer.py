@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 from chidori.domain.environments import Environment, parse_lock
@@ -46,20 +47,30 @@ class EnvironmentPreparer:
         self._closed = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="env-preparer", daemon=True)
 
-    def start(self) -> None:
+    def start(self, only_server: bool = False) -> None:
+        """`only_server`: no other server shares the store (SQLite): claims left by an
+        earlier run are dropped, and their jobs prepared again at once."""
         self._builder.prepare_directory()
+        if only_server:
+            dropped = self._repo.drop_claims()
+            if dropped:
+                log.info("preparing again %d environment(s) an earlier run had claimed", dropped)
         self._thread.start()
 
     def wake(self, _job_id: int | None = None) -> None:
         """A store listener: something changed that may be a new held job."""
         self._wake.set()
 
-    def close(self) -> None:
+    def close(self, wait: bool = False) -> None:
+        """Stop. `wait`: finish every preparation claimed so far first; otherwise those
+        not started are dropped (their claims go stale and another server takes them)."""
         self._closed.set()
         self._wake.set()
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._pool.shutdown(wait=wait, cancel_futures=not wait)
 
     def _loop(self) -> None:
+        renew_every = self._repo.stale_after.total_seconds() / 4
+        renewed = time.monotonic()
         while not self._closed.is_set():
             self._wake.wait(self._interval)
             self._wake.clear()
@@ -67,6 +78,11 @@ class EnvironmentPreparer:
                 return
             try:
                 self.step()
+                if time.monotonic() - renewed >= renew_every:
+                    with self._lock:
+                        busy = sorted(self._busy)
+                    self._repo.renew(busy, self._server_id)
+                    renewed = time.monotonic()
             except Exception:
                 log.exception("preparing environments failed; trying again")
 
