@@ -183,7 +183,7 @@ def _replica_of(world: World, server_id: str) -> int:
 
 
 def test_a_killed_replica_of_b_is_adopted_and_a_runs_one_batch(world: World) -> None:
-    job = world.b[0].submit(application=SLEEPER, args=["14"], cluster="a")
+    job = world.b[0].submit(application=SLEEPER, args=["8"], cluster="a")
     batch_id = _run_id(world.b[0], job["id"])
     world.a.wait(batch_id, until={"RUNNING"}, timeout=60)
     (attempt,) = _attempts(world.b[0], job["id"])
