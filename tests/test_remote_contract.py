@@ -1,8 +1,9 @@
 """One contract for every remote backend whose service is faked at its transport
 (Databricks, Dataproc: not verified against the live services), as the queue contract does for
 queues: a run submitted ends SUCCEEDED, the same key answers the same run, a cancel ends it
-CANCELLED, an unknown run is NotFound, a quota refusal is QuotaRefused. The `livy` backend meets
-the same contract against a real Chidori in tests/test_remote_livy.py."""
+CANCELLED, an unknown run is NotFound, a quota refusal is QuotaRefused. The `livy` backend is
+not in it: it is tested end to end against a real Chidori instead (tests/test_remote_livy.py:
+success with the log, cancel, quota, one batch after an adoption)."""
 
 from __future__ import annotations
 
