@@ -1,6 +1,7 @@
 """A Spark job whose UDF imports a package from its requirements, on a real standalone master:
-the driver and the executors' Python workers both use the job's environment (real uv, real
-PyPI: one small pure-Python package)."""
+the driver uses the job's environment in place, the executors' Python workers a packed copy
+shipped with `--archives`, as executors on other hosts would (real uv, real PyPI: one small
+pure-Python package)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from chidori.backends.spark import SHIPPED_ENVIRONMENT
 from tests.server import ChidoriServer
 from tests.standalone import standalone_cluster
 
@@ -63,7 +65,9 @@ def test_a_udf_on_standalone_executors_imports_the_jobs_package(lab: ChidoriServ
     assert done["state"] == "SUCCEEDED", log
     udf_line = next(line for line in log.splitlines() if line.startswith("udf saw"))
     driver_line = next(line for line in log.splitlines() if line.startswith("driver saw"))
-    # Both from the job's environment, in two processes (the executor's Python worker).
-    assert "0.9.0" in udf_line and "/envs/" in udf_line, udf_line
+    # Both from the job's environment, in two processes: the driver reads it where it was
+    # built; the executor's Python worker from the packed copy it was sent (as on any host).
+    assert "0.9.0" in udf_line and f"{SHIPPED_ENVIRONMENT}/site/" in udf_line, udf_line
+    assert "/envs/" not in udf_line
     assert "0.9.0" in driver_line and "/envs/" in driver_line, driver_line
     assert udf_line.rsplit("pid", 1)[1] != driver_line.rsplit("pid", 1)[1]

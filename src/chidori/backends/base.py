@@ -39,6 +39,8 @@ class LaunchRequest:
     # The job's Python environment (chidori.host.environments): a folder of packages put in
     # front of the server's on the driver's and its Python workers' path; None without one.
     python_path: Path | None = None
+    # The same environment packed, for executors on other hosts (`ships_environments`).
+    python_archive: Path | None = None
 
 
 class HostedBackend(ABC):
@@ -55,6 +57,11 @@ class HostedBackend(ABC):
     def warm_conf(self) -> dict[str, str] | None:
         """The conf this cluster's warm drivers start with; None if it keeps none."""
         return None
+
+    def ships_environments(self) -> bool:
+        """Whether this cluster's executors may run on other hosts, so a job's Python
+        environment goes to them packed (LaunchRequest.python_archive)."""
+        return False
 
     def warm_command(self, control_dir: Path) -> DriverCommand:  # noqa: ARG002
         """The command of a warm driver (started before any job; waits in `control_dir`)."""

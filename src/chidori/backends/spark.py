@@ -27,6 +27,9 @@ WARM_DRIVER = SESSION_DRIVER.with_name("warm_driver.py")
 # The same for a Spark Connect server (kind "connect", reached through chidori.connect).
 CONNECT_DRIVER = SESSION_DRIVER.with_name("connect_driver.py")
 
+# Where executors unpack a job's shipped Python environment (`--archives ...#<this>`).
+SHIPPED_ENVIRONMENT = "chidori-python-env"
+
 # Conf Chidori sets unless the cluster or the job says otherwise.
 DEFAULT_CONF = {
     # The live UI binds every interface by default; the History Server shows finished runs.
@@ -147,6 +150,10 @@ class SparkBackend(HostedBackend):
 
     # ---- warm drivers -------------------------------------------------------------------------
 
+    def ships_environments(self) -> bool:
+        """Standalone workers and Kubernetes executor pods may be on other hosts."""
+        return self.cluster.type in ("standalone", "kubernetes")
+
     def warm_conf(self) -> dict[str, str] | None:
         """The conf this cluster's warm drivers start with (what a warm job cannot change).
         Local clusters only: on a standalone master an idle driver would hold executors."""
@@ -220,11 +227,12 @@ class SparkBackend(HostedBackend):
         conf = self._start_conf()
         conf.update(self._resource_conf(spec))
         conf.update(spec.conf)
-        if request.python_path is not None and self.cluster.type == "standalone":
-            # Executors on this host's workers start Python workers with this path too.
+        if request.python_archive is not None:
+            # Executors unpack it into their working folder (Spark's files root there), where
+            # their Python workers start: a relative path finds it on any host.
             theirs = conf.get("spark.executorEnv.PYTHONPATH")
             conf["spark.executorEnv.PYTHONPATH"] = os.pathsep.join(
-                p for p in (str(request.python_path), theirs) if p
+                p for p in (f"{SHIPPED_ENVIRONMENT}/site", theirs) if p
             )
         conf.update(self._attempt_conf(request))
         args = [
@@ -246,8 +254,10 @@ class SparkBackend(HostedBackend):
             ("--archives", "archives"),
         ):
             refs: list[str] = getattr(spec, field)
-            if refs:
-                resolved = [resolve(ref, f"{field}[{i}]") for i, ref in enumerate(refs)]
+            resolved = [resolve(ref, f"{field}[{i}]") for i, ref in enumerate(refs)]
+            if field == "archives" and request.python_archive is not None:
+                resolved.append(f"{request.python_archive}#{SHIPPED_ENVIRONMENT}")
+            if resolved:
                 args += [flag, ",".join(resolved)]
         # Conf goes in a private file, not on the command line, where `ps` would show secrets.
         properties = request.work_dir / "spark.properties"

@@ -33,6 +33,7 @@ import subprocess
 import sys
 import sysconfig
 import time
+import zipfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,6 +125,8 @@ class EnvironmentBuilder:
         for private in (".tmp", ".locks", ".resolved"):
             (directory / private).mkdir(exist_ok=True)
             os.chmod(directory / private, 0o700)
+        (directory / ".packed").mkdir(exist_ok=True)
+        os.chmod(directory / ".packed", 0o755)  # noqa: S103 - drivers read their archives
         self.config.uv_cache_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.config.uv_cache_dir, 0o700)
 
@@ -274,6 +277,33 @@ class EnvironmentBuilder:
         finally:
             os.close(fd)
 
+    def packed(self, key: str) -> Path:
+        """`<directory>/.packed/<key>.zip`: the environment's folder as one archive, for
+        executors on other hosts (built once under the key's lock, read-only, renamed into
+        place). Raises FileNotFoundError when the environment is not here."""
+        archive = self.config.directory / ".packed" / f"{key}.zip"
+        if archive.is_file():
+            return archive
+        with self.locked(key):
+            if archive.is_file():
+                return archive
+            source = self.path_of(key)
+            if not source.is_dir():
+                raise FileNotFoundError(f"environment {key[:12]} is not on this host")
+            partial = archive.with_name(f".{key}-{secrets.token_hex(4)}.zip")
+            try:
+                with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zipped:
+                    for folder, _dirs, files in os.walk(source):
+                        for name in files:
+                            path = os.path.join(folder, name)
+                            zipped.write(path, os.path.relpath(path, source))
+                os.chmod(partial, 0o444)
+                os.rename(partial, archive)
+            except BaseException:
+                partial.unlink(missing_ok=True)
+                raise
+        return archive
+
     def size_of(self, key: str) -> int:
         return _size_of(self.path_of(key))
 
@@ -285,6 +315,7 @@ class EnvironmentBuilder:
             return
         trash = self.config.directory / ".tmp" / f"removed-{key}-{secrets.token_hex(4)}"
         os.rename(final, trash)
+        (self.config.directory / ".packed" / f"{key}.zip").unlink(missing_ok=True)
         _remove_tree(trash)
 
     def present(self) -> set[str]:

@@ -53,3 +53,7 @@ class JobEnvironments:
         with open(log_path, "a", encoding="utf-8") as log_file:
             log_file.write(text)
         return built.site
+
+    def archive_of(self, site: Path) -> Path:
+        """The environment whose folder is `site`, packed (built once, kept beside it)."""
+        return self._builder.packed(site.parent.name)

@@ -141,7 +141,7 @@ class Launcher:
                 return
             work_dir.mkdir(parents=True, exist_ok=True)
             if job.spec.requirements:
-                request = replace(request, python_path=self._environment_of(job.id, attempt))
+                request = self._with_environment(request, backend.ships_environments())
             command = backend.driver_command(request)
             pid, log_path = self._drivers.start(
                 job.id, attempt, command, job.spec.timeout, job.spec.kind, job.owner
@@ -162,12 +162,15 @@ class Launcher:
             self._record_start_logged, job.id, attempt, pid, log_path, job.spec.kind == "python"
         )
 
-    def _environment_of(self, job_id: int, attempt: int) -> Path:
-        """The job's environment on this host (found, or built from its lock), its phase
-        written first into the attempt's log."""
+    def _with_environment(self, request: LaunchRequest, ship: bool) -> LaunchRequest:
+        """`request` with the job's environment on this host (found, or built from its
+        lock; its phase written first into the attempt's log), packed too when `ship`."""
         if self._environments is None:
             raise EnvironmentNotReady("this server prepares no Python environments")
-        return self._environments.site_for(job_id, log_path_for(self._log_dir, job_id, attempt))
+        job_id, attempt = request.job.id, request.attempt
+        site = self._environments.site_for(job_id, log_path_for(self._log_dir, job_id, attempt))
+        archive = self._environments.archive_of(site) if ship else None
+        return replace(request, python_path=site, python_archive=archive)
 
     def _fail_start(self, job_id: int, attempt: int, why: str) -> None:
         self._timings.ended(job_id, attempt, AttemptState.FAILED.value)
