@@ -35,6 +35,7 @@ from chidori.domain.spec import JobSpec
 from chidori.domain.states import JobState
 from tests.fakes.databricks_jobs import FakeDatabricks, serve_fake_databricks
 from tests.server import ChidoriServer
+from tests.test_ui_login import sign_in
 
 TOKEN = "dapi-fake-token"
 NEW_CLUSTER = {"spark_version": "15.4.x-scala2.12", "node_type_id": "i3.xlarge"}
@@ -211,6 +212,9 @@ def test_a_job_on_databricks_succeeds_with_its_output_and_run_page(
     run = fake.runs[int(attempt["remote_run_id"])]
     assert attempt["remote_url"].endswith(f"/run/{run.run_id}")
     assert run.body["idempotency_token"].startswith(f"chidori-{job['id']}-1-")
+    with sign_in(server, server.token) as browser:
+        page = browser.get(f"/ui/jobs/{job['id']}").text
+    assert f'href="{attempt["remote_url"]}"' in page  # the run page, linked from the UI
 
 
 def test_a_quota_refusal_waits_and_then_runs(server: ChidoriServer, fake: FakeDatabricks) -> None:

@@ -26,6 +26,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from chidori.backends.remote import (
     QuotaRefused,
@@ -266,7 +267,7 @@ class RemoteWatch:
         run.log_path.parent.mkdir(parents=True, exist_ok=True)
         run.log_path.touch()
         if not self._runs.record_submitted(
-            run.job.id, run.attempt, submitted.run_id, submitted.url, str(run.log_path),
+            run.job.id, run.attempt, submitted.run_id, _web_url(submitted.url), str(run.log_path),
             self._server_id, backend.cluster.name,
         ):  # fmt: skip
             # Taken over (or ended) meanwhile: whoever holds it finds the run by its key.
@@ -333,6 +334,13 @@ class RemoteWatch:
                 self._backend(run).cleanup(run.run_id)
             except ChidoriError as exc:
                 log.warning("cleanup of run %s failed: %s", run.run_id, exc)
+
+
+def _web_url(url: str | None) -> str | None:
+    """A page the UI may link to: http(s) only (the service chose it, not Chidori)."""
+    if url and urlsplit(url).scheme in ("http", "https"):
+        return url
+    return None
 
 
 def _outcome(run: _Run, status: RemoteStatus, cluster: str) -> Outcome:
