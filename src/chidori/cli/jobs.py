@@ -1,5 +1,5 @@
-"""``chidori jobs show|logs`` (``list`` and ``cancel`` are in :mod:`chidori.cli.job_list`) and
-the wait/follow loops ``submit`` shares."""
+"""``chidori jobs show|logs|rerun`` (``list`` and ``cancel`` are in :mod:`chidori.cli.job_list`,
+a re-run's spec in :mod:`chidori.cli.job_rerun`) and the wait/follow loops ``submit`` shares."""
 
 from __future__ import annotations
 
@@ -18,8 +18,9 @@ from chidori.cli.args import (
 from chidori.cli.client import ApiError, ChidoriClient, JsonObject, StreamInterrupted
 from chidori.cli.exit_codes import ExitCode, outcome_code
 from chidori.cli.job_list import add_cancel_parser, add_list_parser
+from chidori.cli.job_rerun import add_rerun_parser, rerun_spec
 from chidori.cli.output import Output
-from chidori.cli.progress_lines import ProgressLines
+from chidori.cli.progress_lines import ProgressLines, ui_url
 from chidori.domain.states import TERMINAL_JOB_STATES, JobState
 
 WAIT_SECONDS = 30
@@ -166,6 +167,7 @@ def add_parsers(subparsers: argparse._SubParsersAction[ArgumentParser]) -> None:
     p.set_defaults(handler=show_job)
 
     add_cancel_parser(actions)
+    add_rerun_parser(actions, rerun_job)
 
     p = actions.add_parser("logs", help="print (or --follow) a job's driver log")
     p.add_argument("id", type=job_id, metavar="ID")
@@ -211,4 +213,23 @@ def job_logs(ns: argparse.Namespace, out: Output) -> int:
             final = follow_job(client, job, out, progress=False, attempt=ns.attempt, tail=ns.tail)
         except KeyboardInterrupt:
             return ExitCode.INTERRUPTED
+    return outcome_code(final)
+
+
+def rerun_job(ns: argparse.Namespace, out: Output) -> int:
+    with _client(ns) as client:
+        created = client.submit_job(rerun_spec(client.get_job(ns.id)))
+        if not ns.wait:
+            if ns.json:
+                out.json(created)
+            else:
+                out.out(str(created["id"]))
+            return ExitCode.OK
+        if not ns.json:
+            out.out(str(created["id"]))
+        out.err(f"view it at {ui_url(client.base_url, int(created['id']))}")
+        final = wait_for_end(client, created, out)
+    if ns.json:
+        out.json(final)
+    report_outcome(final, out)
     return outcome_code(final)

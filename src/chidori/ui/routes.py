@@ -30,7 +30,7 @@ from chidori.services.admission import AdmissionService
 from chidori.services.history import HistoryService
 from chidori.services.jobs import JobService
 from chidori.services.shares import IssuedShare, ShareService
-from chidori.ui import live, queue_views, views
+from chidori.ui import live, queue_views, rerun, views
 from chidori.ui.session import (
     LOGIN_CSRF_COOKIE,
     Session,
@@ -68,6 +68,7 @@ class UiOptions:
 # make a page say something else by sending a crafted link.
 NOTICES = {
     "cancel-requested": "Cancel requested.",
+    "rerun": "Submitted as a re-run.",
     "link-revoked": "Link revoked.",
 }
 
@@ -106,6 +107,8 @@ def job_context(
         "progress": live.progress_of(job),
         "progress_src": f"/api/v1/jobs/{job.id}/progress",
         "shared": shared,
+        "rerun_of": rerun.rerun_of(job),
+        "submit_command": None if shared else rerun.shown_command(job),
     }
 
 
@@ -265,6 +268,7 @@ def build_ui_router(
             tabs=tabs,
             log_attempt=chosen.number if chosen else (tabs[-1].number if tabs else None),
             can_cancel=role in (Role.ADMIN, Role.USER) and not job.state.terminal,
+            can_rerun=role in (Role.ADMIN, Role.USER) and context["submit_command"] is not None,
             lifetimes=LIFETIMES,
             notice=notice_text(request),
             actor=session.actor,
@@ -288,6 +292,7 @@ def build_ui_router(
             context = job_page_context(request, session, job_id, attempt)
         except ChidoriError as exc:
             return error_page(request, session, exc)
+        context["rerun_nonce"] = rerun.new_nonce()  # one per page shown: the form sent once
         return page(request, session, "job.html", context)
 
     @router.get("/jobs/{job_id}/live")
@@ -319,6 +324,26 @@ def build_ui_router(
         if request.headers.get("X-Chidori-Live") == "1":  # job_live.js: it refreshes itself
             return Response(status_code=204)
         return RedirectResponse(f"/ui/jobs/{job_id}?notice=cancel-requested", status_code=303)
+
+    @router.post("/jobs/{job_id}/rerun")
+    def rerun_job(
+        request: Request,
+        job_id: str,
+        csrf: Annotated[str, Form(max_length=128)] = "",
+        nonce: Annotated[str, Form(max_length=64)] = "",
+    ) -> Response:
+        """A new job with this job's spec, submitted as the caller; its page next."""
+        session = checked(request, csrf)
+        if isinstance(session, Response):
+            return session
+        number = int(job_id) if job_id.isascii() and job_id.isdigit() else 0
+        try:
+            if not 1 <= number <= MAX_ID:
+                raise NotFound(f"job {job_id[:40]} not found")
+            job = rerun.rerun_job(jobs, session.actor, number, nonce)
+        except ChidoriError as exc:
+            return error_page(request, session, exc)
+        return RedirectResponse(f"/ui/jobs/{job.id}?notice=rerun", status_code=303)
 
     # ---- share links ------------------------------------------------------------------------
 

@@ -1,4 +1,5 @@
-// Small helpers for every page: confirm before dangerous forms, copy buttons.
+// Small helpers for every page: confirm before dangerous forms, copy buttons (an input's
+// value or an element's text).
 "use strict";
 document.addEventListener("submit", function (event) {
   var form = event.target;
@@ -8,11 +9,21 @@ document.addEventListener("submit", function (event) {
 document.addEventListener("click", function (event) {
   var button = event.target instanceof Element ? event.target.closest("button[data-copy]") : null;
   if (!button) return;
-  var input = document.getElementById(button.getAttribute("data-copy"));
-  if (!input) return;
-  input.select();
+  var source = document.getElementById(button.getAttribute("data-copy"));
+  if (!source) return;
+  // An input's value, or an element's text (a <code> block), selected so it shows.
+  var text;
+  if ("select" in source && "value" in source) { source.select(); text = source.value; }
+  else {
+    var range = document.createRange();
+    range.selectNodeContents(source);
+    var selection = window.getSelection();
+    selection.removeAllRanges();
+    selection.addRange(range);
+    text = source.textContent;
+  }
   var done = function () { button.textContent = "Copied"; };
-  if (navigator.clipboard) navigator.clipboard.writeText(input.value).then(done, function () {});
+  if (navigator.clipboard) navigator.clipboard.writeText(text).then(done, function () {});
   else { document.execCommand("copy"); done(); }
 });
 // Running jobs' elapsed time ticks here, from what the server said when it rendered the
