@@ -7,10 +7,11 @@ from __future__ import annotations
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
-from google.rpc import error_details_pb2, status_pb2
+from google.rpc import error_details_pb2, status_pb2  # type: ignore[import-untyped]
 
 from chidori.config import ConfigError, load_settings
 from chidori.connect.errors import GRPC_STATUS, grpc_status_for
@@ -26,7 +27,7 @@ with warnings.catch_warnings():
 
 def test_the_session_id_is_read_from_every_kind_of_request() -> None:
     context = base_pb2.UserContext(user_id="claimed-user", user_name="x" * 300)
-    requests = [
+    requests: list[Any] = [
         # Field 2 (the user context) before field 1 on the wire: the reader skips it.
         base_pb2.ExecutePlanRequest(user_context=context, session_id="s-1", operation_id="op"),
         base_pb2.ConfigRequest(session_id="s-2", user_context=context),
@@ -115,7 +116,7 @@ def test_a_bad_or_missing_token_is_refused_unauthenticated(
     server, port = door
     metadata = [] if token is None else [("authorization", f"Bearer {token}")]
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-        stub = base_pb2_grpc.SparkConnectServiceStub(channel)
+        stub = base_pb2_grpc.SparkConnectServiceStub(channel)  # type: ignore[no-untyped-call]
         request = base_pb2.ConfigRequest(session_id="00112233-4455-6677-8899-aabbccddeeff")
         with pytest.raises(grpc.RpcError) as refused:
             stub.Config(request, metadata=metadata, timeout=10)
@@ -133,7 +134,7 @@ def test_a_bad_or_missing_token_is_refused_unauthenticated(
 def test_a_request_without_a_session_id_is_refused(door: tuple[ChidoriServer, int]) -> None:
     server, port = door
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-        stub = base_pb2_grpc.SparkConnectServiceStub(channel)
+        stub = base_pb2_grpc.SparkConnectServiceStub(channel)  # type: ignore[no-untyped-call]
         with pytest.raises(grpc.RpcError) as refused:
             stub.Config(
                 base_pb2.ConfigRequest(),

@@ -37,8 +37,9 @@ class ConnectConfig:
     # What the door asks clients to wait (google.rpc.RetryInfo) while a server is not ready.
     retry_delay_seconds: float = 2.0
     # How long the door holds a call while the server starts before it answers UNAVAILABLE:
-    # the client's own back-off grows to a minute, so a held call sees the server sooner.
-    hold_seconds: float = 10.0
+    # the client's own back-off grows to a minute after a few retries, and a server that
+    # became ready meanwhile would wait for it (or reach its idle timeout first).
+    hold_seconds: float = 30.0
 
     @property
     def enabled(self) -> bool:
@@ -121,5 +122,5 @@ def load_connect(environ: Mapping[str, str], raw: Any, main_port: int) -> Connec
         queue=str(raw.get("queue", "default")),
         driver_memory=memory,
         retry_delay_seconds=_seconds(raw.get("retry_delay", 2.0), "connect.retry_delay"),
-        hold_seconds=_seconds(raw.get("hold", 10.0), "connect.hold"),
+        hold_seconds=_seconds(pick("CHIDORI_CONNECT_HOLD", "hold", 30.0), "CHIDORI_CONNECT_HOLD"),
     )

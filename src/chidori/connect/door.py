@@ -26,6 +26,7 @@ from chidori.config.connect import ConnectConfig
 from chidori.connect.errors import grpc_status_for
 from chidori.connect.servers import ConnectServers, Route
 from chidori.connect.wire import (
+    ENDING,
     METHODS,
     SERVICE,
     STATUS_DETAILS_KEY,
@@ -127,7 +128,7 @@ class ConnectDoor:
 
     def _unary_unary(self, path: str) -> Callable[[bytes, grpc.ServicerContext], bytes]:
         def call(request: bytes, context: grpc.ServicerContext) -> bytes:
-            actor, route, metadata = self._open(context, request)
+            actor, route, metadata = self._open(context, request, path)
             try:
                 stub = self._channel(route.port).unary_unary(path)
                 response: bytes = stub(request, metadata=metadata, timeout=_remaining(context))
@@ -139,7 +140,7 @@ class ConnectDoor:
 
     def _unary_stream(self, path: str) -> Callable[[bytes, grpc.ServicerContext], Iterator[bytes]]:
         def call(request: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
-            actor, route, metadata = self._open(context, request)
+            actor, route, metadata = self._open(context, request, path)
             stub = self._channel(route.port).unary_stream(path)
             responses = stub(request, metadata=metadata, timeout=_remaining(context))
             context.add_callback(responses.cancel)  # the client went away: so does the call
@@ -155,7 +156,7 @@ class ConnectDoor:
             first = next(requests, None)
             if first is None:
                 _abort(context, _Status(grpc.StatusCode.INVALID_ARGUMENT, "no request sent"))
-            actor, route, metadata = self._open(context, first)
+            actor, route, metadata = self._open(context, first, path)
             try:
                 stub = self._channel(route.port).stream_unary(path)
                 response: bytes = stub(
@@ -172,7 +173,7 @@ class ConnectDoor:
     # ---- what every call does -----------------------------------------------------------------
 
     def _open(
-        self, context: grpc.ServicerContext, first: bytes
+        self, context: grpc.ServicerContext, first: bytes, path: str
     ) -> tuple[Actor, Route, list[tuple[str, str | bytes]]]:
         """Who calls, where their server is, and the metadata to forward; aborts the call with
         the right status otherwise."""
@@ -185,7 +186,8 @@ class ConnectDoor:
             actor = Actor(self._identity.authenticate(authorization, source), source)
             if session_id_of(first) is None:
                 raise InvalidRequest("session_id: every Spark Connect request carries one")
-            route = self._route_when_ready(actor, context)
+            start = path.rsplit("/", 1)[-1] not in ENDING
+            route = self._route_when_ready(actor, context, start)
         except WireError as exc:
             _abort(context, _Status(grpc.StatusCode.INVALID_ARGUMENT, f"session_id: {exc}"))
         except ChidoriError as exc:
@@ -198,11 +200,11 @@ class ConnectDoor:
         metadata.append(("authorization", f"Bearer {route.secret}"))
         return actor, route, metadata
 
-    def _route_when_ready(self, actor: Actor, context: grpc.ServicerContext) -> Route:
+    def _route_when_ready(self, actor: Actor, context: grpc.ServicerContext, start: bool) -> Route:
         deadline = time.monotonic() + self._config.hold_seconds
         while True:
             try:
-                return self._servers.route(actor)
+                return self._servers.route(actor, start)
             except Unavailable:
                 if time.monotonic() >= deadline or not context.is_active():
                     raise

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from chidori.config.connect import ConnectConfig
-from chidori.domain.errors import Unavailable
+from chidori.domain.errors import NotFound, Unavailable
 from chidori.domain.records import SUBMITTED_THROUGH, Channel, Job, JobQuery
 from chidori.domain.spec import CONNECT_APPLICATION, JobKind, JobSpec
 from chidori.domain.states import JobState
@@ -89,14 +89,14 @@ class ConnectServers:
             labels={SUBMITTED_THROUGH: Channel.CONNECT.value},
         )
 
-    def route(self, actor: Actor) -> Route:
-        """Where this user's requests go now; Unavailable while the server is queued or starting
-        (a server is started for the user if none is active)."""
+    def route(self, actor: Actor, start: bool = True) -> Route:
+        """Where this user's requests go now; Unavailable while the server is queued or starting.
+        `start`: start a server for the user if none is active (otherwise NotFound)."""
         known = self._routes.get(actor.name)
         if known is not None and self._clock() - known.checked_at < RECHECK_SECONDS:
             return known
         with self._lock_of(actor.name):
-            return self._find_or_start(actor, known)
+            return self._find_or_start(actor, known, start)
 
     def forget(self, actor: Actor, route: Route) -> None:
         """The route failed (the server is gone or unreachable): look again next time."""
@@ -108,8 +108,10 @@ class ConnectServers:
         with self._guard:
             return self._locks.setdefault(user, threading.Lock())
 
-    def _find_or_start(self, actor: Actor, known: Route | None) -> Route:
+    def _find_or_start(self, actor: Actor, known: Route | None, start: bool) -> Route:
         job = self._current_job(actor, known)
+        if job is None and not start:
+            raise NotFound("no Spark Connect server of yours is running")
         if job is None:
             job, _ = self._jobs.submit(actor, self.spec(actor.name), channel=Channel.CONNECT)
         if job.state is JobState.QUEUED:

@@ -24,6 +24,8 @@ METHODS: dict[str, tuple[bool, bool]] = {
     "CloneSession": (False, False),
     "GetStatus": (False, False),
 }
+# Calls that end something: they never start a server for a user who has none running.
+ENDING = frozenset({"Interrupt", "ReleaseExecute", "ReleaseSession"})
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
 RETRY_INFO_TYPE = "type.googleapis.com/google.rpc.RetryInfo"
 _UNAVAILABLE = 14
