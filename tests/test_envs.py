@@ -354,3 +354,59 @@ def test_the_cli_lists_prunes_and_shows_environments(
     assert cli_main(["envs", "prune", "--budget", "0", *connection]) == 0
     assert "removed" in capsys.readouterr().out
     assert cli_main(["envs", "list", "--server", server.url, "--token", user]) == ExitCode.AUTH
+
+
+def test_a_base_environment_is_kept_and_jobs_start_from_it(
+    server: ChidoriServer, user: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with server.client() as admin:
+        made = admin.post(
+            "/api/v1/admin/environments/base",
+            json={"name": "tables", "requirements": [OTHER_VERSION]},
+        )
+        assert made.status_code == 201, made.text
+        base = made.json()
+        assert base["packages"] == {"tabulate": "0.9.0"}
+        again = admin.post(
+            "/api/v1/admin/environments/base", json={"name": "tables", "requirements": ["six"]}
+        )
+        assert again.status_code == 409
+        bad = admin.post(
+            "/api/v1/admin/environments/base",
+            json={"name": "nothing", "requirements": ["chidori-no-such-pkg-x9"]},
+        )
+        assert bad.status_code == 422 and "not found" in bad.text
+    with server.client(user) as client:
+        listed = client.get("/api/v1/environments/base").json()["items"]
+        assert [b["name"] for b in listed] == ["tables"]
+        refused = client.post(
+            "/api/v1/admin/environments/base", json={"name": "mine", "requirements": ["six"]}
+        )
+        assert refused.status_code == 403
+    app = upload(
+        server, user, "base.py", "import tabulate\nprint('tabulate', tabulate.__version__)\n"
+    )
+    plain = submit(server, user, kind="python", application=app, environment="tables")
+    more = submit(
+        server, user, kind="python", application=app, environment="tables", requirements=["six"]
+    )
+    missing = submit(server, user, kind="python", application=app, environment="absent")
+    assert server.wait(plain["id"], timeout=60)["state"] == "SUCCEEDED"
+    assert "tabulate 0.9.0" in server.log(plain["id"])
+    assert environment_of(server, plain["id"])["key"] == base["key"]  # exactly the base's
+    assert server.wait(more["id"], timeout=120)["state"] == "SUCCEEDED"
+    assert environment_of(server, more["id"])["packages"].keys() == {"tabulate", "six"}
+    assert environment_of(server, more["id"])["packages"]["tabulate"] == "0.9.0"
+    failed = server.wait(missing["id"], timeout=30)
+    assert failed["state"] == "FAILED" and "no base environment 'absent'" in failed["reason"]
+    with server.client() as admin:
+        pruned = admin.post("/api/v1/admin/environments/prune", json={"budget": "0"}).json()
+        assert base["key"] not in pruned["removed"]  # a base is never pruned
+        assert (server.home / "envs" / base["key"]).is_dir()
+        connection = ["--server", server.url, "--token", server.token]
+        assert cli_main(["envs", "base", "list", *connection]) == 0
+        assert "tables" in capsys.readouterr().out
+        assert cli_main(["envs", "base", "delete", "tables", *connection]) == 0
+        assert admin.delete("/api/v1/admin/environments/base/tables").status_code == 404
+        pruned = admin.post("/api/v1/admin/environments/prune", json={"budget": "0"}).json()
+        assert base["key"] in pruned["removed"]

@@ -40,7 +40,7 @@ def test_a_held_job_is_claimed_once_then_released_or_failed(store: Database) -> 
         held_job(repos, ["nope"]),
         repos.jobs.create_job(JobSpec(application="a.py", kind="python"), "alice")[0].id,
     )
-    assert [job_id for job_id, _ in repo.held_jobs()] == [first, second]  # not `plain`
+    assert [held[0] for held in repo.held_jobs()] == [first, second]  # not `plain`
     assert repos.jobs.get_job(first).state is JobState.QUEUED
     assert repo.claim(first, "server-a") and not repo.claim(first, "server-b")
     assert repo.claim(second, "server-a")
@@ -79,7 +79,7 @@ def test_a_stale_claim_is_taken_over_and_claims_of_a_gone_server_dropped(store: 
     patient = EnvironmentRepository(store)
     assert not patient.claim(job_id, "server-c")
     assert patient.drop_claims(["server-a"]) == 0 and patient.drop_claims(["server-b"]) == 1
-    assert [j for j, _ in patient.held_jobs()] == [job_id]
+    assert [held[0] for held in patient.held_jobs()] == [job_id]
     job = repos.jobs.get_job(job_id)
     assert job.state is JobState.QUEUED
     with store.reading() as session:

@@ -293,7 +293,9 @@ def build_server(settings: Settings) -> Server:
             await asyncio.to_thread(dispatcher.stop)
             store.dispose()
 
-    environment_service = EnvironmentService(jobs, environments.repo, environments.pruner.prune)
+    environment_service = EnvironmentService(
+        jobs, environments.repo, environments.pruner.prune, environments.bases.create
+    )
     app = create_app(
         jobs,
         identity,

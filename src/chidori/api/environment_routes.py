@@ -1,6 +1,7 @@
 """Python environments through the API: a job's own (`GET /api/v1/jobs/{id}/environment`),
-the built ones (`GET /api/v1/environments`, admins) and pruning them
-(`POST /api/v1/admin/environments/prune`, admins)."""
+the built ones (`GET /api/v1/environments`, admins), pruning them
+(`POST /api/v1/admin/environments/prune`, admins), and base environments
+(`GET /api/v1/environments/base`; admins create and delete them under `/admin/`)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,19 @@ from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Path
-from pydantic import BaseModel, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from chidori.api.deps import CurrentActor
 from chidori.api.schemas import error_responses
-from chidori.domain.environments import Environment, JobEnvironment, parse_size_bytes
+from chidori.domain.environments import (
+    MAX_REQUIREMENTS,
+    BaseEnvironment,
+    Environment,
+    JobEnvironment,
+    check_requirement,
+    parse_size_bytes,
+)
+from chidori.domain.spec import Identifier
 from chidori.services.environments import EnvironmentService
 from chidori.web.job_views import MAX_ID
 
@@ -56,6 +65,39 @@ class EnvironmentList(BaseModel):
     items: list[EnvironmentOut]
 
 
+class BaseEnvironmentOut(BaseModel):
+    name: str
+    requirements: list[str]
+    packages: dict[str, str]
+    key: str
+    created_by: str
+    created_at: datetime
+
+    @classmethod
+    def of(cls, base: BaseEnvironment) -> BaseEnvironmentOut:
+        return cls(
+            name=base.name,
+            requirements=base.requirements,
+            packages=base.packages,
+            key=base.env_key,
+            created_by=base.created_by,
+            created_at=base.created_at,
+        )
+
+
+class BaseEnvironmentList(BaseModel):
+    items: list[BaseEnvironmentOut]
+
+
+class BaseEnvironmentIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: Identifier
+    requirements: list[Annotated[str, AfterValidator(check_requirement)]] = Field(
+        min_length=1, max_length=MAX_REQUIREMENTS
+    )
+
+
 class PruneIn(BaseModel):
     budget: str | None = Field(
         None, description="Keep at most this much (e.g. 10g, 0); null: the configured budget"
@@ -95,5 +137,29 @@ def build_environment_router(environments: EnvironmentService) -> APIRouter:
         """Remove unused environments, least recently used first, down to the budget."""
         budget = None if body.budget is None else parse_size_bytes(body.budget)
         return PruneOut(removed=environments.prune(who, budget))
+
+    @router.get("/environments/base", response_model=BaseEnvironmentList)
+    def base_environment_list(who: CurrentActor) -> BaseEnvironmentList:
+        """Base environments jobs may name (`environment: NAME` in the spec)."""
+        return BaseEnvironmentList(
+            items=[BaseEnvironmentOut.of(b) for b in environments.bases(who)]
+        )
+
+    @router.post(
+        "/admin/environments/base",
+        response_model=BaseEnvironmentOut,
+        status_code=201,
+        responses=error_responses(409),
+    )
+    def create_base_environment(who: CurrentActor, body: BaseEnvironmentIn) -> BaseEnvironmentOut:
+        """Resolve and build a base environment now, and keep it (admins)."""
+        return BaseEnvironmentOut.of(environments.create_base(who, body.name, body.requirements))
+
+    @router.delete("/admin/environments/base/{name}", status_code=204)
+    def delete_base_environment(
+        who: CurrentActor, name: Annotated[str, Path(max_length=128)]
+    ) -> None:
+        """Forget a base environment; its folder goes once no job uses it (admins)."""
+        environments.delete_base(who, name)
 
     return router

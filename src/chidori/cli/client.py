@@ -341,6 +341,22 @@ class ChidoriClient:
         body = {"budget": budget}
         return self._json(self._request("POST", "/admin/environments/prune", json_body=body))
 
+    def list_base_environments(self) -> list[JsonObject]:
+        """``GET /environments/base``: the base environments jobs may name."""
+        return _items(self._json(self._request("GET", "/environments/base")))
+
+    def create_base_environment(self, name: str, requirements: list[str]) -> JsonObject:
+        """``POST /admin/environments/base``: resolves and builds it (may take minutes)."""
+        body = {"name": name, "requirements": requirements}
+        response = self._request(
+            "POST", "/admin/environments/base", json_body=body, timeout=max(self.timeout, 900)
+        )
+        return self._json(response)
+
+    def delete_base_environment(self, name: str) -> None:
+        """``DELETE /admin/environments/base/{name}``."""
+        self._request("DELETE", f"/admin/environments/base/{quote(name, safe='')}")
+
     def job_environment(self, job_id: int) -> JsonObject:
         """``GET /jobs/{id}/environment``: its state, resolved packages and build log."""
         return self._json(self._request("GET", f"/jobs/{job_id}/environment"))

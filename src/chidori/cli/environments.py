@@ -1,4 +1,5 @@
-"""``chidori envs list|prune|show``: the Python environments jobs run with."""
+"""``chidori envs list|prune|show`` and ``chidori envs base list|create|delete``: the Python
+environments jobs run with."""
 
 from __future__ import annotations
 
@@ -24,6 +25,21 @@ def add_parsers(subparsers: argparse._SubParsersAction[ArgumentParser]) -> None:
     )
     add_connection_flags(p)
     p.set_defaults(handler=prune_environments)
+
+    base = actions.add_parser("base", help="base environments: list, create, delete")
+    base_actions = base.add_subparsers(dest="base_action", metavar="ACTION", required=True)
+    p = base_actions.add_parser("list", help="the base environments jobs may name")
+    add_connection_flags(p)
+    p.set_defaults(handler=list_bases)
+    p = base_actions.add_parser("create", help="resolve, build and keep one (admins)")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("requirements", nargs="+", metavar="REQ", help="PEP 508 requirements")
+    add_connection_flags(p)
+    p.set_defaults(handler=create_base)
+    p = base_actions.add_parser("delete", help="forget one; its folder goes once unused (admins)")
+    p.add_argument("name", metavar="NAME")
+    add_connection_flags(p)
+    p.set_defaults(handler=delete_base)
 
     p = actions.add_parser("show", help="a job's environment: packages and build log")
     p.add_argument("job", type=int, metavar="JOB")
@@ -86,4 +102,36 @@ def show_environment(ns: argparse.Namespace, out: Output) -> int:
     if found.get("log"):
         out.out()
         out.out(str(found["log"]))
+    return 0
+
+
+def list_bases(ns: argparse.Namespace, out: Output) -> int:
+    with connect(ns) as client:
+        items = client.list_base_environments()
+    if ns.json:
+        out.json({"items": items})
+        return 0
+    rows = [
+        [str(b.get("name", "")), _packages(b.get("packages")), str(b.get("created_by", ""))]
+        for b in items
+    ]
+    out.table(("NAME", "PACKAGES", "CREATED BY"), rows)
+    return 0
+
+
+def create_base(ns: argparse.Namespace, out: Output) -> int:
+    with connect(ns) as client:
+        made = client.create_base_environment(ns.name, list(ns.requirements))
+    if ns.json:
+        out.json(made)
+    else:
+        out.out(f"base environment {made.get('name')}: {_packages(made.get('packages'))}")
+    return 0
+
+
+def delete_base(ns: argparse.Namespace, out: Output) -> int:
+    with connect(ns) as client:
+        client.delete_base_environment(ns.name)
+    if not ns.json:
+        out.out(f"base environment {ns.name} deleted")
     return 0

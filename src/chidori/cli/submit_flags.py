@@ -33,7 +33,7 @@ VALUE_FLAGS = frozenset(
         # Chidori's
         "--server", "--token", "--kind", "--cluster", "--queue", "--priority", "--schema",
         "--table", "--label", "--max-retries", "--timeout", "--idempotency-key", "--pip",
-        "--requirements",
+        "--requirements", "--environment",
     }
 )  # fmt: skip
 SWITCH_FLAGS = frozenset({"--wait", "--follow", "--json", "--verbose", "--help", "--no-rerun-lost"})
@@ -43,7 +43,7 @@ CHIDORI_FLAGS = frozenset(
     {
         "--wait", "--follow", "--json", "--server", "--token", "--kind", "--cluster", "--queue",
         "--priority", "--schema", "--table", "--label", "--max-retries", "--timeout",
-        "--idempotency-key", "--no-rerun-lost", "--pip", "--requirements",
+        "--idempotency-key", "--no-rerun-lost", "--pip", "--requirements", "--environment",
     }
 )  # fmt: skip
 SHORT_ALIASES = {"-c": "--conf", "-v": "--verbose", "-h": "--help"}
@@ -169,6 +169,11 @@ def build_parser() -> ArgumentParser:
         "--requirements",
         metavar="FILE",
         help="a pip requirements file (read here; -r includes allowed, index options refused)",
+    )
+    ours.add_argument(
+        "--environment",
+        metavar="NAME",
+        help="start from a base environment an admin keeps (chidori envs base list)",
     )
     ours.add_argument(
         "--no-rerun-lost",
@@ -366,6 +371,7 @@ def parse_submit(argv: Sequence[str]) -> SubmitPlan:
         "rerun_lost": False if ns.no_rerun_lost else None,
         "timeout": timeout,
         "requirements": requirements or None,
+        "environment": ns.environment,
     }
     spec.update({k: v for k, v in optional.items() if v is not None})
     return SubmitPlan(

@@ -182,3 +182,27 @@ def requirements_from_conf(value: object) -> list[str]:
             raise ValueError(f"{REQUIREMENTS_CONF}: a JSON array of strings")
         return [r for r in parsed if r.strip()]
     return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+@dataclass(frozen=True)
+class BaseEnvironment:
+    """A named, pre-built set an admin keeps ("pre-installed" packages): jobs that name it
+    (`environment: NAME`) start from its lock, and it is never pruned while it exists."""
+
+    name: str
+    requirements: list[str]
+    lock: str
+    env_key: str
+    created_by: str
+    created_at: datetime
+
+    @property
+    def packages(self) -> dict[str, str]:
+        return parse_lock(self.lock)
+
+
+def base_requirements(base_lock: str, own: Iterable[str]) -> list[str]:
+    """What a job on a base environment resolves: the base's pins, then its own additions
+    (a job that adds nothing gets exactly the base's environment)."""
+    pins = [f"{name}=={version}" for name, version in sorted(parse_lock(base_lock).items())]
+    return [*pins, *own]

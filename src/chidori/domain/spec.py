@@ -165,6 +165,11 @@ class JobSpec(BaseModel):
         "resolved and installed into a cached environment before the job is admitted "
         "(docs/environments.md). pyspark and py4j stay the server's.",
     )
+    environment: Identifier | None = Field(
+        None,
+        description="A base environment an admin keeps (GET /api/v1/environments/base): the "
+        "job starts from its packages, plus its own requirements if any.",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -254,6 +259,12 @@ class JobSpec(BaseModel):
         )
 
     @property
+    def needs_environment(self) -> bool:
+        """Whether the job runs in a Python environment of its own (prepared before it is
+        admitted)."""
+        return bool(self.requirements) or self.environment is not None
+
+    @property
     def display_name(self) -> str:
         if self.name:
             return self.name
@@ -263,9 +274,11 @@ class JobSpec(BaseModel):
         """The spec as the store keeps it: field names as users write them, secrets included
         (what a job gets). What people see is `chidori.web.job_views.public_spec`, redacted."""
         stored = self.model_dump(by_alias=True, mode="json")
+        # Specs stored before these fields existed keep their fingerprint (idempotent retries).
         if not self.requirements:
-            # Specs stored before the field existed keep their fingerprint (idempotent retries).
             del stored["requirements"]
+        if self.environment is None:
+            del stored["environment"]
         return stored
 
 

@@ -96,7 +96,7 @@ def cold_reason(spec: JobSpec, pool: WarmPoolConfig, fixed_conf: Mapping[str, st
         return "JVM applications start cold (the warm pool holds PySpark drivers)"
     if spec.jars or spec.archives:
         return "--jars and --archives are fixed when the driver's JVM starts"
-    if spec.requirements:
+    if spec.needs_environment:
         # A warm driver's Python started without the job's environment on its path.
         return "jobs with requirements start in their own Python environment"
     if parse_memory_mib(spec.driver_memory) != parse_memory_mib(pool.driver_memory):

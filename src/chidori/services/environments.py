@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from chidori.domain.environments import Environment, JobEnvironment
+from chidori.domain.environments import BaseEnvironment, Environment, JobEnvironment
 from chidori.domain.errors import NotFound
 from chidori.domain.identity import Role
 from chidori.services.identity import Actor
@@ -14,14 +14,21 @@ from chidori.store.environments import EnvironmentRepository
 
 Prune = Callable[[int | None], list[str]]
 """(budget in bytes, None: the configured one) -> keys of the environments removed."""
+CreateBase = Callable[[str, list[str], str], BaseEnvironment]
+"""(name, requirements, created by) -> the base environment, built; raises InvalidRequest
+with the resolver's message, Conflict for a name taken."""
 
 
 class EnvironmentService:
-    def __init__(self, jobs: JobService, repo: EnvironmentRepository, prune: Prune) -> None:
-        """`prune`: what removes unused environments over a budget, on this replica."""
+    def __init__(
+        self, jobs: JobService, repo: EnvironmentRepository, prune: Prune, create_base: CreateBase
+    ) -> None:
+        """`prune`: what removes unused environments over a budget, on this replica;
+        `create_base`: what resolves and builds a base environment."""
         self._jobs = jobs
         self._repo = repo
         self._prune = prune
+        self._create_base = create_base
 
     def of_job(self, actor: Actor, job_id: int) -> JobEnvironment:
         """The job's environment (whoever may see the job). NotFound when it has none."""
@@ -45,3 +52,19 @@ class EnvironmentService:
         """Remove unused environments until the total is within `budget_bytes` (admins)."""
         actor.principal.require(Role.ADMIN)
         return self._prune(budget_bytes)
+
+    def bases(self, actor: Actor) -> list[BaseEnvironment]:
+        """The base environments jobs may name (users and admins)."""
+        actor.principal.require(Role.ADMIN, Role.USER, Role.VIEWER)
+        return self._repo.bases()
+
+    def create_base(self, actor: Actor, name: str, requirements: list[str]) -> BaseEnvironment:
+        """Resolve, build and keep a base environment (admins)."""
+        actor.principal.require(Role.ADMIN)
+        return self._create_base(name, requirements, actor.name)
+
+    def delete_base(self, actor: Actor, name: str) -> None:
+        """Forget a base environment; its folder goes once no job uses it (admins)."""
+        actor.principal.require(Role.ADMIN)
+        if not self._repo.delete_base(name):
+            raise NotFound(f"no base environment {name!r}")

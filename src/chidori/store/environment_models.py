@@ -46,3 +46,16 @@ class JobEnvironmentRow(Base):
     log: Mapped[str | None] = mapped_column(Text)  # resolution and build output
 
     __table_args__ = (Index("ix_job_environments_env_key", "env_key"),)
+
+
+class BaseEnvironmentRow(Base):
+    """A named, pre-built environment an admin keeps (never pruned while it exists)."""
+
+    __tablename__ = "base_environments"
+
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    requirements: Mapped[list[str]] = mapped_column(JSON)
+    lock: Mapped[str] = mapped_column(Text)
+    env_key: Mapped[str] = mapped_column(String(64))
+    created_by: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -22,16 +22,23 @@ from sqlalchemy.exc import IntegrityError
 
 from chidori.domain.environments import (
     PREPARING_HOLD,
+    BaseEnvironment,
     Environment,
     EnvState,
     JobEnvironment,
 )
+from chidori.domain.errors import Conflict
 from chidori.domain.states import JobState
 from chidori.store.database import Database
-from chidori.store.environment_models import EnvironmentRow, JobEnvironmentRow
+from chidori.store.environment_models import (
+    BaseEnvironmentRow,
+    EnvironmentRow,
+    JobEnvironmentRow,
+)
 from chidori.store.statements import EVENTS, JOBS
 
 ENVS = cast(Table, EnvironmentRow.__table__)
+BASES = cast(Table, BaseEnvironmentRow.__table__)
 JOB_ENVS = cast(Table, JobEnvironmentRow.__table__)
 # A job uses its environment until it ends (a queued retry will need it again).
 _UNFINISHED = [JobState.QUEUED.value, JobState.ADMITTED.value, JobState.RUNNING.value]
@@ -41,6 +48,12 @@ _HELD = (JOBS.c.state == JobState.QUEUED.value, JOBS.c.not_before == PREPARING_H
 def _changed(result: Result[Any]) -> int:
     """Rows an UPDATE or DELETE changed."""
     return int(cast(CursorResult[Any], result).rowcount)
+
+
+def _base(row: BaseEnvironmentRow) -> BaseEnvironment:
+    return BaseEnvironment(
+        row.name, list(row.requirements), row.lock, row.env_key, row.created_by, row.created_at
+    )
 
 
 def _job_environment(row: JobEnvironmentRow) -> JobEnvironment:
@@ -58,9 +71,9 @@ class EnvironmentRepository:
 
     # ---- preparation ---------------------------------------------------------------------
 
-    def held_jobs(self, limit: int = 16) -> list[tuple[int, list[str]]]:
-        """(job id, requirements) of held jobs nobody prepares (or whose claim went stale),
-        oldest first."""
+    def held_jobs(self, limit: int = 16) -> list[tuple[int, list[str], str | None]]:
+        """(job id, requirements, base environment) of held jobs nobody prepares (or whose
+        claim went stale), oldest first."""
         stale = self._db.now() - self._stale_after
         query = (
             select(JOBS.c.id, JOBS.c.spec)
@@ -75,7 +88,10 @@ class EnvironmentRepository:
         )
         with self._db.reading() as session:
             rows = session.execute(query).all()
-        return [(job_id, list(spec.get("requirements") or [])) for job_id, spec in rows]
+        return [
+            (job_id, list(spec.get("requirements") or []), spec.get("environment"))
+            for job_id, spec in rows
+        ]
 
     def claim(self, job_id: int, server_id: str) -> bool:
         """Take the preparation of a held job. False if another server has it."""
@@ -299,7 +315,10 @@ class EnvironmentRepository:
         if key is not None:
             query = query.where(JOB_ENVS.c.env_key == key)
         with self._db.reading() as session:
-            return {k: n for k, n in session.execute(query).all()}
+            counts = {k: n for k, n in session.execute(query).all()}
+            for base_key in session.scalars(select(BASES.c.env_key)):
+                counts[base_key] = counts.get(base_key, 0) + 1  # a base keeps it in use
+            return counts
 
     def forget_unused(self, key: str) -> bool:
         """Delete an environment's row if no unfinished job uses it (checked in the same
@@ -310,7 +329,44 @@ class EnvironmentRepository:
                 .select_from(JOB_ENVS.join(JOBS, JOBS.c.id == JOB_ENVS.c.job_id))
                 .where(JOB_ENVS.c.env_key == key, JOBS.c.state.in_(_UNFINISHED))
             ).scalar_one()
-            if in_use:
+            kept = session.execute(select(BASES.c.name).where(BASES.c.env_key == key)).first()
+            if in_use or kept is not None:
                 return False
             session.execute(delete(ENVS).where(ENVS.c.key == key))
             return True
+
+    # ---- base environments -------------------------------------------------------------------
+
+    def bases(self) -> list[BaseEnvironment]:
+        with self._db.reading() as session:
+            rows = session.scalars(select(BaseEnvironmentRow).order_by(BaseEnvironmentRow.name))
+            return [_base(row) for row in rows]
+
+    def base(self, name: str) -> BaseEnvironment | None:
+        with self._db.reading() as session:
+            row = session.get(BaseEnvironmentRow, name)
+            return None if row is None else _base(row)
+
+    def save_base(self, base: BaseEnvironment, environment: Environment) -> None:
+        """Record a base environment (and its built environment). Raises Conflict when the
+        name is taken."""
+        try:
+            with self._db.writing() as session:
+                session.execute(
+                    insert(BASES).values(
+                        name=base.name,
+                        requirements=base.requirements,
+                        lock=base.lock,
+                        env_key=base.env_key,
+                        created_by=base.created_by,
+                        created_at=base.created_at,
+                    )
+                )
+                self._record_use(session.connection(), environment, self._db.now())
+        except IntegrityError as exc:
+            raise Conflict(f"a base environment {base.name!r} exists already") from exc
+
+    def delete_base(self, name: str) -> bool:
+        """Forget a base environment (its folder goes with the next prune, once unused)."""
+        with self._db.writing() as session:
+            return _changed(session.execute(delete(BASES).where(BASES.c.name == name))) == 1

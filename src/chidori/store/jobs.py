@@ -258,8 +258,8 @@ class JobRepository:
             demand_cores=demand.cores,
             # Held out of admission until its Python environment is ready
             # (chidori.store.environments).
-            not_before=PREPARING_HOLD if spec.requirements else None,
-            wait_reason=PREPARING_REASON if spec.requirements else None,
+            not_before=PREPARING_HOLD if spec.needs_environment else None,
+            wait_reason=PREPARING_REASON if spec.needs_environment else None,
         )
 
     def get_job(self, job_id: int) -> Job:

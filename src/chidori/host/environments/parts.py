@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from chidori.config.environments import EnvironmentsConfig
+from chidori.host.environments.bases import EnvironmentBases
 from chidori.host.environments.builder import EnvironmentBuilder
 from chidori.host.environments.jobs import JobEnvironments
 from chidori.host.environments.preparer import EnvironmentPreparer
@@ -23,6 +24,7 @@ class EnvironmentParts:
     pruner: EnvironmentPruner
     preparer: EnvironmentPreparer
     jobs: JobEnvironments
+    bases: EnvironmentBases
 
     @classmethod
     def build(
@@ -34,4 +36,5 @@ class EnvironmentParts:
         builder.prepare_directory()
         pruner = EnvironmentPruner(repo, builder, config.budget_bytes)
         preparer = EnvironmentPreparer(repo, builder, pruner, server_id)
-        return cls(config, repo, builder, pruner, preparer, JobEnvironments(repo, builder))
+        bases = EnvironmentBases(repo, builder, server_id)
+        return cls(config, repo, builder, pruner, preparer, JobEnvironments(repo, builder), bases)

@@ -16,8 +16,8 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from chidori.domain.environments import Environment, parse_lock
-from chidori.host.environments.builder import EnvironmentBuilder, ResolutionFailed
+from chidori.domain.environments import Environment, base_requirements, parse_lock
+from chidori.host.environments.builder import EnvironmentBuilder, Resolution, ResolutionFailed
 from chidori.host.environments.pruning import EnvironmentPruner
 from chidori.observe.logs import job_context
 from chidori.store.environments import EnvironmentRepository
@@ -89,7 +89,7 @@ class EnvironmentPreparer:
     def step(self) -> int:
         """Claim the held jobs nobody prepares and start preparing them. Returns how many."""
         started = 0
-        for job_id, requirements in self._repo.held_jobs():
+        for job_id, requirements, base in self._repo.held_jobs():
             with self._lock:
                 if job_id in self._busy:
                     continue
@@ -97,24 +97,36 @@ class EnvironmentPreparer:
                 continue
             with self._lock:
                 self._busy.add(job_id)
-            self._pool.submit(self._prepare_logged, job_id, requirements)
+            self._pool.submit(self._prepare_logged, job_id, requirements, base)
             started += 1
         return started
 
-    def _prepare_logged(self, job_id: int, requirements: list[str]) -> None:
+    def _prepare_logged(self, job_id: int, requirements: list[str], base: str | None) -> None:
         with job_context(job_id, None):
             try:
-                self.prepare(job_id, requirements)
+                self.prepare(job_id, requirements, base)
             except Exception:
                 log.exception("preparing the environment of job %s failed", job_id)
             finally:
                 with self._lock:
                     self._busy.discard(job_id)
 
-    def prepare(self, job_id: int, requirements: list[str]) -> None:
+    def _resolution(self, requirements: list[str], base_name: str | None) -> Resolution:
+        """The job's lock: resolved, or its base environment's when it adds nothing."""
+        if base_name is None:
+            return self._builder.resolve(requirements)
+        base = self._repo.base(base_name)
+        if base is None:
+            message = f"there is no base environment {base_name!r} (GET /api/v1/environments/base)"
+            raise ResolutionFailed(message, message)
+        if not requirements:
+            return Resolution(base.lock, f"base environment {base_name!r}\n", 0.0)
+        return self._builder.resolve(base_requirements(base.lock, requirements))
+
+    def prepare(self, job_id: int, requirements: list[str], base: str | None = None) -> None:
         """Resolve and build (or find) the job's environment, then release or fail it."""
         try:
-            resolution = self._builder.resolve(requirements)
+            resolution = self._resolution(requirements, base)
             built = self._builder.ensure(resolution.lock)
         except ResolutionFailed as exc:
             reason = f"could not resolve the job's requirements: {exc.message}"
@@ -132,7 +144,7 @@ class EnvironmentPreparer:
         job_log = "\n".join(
             part.rstrip("\n")
             for part in (
-                "requirements: " + " ".join(requirements),
+                "requirements: " + " ".join(requirements) + (f" (on base {base})" if base else ""),
                 resolution.log,
                 resolution.lock,
                 built.log,

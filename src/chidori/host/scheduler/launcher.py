@@ -140,7 +140,7 @@ class Launcher:
             ):
                 return
             work_dir.mkdir(parents=True, exist_ok=True)
-            if job.spec.requirements:
+            if job.spec.needs_environment:
                 request = self._with_environment(request, backend.ships_environments())
             command = backend.driver_command(request)
             pid, log_path = self._drivers.start(
