@@ -68,7 +68,7 @@ FULL: Obj = {
         "defaultPool": "spot",
         "warmPool": 1,
     },
-    "connect": {"enabled": True},
+    "connect": {"enabled": True, "tlsSecret": "chidori-connect-tls"},
     "sparkRest": {"enabled": True, "allowedNetworks": ["10.0.0.0/8"]},
     "networkPolicy": {"enabled": True},
     "metrics": {"serviceMonitor": {"enabled": True}},
@@ -211,6 +211,21 @@ def test_service_ports_follow_the_switches(defaults: list[Obj], full: list[Obj])
     assert ports(full) == {"http": 8080, "connect": 15002, "spark-rest": 6066}
     assert env_of(full)["CHIDORI_CONNECT_PORT"]["value"] == "15002"
     assert "CHIDORI_CONNECT_PORT" not in env_of(defaults)
+
+
+def test_the_connect_door_listens_on_the_pod_network_with_tls_only(full: list[Obj]) -> None:
+    env = env_of(full)
+    assert env["CHIDORI_CONNECT_HOST"]["value"] == "0.0.0.0"
+    assert env["CHIDORI_CONNECT_TLS_CERT"]["value"] == "/etc/chidori-connect/tls.crt"
+    assert env["CHIDORI_CONNECT_TLS_KEY"]["value"] == "/etc/chidori-connect/tls.key"
+    assert env["CHIDORI_CONNECT_IDLE_TIMEOUT"]["value"] == "30m"
+    pod = server(full)["spec"]["template"]["spec"]
+    volume = next(v for v in pod["volumes"] if v["name"] == "connect-tls")
+    assert volume["secret"] == {"secretName": "chidori-connect-tls", "defaultMode": 0o440}
+    mounts = {m["name"]: m for m in container(full)["volumeMounts"]}
+    assert mounts["connect-tls"]["mountPath"] == "/etc/chidori-connect"
+    with pytest.raises(helm_python.HelmError, match=r"connect\.tlsSecret"):
+        objects({"connect": {"enabled": True}})
 
 
 # --- RBAC --------------------------------------------------------------------------------------
