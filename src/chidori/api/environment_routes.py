@@ -132,7 +132,9 @@ def build_environment_router(environments: EnvironmentService) -> APIRouter:
         """Built environments, least recently used first, with their use counts (admins)."""
         return EnvironmentList(items=[EnvironmentOut.of(e) for e in environments.built(who)])
 
-    @router.post("/admin/environments/prune", response_model=PruneOut)
+    @router.post(
+        "/admin/environments/prune", response_model=PruneOut, responses=error_responses(400, 413)
+    )
     def prune_environments(who: CurrentActor, body: PruneIn) -> PruneOut:
         """Remove unused environments, least recently used first, down to the budget."""
         budget = None if body.budget is None else parse_size_bytes(body.budget)
@@ -149,7 +151,7 @@ def build_environment_router(environments: EnvironmentService) -> APIRouter:
         "/admin/environments/base",
         response_model=BaseEnvironmentOut,
         status_code=201,
-        responses=error_responses(409),
+        responses=error_responses(400, 409, 413),
     )
     def create_base_environment(who: CurrentActor, body: BaseEnvironmentIn) -> BaseEnvironmentOut:
         """Resolve and build a base environment now, and keep it (admins)."""
