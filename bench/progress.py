@@ -6,11 +6,14 @@ Two figures:
 - wall time, submit -> SUCCEEDED measured by the client, as the median ratio on/off;
 - the server process's own CPU (utime + stime from /proc/<pid>/stat; the driver is another
   process) spent while each job runs. Collection runs in the server, so its cost is the extra
-  CPU the "on" server spends per job, which the machine's noise barely moves. Both servers run
-  the whole time: while one runs a job the other is idle, and its CPU over the same window is
-  the idle baseline (scheduler loop, sweeps) subtracted from the busy one's. The extra CPU per
-  job is reported as a share of the job's wall time: on a saturated machine, an upper bound of
-  what collection can delay the job (goal <= 2 %).
+  CPU the "on" server spends per job, which the machine's noise barely moves. A server spends
+  CPU even idle (the scheduler loop, the process sweep, lease renewals), in proportion to the
+  time a job takes, which the noise does move: both servers run the whole time, and while one
+  runs a job the other is idle, so each server's idle rate is its CPU over all the other's
+  job windows (warm-up included). A job's own CPU is the busy server's CPU minus its idle rate
+  times the job's wall time. The extra CPU per job (on minus off) is reported as a share of
+  the job's wall time: on a saturated machine, an upper bound of what collection can delay
+  the job (goal <= 2 %).
 
     .venv/bin/python bench/progress.py [--rounds 5]
 """
@@ -22,7 +25,7 @@ import os
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -52,12 +55,12 @@ def load_average() -> float:
 class Run:
     wall_s: float
     cpu_s: float  # the busy server's CPU over the job
-    idle_cpu_s: float  # the other (idle) server's CPU over the same window
+    other_cpu_s: float  # the other (idle) server's CPU over the same window
 
-    @property
-    def job_cpu_s(self) -> float:
-        """The busy server's CPU beyond its idle baseline: what the job cost it."""
-        return self.cpu_s - self.idle_cpu_s
+
+def idle_rate(windows: list[Run]) -> float:
+    """A server's CPU seconds per second while idle: its CPU over the other's job windows."""
+    return sum(r.other_cpu_s for r in windows) / sum(r.wall_s for r in windows)
 
 
 def pi_run(server: ChidoriServer, idle: ChidoriServer, expect_progress: bool) -> Run:
@@ -86,9 +89,9 @@ def main() -> int:
         ChidoriServer(Path(home_off), env={"CHIDORI_SPARK_PROGRESS": "0"}) as off,
     ):
         print("warming up (one run each, not counted)...", flush=True)
-        pi_run(on, off, True)
-        pi_run(off, on, False)
-        rows = []
+        on_runs = [pi_run(on, off, True)]
+        off_runs = [pi_run(off, on, False)]
+        pairs = []
         for round_ in range(args.rounds):
             if round_ % 2 == 0:
                 with_progress = pi_run(on, off, True)
@@ -97,28 +100,35 @@ def main() -> int:
                 without = pi_run(off, on, False)
                 with_progress = pi_run(on, off, True)
             loads.append(load_average())
-            extra = with_progress.job_cpu_s - without.job_cpu_s
-            rows.append(
-                {
-                    "round": round_ + 1,
-                    "off_s": without.wall_s,
-                    "on_s": with_progress.wall_s,
-                    "ratio": with_progress.wall_s / without.wall_s,
-                    "off_cpu_s": without.cpu_s,
-                    "off_idle_cpu_s": without.idle_cpu_s,
-                    "on_cpu_s": with_progress.cpu_s,
-                    "on_idle_cpu_s": with_progress.idle_cpu_s,
-                    "extra_cpu_s": extra,
-                    "extra_share": extra / with_progress.wall_s,
-                    "load_average": loads[-1],
-                }
-            )
+            on_runs.append(with_progress)
+            off_runs.append(without)
+            pairs.append((without, with_progress))
             print(
-                f"round {round_ + 1}: off {without.wall_s:.2f} s (server CPU "
-                f"{without.job_cpu_s:.2f} s over idle), on {with_progress.wall_s:.2f} s "
-                f"(server CPU {with_progress.job_cpu_s:.2f} s over idle)",
+                f"round {round_ + 1}: off {without.wall_s:.2f} s, server CPU {without.cpu_s:.2f} s;"
+                f" on {with_progress.wall_s:.2f} s, server CPU {with_progress.cpu_s:.2f} s",
                 flush=True,
             )
+    # The "on" server idles while the "off" one runs its jobs, and the other way round.
+    on_idle, off_idle = idle_rate(off_runs), idle_rate(on_runs)
+    rows = []
+    for round_, (without, with_progress) in enumerate(pairs):
+        on_job = with_progress.cpu_s - on_idle * with_progress.wall_s
+        off_job = without.cpu_s - off_idle * without.wall_s
+        rows.append(
+            {
+                "round": round_ + 1,
+                "off_s": without.wall_s,
+                "on_s": with_progress.wall_s,
+                "ratio": with_progress.wall_s / without.wall_s,
+                "off_cpu_s": without.cpu_s,
+                "on_cpu_s": with_progress.cpu_s,
+                "off_job_cpu_s": off_job,
+                "on_job_cpu_s": on_job,
+                "extra_cpu_s": on_job - off_job,
+                "extra_share": (on_job - off_job) / with_progress.wall_s,
+                "load_average": loads[round_ + 1],
+            }
+        )
     print()
     print_table(
         [
@@ -126,8 +136,8 @@ def main() -> int:
             "off (s)",
             "on (s)",
             "ratio",
-            "server CPU off (s)",
-            "server CPU on (s)",
+            "job's server CPU off (s)",
+            "job's server CPU on (s)",
             "extra CPU (s)",
             "extra / on wall",
         ],
@@ -137,8 +147,8 @@ def main() -> int:
                 f"{r['off_s']:.2f}",
                 f"{r['on_s']:.2f}",
                 f"{r['ratio']:.3f}",
-                f"{r['off_cpu_s'] - r['off_idle_cpu_s']:.2f}",
-                f"{r['on_cpu_s'] - r['on_idle_cpu_s']:.2f}",
+                f"{r['off_job_cpu_s']:.3f}",
+                f"{r['on_job_cpu_s']:.3f}",
                 f"{r['extra_cpu_s']:.3f}",
                 f"{100 * r['extra_share']:.2f} %",
             ]
@@ -156,6 +166,7 @@ def main() -> int:
         f"\nextra server CPU per job: median {extra_median:.3f} s, "
         f"{100 * share_median:.2f} % of the job's wall time (largest {100 * share_max:.2f} %; "
         f"goal <= {100 * GOAL_SHARE:.0f} %: {'met' if share_max <= GOAL_SHARE else 'not met'})"
+        f"\nidle server CPU: on {1000 * on_idle:.1f} ms/s, off {1000 * off_idle:.1f} ms/s"
         f"\nload average (1 min) {min(loads):.1f} to {max(loads):.1f}"
     )
     path = write_results(
@@ -167,6 +178,8 @@ def main() -> int:
             "median_on_s": on_median,
             "median_extra_cpu_s": extra_median,
             "median_extra_share": share_median,
+            "idle_cpu_per_s": {"on": on_idle, "off": off_idle},
+            "runs": {"on": [asdict(r) for r in on_runs], "off": [asdict(r) for r in off_runs]},
             "max_extra_share": share_max,
             "load_average": [min(loads), max(loads)],
             "goal": {"ratio": 1 + GOAL_SHARE, "extra_share": GOAL_SHARE},
