@@ -122,3 +122,51 @@ def test_two_replicas_sharing_a_folder_build_a_new_environment_once(
     assert len(built) == 1
     environments = EnvironmentRepository(postgres_db).environments()
     assert len(environments) == 1 and environments[0].uses == 6
+
+
+def local_index(root: Path) -> str:
+    """A PEP 503 index on disk holding one hand-made pure-Python wheel, `chidori-local-pkg`."""
+    import base64
+    import hashlib
+    import zipfile
+
+    name, version = "chidori_local_pkg", "1.0"
+    dist = f"{name}-{version}.dist-info"
+    files = {
+        f"{name}/__init__.py": "VALUE = 'from the admin index'\n",
+        f"{dist}/METADATA": f"Metadata-Version: 2.1\nName: chidori-local-pkg\nVersion: {version}\n",
+        f"{dist}/WHEEL": (
+            "Wheel-Version: 1.0\nGenerator: hand\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+        ),
+    }
+    record = []
+    for path, text in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=")
+        record.append(f"{path},sha256={digest.decode()},{len(text.encode())}")
+    record.append(f"{dist}/RECORD,,")
+    files[f"{dist}/RECORD"] = "\n".join(record) + "\n"
+    project = root / "simple" / "chidori-local-pkg"
+    project.mkdir(parents=True)
+    wheel = project / f"{name}-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as zipped:
+        for path, text in files.items():
+            zipped.writestr(path, text)
+    (project / "index.html").write_text(f'<a href="{wheel.name}">{wheel.name}</a>\n')
+    return (root / "simple").as_uri()
+
+
+def test_packages_come_only_from_the_index_the_admin_configured(tmp_path: Path) -> None:
+    from chidori.host.environments.builder import EnvironmentBuilder, ResolutionFailed
+
+    config = EnvironmentsConfig(
+        directory=tmp_path / "envs",
+        uv_cache_dir=tmp_path / "uv-cache",
+        index_url=local_index(tmp_path / "index"),
+    )
+    builder = EnvironmentBuilder(config, os.environ)
+    builder.prepare_directory()
+    built = builder.ensure(builder.resolve(["chidori-local-pkg"]).lock)
+    assert (built.site / "chidori_local_pkg" / "__init__.py").read_text().startswith("VALUE")
+    # On PyPI, but not in the admin's index: not found (PyPI is never asked).
+    with pytest.raises(ResolutionFailed, match="tabulate"):
+        builder.resolve(["tabulate"])
