@@ -29,9 +29,15 @@ def where_tabulate_is(n):
 
 
 row = spark.range(1).select(where_tabulate_is("id")).collect()[0][0]
-print("udf saw", row)
+import os
+import sys
+
 import tabulate
-print("driver saw", tabulate.__version__, tabulate.__file__, "pid", __import__("os").getpid())
+
+# One write per line: Spark's own log lines go to the same file and must not land inside.
+sys.stdout.write(f"udf saw {row}\\n")
+sys.stdout.write(f"driver saw {tabulate.__version__} {tabulate.__file__} pid {os.getpid()}\\n")
+sys.stdout.flush()
 spark.stop()
 """
 
@@ -70,4 +76,7 @@ def test_a_udf_on_standalone_executors_imports_the_jobs_package(lab: ChidoriServ
     assert "0.9.0" in udf_line and f"{SHIPPED_ENVIRONMENT}/site/" in udf_line, udf_line
     assert "/envs/" not in udf_line
     assert "0.9.0" in driver_line and "/envs/" in driver_line, driver_line
-    assert udf_line.rsplit("pid", 1)[1] != driver_line.rsplit("pid", 1)[1]
+    assert udf_line.rsplit(" pid ", 1)[-1] != driver_line.rsplit(" pid ", 1)[-1], (
+        udf_line,
+        driver_line,
+    )
