@@ -13,7 +13,9 @@ Two figures:
   job windows (warm-up included). A job's own CPU is the busy server's CPU minus its idle rate
   times the job's wall time. The extra CPU per job (on minus off) is reported as a share of
   the job's wall time: on a saturated machine, an upper bound of what collection can delay
-  the job (goal <= 2 %).
+  the job (goal <= 2 %);
+- the driver's CPU (the server's cutime + cstime: drivers are its children, reaped when they
+  end), since collection also changes the driver's event log (uncompressed, a 4 KB buffer).
 
     .venv/bin/python bench/progress.py [--rounds 5]
 """
@@ -40,11 +42,13 @@ GOAL_SHARE = 0.02
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_seconds(server: ChidoriServer) -> float:
-    """The server process's own CPU so far (all its threads; not its children)."""
+def cpu_seconds(server: ChidoriServer) -> tuple[float, float]:
+    """The server process's own CPU so far (all its threads), and that of its children it has
+    waited for (cutime + cstime: the drivers that ended, with what they waited for)."""
     assert server.process is not None
     fields = Path(f"/proc/{server.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime
+    own = (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime
+    return own, (int(fields[13]) + int(fields[14])) / TICKS  # cutime, cstime
 
 
 def load_average() -> float:
@@ -56,6 +60,7 @@ class Run:
     wall_s: float
     cpu_s: float  # the busy server's CPU over the job
     other_cpu_s: float  # the other (idle) server's CPU over the same window
+    driver_cpu_s: float  # the driver's own CPU (reaped children of the busy server)
 
 
 def idle_rate(windows: list[Run]) -> float:
@@ -64,17 +69,19 @@ def idle_rate(windows: list[Run]) -> float:
 
 
 def pi_run(server: ChidoriServer, idle: ChidoriServer, expect_progress: bool) -> Run:
-    cpu_before, idle_before = cpu_seconds(server), cpu_seconds(idle)
+    (cpu_before, children_before), (idle_before, _) = cpu_seconds(server), cpu_seconds(idle)
     started = time.perf_counter()
     job = server.submit(application=PI, name="bench-pi")
     done = server.wait(job["id"])
     elapsed = time.perf_counter() - started
-    cpu_after, idle_after = cpu_seconds(server), cpu_seconds(idle)
+    (cpu_after, children_after), (idle_after, _) = cpu_seconds(server), cpu_seconds(idle)
     if done["state"] != "SUCCEEDED":
         raise RuntimeError(f"job {job['id']} ended {done['state']}: {done['reason']}")
     if (done.get("progress") is not None) != expect_progress:
         raise RuntimeError(f"job {job['id']}: progress {done.get('progress')!r}")
-    return Run(elapsed, cpu_after - cpu_before, idle_after - idle_before)
+    return Run(
+        elapsed, cpu_after - cpu_before, idle_after - idle_before, children_after - children_before
+    )
 
 
 def main() -> int:
@@ -126,6 +133,8 @@ def main() -> int:
                 "on_job_cpu_s": on_job,
                 "extra_cpu_s": on_job - off_job,
                 "extra_share": (on_job - off_job) / with_progress.wall_s,
+                "off_driver_cpu_s": without.driver_cpu_s,
+                "on_driver_cpu_s": with_progress.driver_cpu_s,
                 "load_average": loads[round_ + 1],
             }
         )
@@ -140,6 +149,8 @@ def main() -> int:
             "job's server CPU on (s)",
             "extra CPU (s)",
             "extra / on wall",
+            "driver CPU off (s)",
+            "driver CPU on (s)",
         ],
         [
             [
@@ -151,6 +162,8 @@ def main() -> int:
                 f"{r['on_job_cpu_s']:.3f}",
                 f"{r['extra_cpu_s']:.3f}",
                 f"{100 * r['extra_share']:.2f} %",
+                f"{r['off_driver_cpu_s']:.2f}",
+                f"{r['on_driver_cpu_s']:.2f}",
             ]
             for r in rows
         ],
@@ -161,11 +174,15 @@ def main() -> int:
     extra_median = median([r["extra_cpu_s"] for r in rows])
     share_median = median([r["extra_share"] for r in rows])
     share_max = max(r["extra_share"] for r in rows)
+    driver_off = median([r["off_driver_cpu_s"] for r in rows])
+    driver_on = median([r["on_driver_cpu_s"] for r in rows])
     print(
         f"\nwall time median: off {off_median:.2f} s, on {on_median:.2f} s, ratio {ratio:.3f}"
         f"\nextra server CPU per job: median {extra_median:.3f} s, "
         f"{100 * share_median:.2f} % of the job's wall time (largest {100 * share_max:.2f} %; "
         f"goal <= {100 * GOAL_SHARE:.0f} %: {'met' if share_max <= GOAL_SHARE else 'not met'})"
+        f"\ndriver CPU per job (median): off {driver_off:.2f} s, on {driver_on:.2f} s, "
+        f"ratio {driver_on / driver_off:.3f}"
         f"\nidle server CPU: on {1000 * on_idle:.1f} ms/s, off {1000 * off_idle:.1f} ms/s"
         f"\nload average (1 min) {min(loads):.1f} to {max(loads):.1f}"
     )
@@ -179,6 +196,7 @@ def main() -> int:
             "median_extra_cpu_s": extra_median,
             "median_extra_share": share_median,
             "idle_cpu_per_s": {"on": on_idle, "off": off_idle},
+            "median_driver_cpu_s": {"on": driver_on, "off": driver_off},
             "runs": {"on": [asdict(r) for r in on_runs], "off": [asdict(r) for r in off_runs]},
             "max_extra_share": share_max,
             "load_average": [min(loads), max(loads)],
