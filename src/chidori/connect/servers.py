@@ -11,6 +11,7 @@ port with that server's secret. Until then `Unavailable` says why the user waits
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -25,6 +26,8 @@ from chidori.domain.states import JobState
 from chidori.host.jobfs import JobFolder
 from chidori.services.identity import Actor
 from chidori.services.jobs import JobService
+
+log = logging.getLogger(__name__)
 
 ACTIVE = (JobState.QUEUED, JobState.ADMITTED, JobState.RUNNING)
 RECHECK_SECONDS = 2.0  # how long a known route is used before its job's state is read again
@@ -122,6 +125,8 @@ class ConnectServers:
             raise Unavailable(f"your Spark Connect server (job {job.id}) is starting")
         port, secret = endpoint
         route = Route(job.id, job.attempts, port, secret, self._clock())
+        if known is None or (known.job_id, known.attempt) != (job.id, job.attempts):
+            log.info("Connect: %s goes to job %d (attempt %d)", actor.name, job.id, job.attempts)
         with self._guard:
             self._routes[actor.name] = route
         return route
