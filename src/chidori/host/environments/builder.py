@@ -78,10 +78,17 @@ class BuiltEnvironment:
 
 
 def uv_binary() -> str:
-    """uv's binary as the `uv` package installs it beside this Python."""
-    import uv
+    """uv's binary as the `uv` package installs it beside this Python, else `uv` on PATH.
+    Raises FileNotFoundError."""
+    try:
+        import uv
 
-    return str(uv.find_uv_bin())
+        return str(uv.find_uv_bin())
+    except (ImportError, FileNotFoundError):
+        found = shutil.which("uv")
+        if found is None:
+            raise FileNotFoundError("no uv beside this Python nor on PATH") from None
+        return found
 
 
 class EnvironmentBuilder:
@@ -94,12 +101,13 @@ class EnvironmentBuilder:
         """`environ`: the server's environment, of which uv gets only `_PASSED` and proxies."""
         self.config = config
         self._python = python
-        self._uv = uv_binary()
+        self._uv_path: str | None = None  # found at first use: a server without uv still starts
         self.python_version = platform.python_version()
         self.platform = sysconfig.get_platform()
-        self._server_versions = {
-            name: importlib.metadata.version(name) for name in sorted(SERVER_PROVIDED)
-        }
+        self._server_versions = {}
+        for name in sorted(SERVER_PROVIDED):
+            with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+                self._server_versions[name] = importlib.metadata.version(name)
         self._env = {k: environ[k] for k in (*_PASSED, *_PASSED_PROXIES) if k in environ}
         self._env.update(
             {
@@ -110,6 +118,16 @@ class EnvironmentBuilder:
                 "HOME": str(config.directory / ".tmp"),
             }
         )
+
+    @property
+    def _uv(self) -> str:
+        if self._uv_path is None:
+            try:
+                self._uv_path = uv_binary()
+            except FileNotFoundError as exc:
+                message = f"uv is not installed with the server ({exc}): pip install uv"
+                raise ResolutionFailed(message, message) from exc
+        return self._uv_path
 
     @property
     def server_versions(self) -> dict[str, str]:
