@@ -64,6 +64,7 @@ bench: setup $(CELERY_VENV)/.installed-stamp
 	$(BIN)/python bench/kubernetes.py
 	$(BIN)/python bench/progress.py
 	$(BIN)/python bench/live_views.py
+	$(BIN)/python bench/connect.py
 
 clean:
 	rm -rf $(VENV) $(CELERY_VENV) .chidori .pytest_cache .mypy_cache .ruff_cache
