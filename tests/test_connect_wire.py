@@ -105,7 +105,13 @@ def test_connect_settings() -> None:
 def door(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ChidoriServer, int]]:
     port = free_port()
     home: Path = tmp_path_factory.mktemp("connect-door")
-    with ChidoriServer(home, env={"CHIDORI_CONNECT_PORT": str(port)}) as server:
+    env = {
+        "CHIDORI_CONNECT_PORT": str(port),
+        # Admission paused: a Connect server stays queued, so no Spark starts in this module.
+        "CHIDORI_MAX_RUNNING_JOBS": "0",
+        "CHIDORI_CONNECT_HOLD": "1",
+    }
+    with ChidoriServer(home, env=env) as server:
         yield server, port
 
 
@@ -143,3 +149,32 @@ def test_a_request_without_a_session_id_is_refused(door: tuple[ChidoriServer, in
             )
     assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
     assert "session_id" in (refused.value.details() or "")
+
+
+def test_a_queued_server_is_answered_unavailable_with_a_retry_delay_and_its_reason(
+    door: tuple[ChidoriServer, int],
+) -> None:
+    server, port = door
+    with server.client() as client:
+        made = client.post("/api/v1/admin/users", json={"name": "queued-user", "role": "user"})
+        assert made.status_code == 201, made.text
+        token = client.post("/api/v1/tokens", json={"user": "queued-user"}).json()["token"]
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = base_pb2_grpc.SparkConnectServiceStub(channel)  # type: ignore[no-untyped-call]
+        request = base_pb2.ConfigRequest(session_id="6f1c3a52-0d0e-4a8e-9d7e-3f0b6c1d2e4f")
+        for _ in range(2):  # the second call finds the same queued server, starts no other
+            with pytest.raises(grpc.RpcError) as waiting:
+                stub.Config(request, metadata=[("authorization", f"Bearer {token}")], timeout=30)
+            assert waiting.value.code() is grpc.StatusCode.UNAVAILABLE
+    details = dict(waiting.value.trailing_metadata())["grpc-status-details-bin"]
+    status = status_pb2.Status.FromString(details)
+    info = error_details_pb2.RetryInfo()
+    assert status.details[0].Unpack(info) and info.retry_delay.ToMilliseconds() == 2000
+    with server.client() as client:
+        jobs = client.get("/api/v1/jobs", params={"user": "queued-user"}).json()["items"]
+    assert [(j["state"], j["spec"]["kind"]) for j in jobs] == [("QUEUED", "connect")]
+    # The client is told why it waits, in the job's own words.
+    assert f"job {jobs[0]['id']}) is queued" in status.message
+    assert jobs[0]["waiting_reason"] and jobs[0]["waiting_reason"] in status.message
+    with server.client() as client:
+        assert client.delete(f"/api/v1/jobs/{jobs[0]['id']}").status_code in (200, 202)
