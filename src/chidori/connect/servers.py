@@ -16,10 +16,11 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from chidori.config.connect import ConnectConfig
-from chidori.domain.errors import NotFound, Unavailable
+from chidori.domain.errors import BackendError, NotFound, Unavailable
 from chidori.domain.records import SUBMITTED_THROUGH, Channel, Job, JobQuery
 from chidori.domain.spec import CONNECT_APPLICATION, JobKind, JobSpec
 from chidori.domain.states import JobState
@@ -31,6 +32,9 @@ log = logging.getLogger(__name__)
 
 ACTIVE = (JobState.QUEUED, JobState.ADMITTED, JobState.RUNNING)
 RECHECK_SECONDS = 2.0  # how long a known route is used before its job's state is read again
+# A server that failed this recently is not replaced by the next call: the client retries for
+# minutes, and each retry would start (and fail) another one.
+FAILED_BACKOFF_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -116,6 +120,7 @@ class ConnectServers:
         if job is None and not start:
             raise NotFound("no Spark Connect server of yours is running")
         if job is None:
+            self._refuse_after_a_failure(actor)
             job, _ = self._jobs.submit(actor, self.spec(actor.name), channel=Channel.CONNECT)
         if job.state is JobState.QUEUED:
             why = f": {job.waiting_reason}" if job.waiting_reason else ""
@@ -130,6 +135,21 @@ class ConnectServers:
         with self._guard:
             self._routes[actor.name] = route
         return route
+
+    def _refuse_after_a_failure(self, actor: Actor) -> None:
+        """BackendError (not retried by clients) while the user's last server failed lately."""
+        latest = self._jobs.search(
+            actor, JobQuery(owner=actor.name, channel=Channel.CONNECT.value, limit=1)
+        ).items
+        if not latest or latest[0].state is not JobState.FAILED or latest[0].finished_at is None:
+            return
+        age = (datetime.now(UTC) - latest[0].finished_at).total_seconds()
+        if age < FAILED_BACKOFF_SECONDS:
+            job = latest[0]
+            raise BackendError(
+                f"your Spark Connect server (job {job.id}) failed {age:.0f} s ago: "
+                f"{job.reason or 'see its log'}; try again in {FAILED_BACKOFF_SECONDS - age:.0f} s"
+            )
 
     def _current_job(self, actor: Actor, known: Route | None) -> Job | None:
         if known is not None:
