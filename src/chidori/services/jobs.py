@@ -20,6 +20,7 @@ from chidori.domain.policy import check_job
 from chidori.domain.records import Attempt, Channel, Event, Job, JobQuery, Page
 from chidori.domain.spec import BUILT_IN_APPLICATIONS, JobSpec
 from chidori.domain.states import JobState
+from chidori.domain.submit_command import rerun_spec
 from chidori.services.admission import AdmissionService
 from chidori.services.identity import Actor, IdentityService
 from chidori.services.notify import ChangeNotifier
@@ -205,6 +206,16 @@ class JobService:
             )
 
     # ---- reads ------------------------------------------------------------------------------
+
+    def rerun(self, actor: Actor, job_id: int, idempotency_key: str | None = None) -> Job:
+        """Submit job `job_id` again as `actor`, labelled with the job it re-runs; every check
+        of a new submission applies (role, rate, policy, references, limits). NotFound if
+        `actor` may not see the job; InvalidRequest if its spec fails today's checks."""
+        original = self.get(actor, job_id)
+        job, _created = self.submit(
+            actor, rerun_spec(original.spec, original.id), idempotency_key=idempotency_key
+        )
+        return job
 
     def get(self, actor: Actor, job_id: int) -> Job:
         """The job, if `actor` may see it; NotFound otherwise (existence is not revealed)."""

@@ -1,5 +1,5 @@
 """The job page's "Re-run": a new job with the spec of one the caller may see, submitted by
-the caller through `JobService.submit` (the checks of any submission: role, rate, policy,
+the caller through `JobService.rerun` (the checks of any submission: role, rate, policy,
 references, limits), labelled with the job it runs again; and the page's "Copy as
 `chidori submit`" line, from the spec as anyone sees it (secret-looking values redacted)."""
 
@@ -10,7 +10,7 @@ import secrets
 
 from chidori.domain.records import Job
 from chidori.domain.redact import redact_args, redact_conf
-from chidori.domain.submit_command import RERUN_LABEL, can_render, rerun_spec, submit_command
+from chidori.domain.submit_command import RERUN_LABEL, can_render, submit_command
 from chidori.services.identity import Actor
 from chidori.services.jobs import JobService
 
@@ -27,11 +27,8 @@ def rerun_job(jobs: JobService, actor: Actor, job_id: int, nonce: str) -> Job:
     """Submit job `job_id` again as `actor`; returns the new job (or, for a form sent again,
     the job it made first). NotFound if `actor` may not see the job, Forbidden if it may not
     submit, InvalidRequest if the spec does not pass today's checks."""
-    original = jobs.get(actor, job_id)
-    spec = rerun_spec(original.spec, original.id)
-    key = f"ui-rerun-{original.id}-{nonce}" if NONCE.match(nonce) else None
-    job, _created = jobs.submit(actor, spec, idempotency_key=key)
-    return job
+    key = f"ui-rerun-{job_id}-{nonce}" if NONCE.match(nonce) else None
+    return jobs.rerun(actor, job_id, idempotency_key=key)
 
 
 def shown_command(job: Job) -> str | None:
