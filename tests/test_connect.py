@@ -100,6 +100,7 @@ def test_a_dataframe_query_and_sql_on_the_users_own_server(world: World) -> None
     assert rows[0]["answer"] == 42
     job = world.connect_job("alice")
     assert job["state"] == "RUNNING" and job["spec"]["kind"] == "connect"
+    assert job["startup_seconds"] is not None  # its Spark application is up (ready_at)
     assert job["user"] == "alice"
 
 

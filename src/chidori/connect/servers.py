@@ -137,11 +137,15 @@ class ConnectServers:
         return route
 
     def _refuse_after_a_failure(self, actor: Actor) -> None:
-        """BackendError (not retried by clients) while the user's last server failed lately."""
+        """BackendError (not retried by clients) while the user's last server failed lately
+        without ever coming up. One that ran and then died (killed, out of memory) is
+        replaced at once: starting again may well work."""
         latest = self._jobs.search(
             actor, JobQuery(owner=actor.name, channel=Channel.CONNECT.value, limit=1)
         ).items
         if not latest or latest[0].state is not JobState.FAILED or latest[0].finished_at is None:
+            return
+        if latest[0].ready_at is not None:
             return
         age = (datetime.now(UTC) - latest[0].finished_at).total_seconds()
         if age < FAILED_BACKOFF_SECONDS:
