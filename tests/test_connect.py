@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import socket
 import threading
 import time
@@ -27,7 +28,10 @@ from tests.server import ChidoriServer, free_port
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # pyspark warns about pandas 3 on import
-    from pyspark.errors.exceptions.connect import SparkConnectGrpcException
+    from pyspark.errors.exceptions.connect import (
+        SparkConnectException,
+        SparkConnectGrpcException,
+    )
     from pyspark.sql import SparkSession
 
 pytestmark = [
@@ -56,12 +60,13 @@ class World:
             self.sessions[user] = SparkSession.builder.remote(self.url(user)).create()
         return self.sessions[user]
 
-    def connect_job(self, user: str) -> dict[str, Any]:
+    def connect_job(self, user: str, only: bool = True) -> dict[str, Any]:
+        """The user's Connect server job (the newest; `only`: there is no other)."""
         with self.server.client() as client:
             jobs = client.get(
                 "/api/v1/jobs", params={"user": user, "label": "submitted-through:connect"}
             ).json()["items"]
-        assert len(jobs) == 1, jobs
+        assert jobs and (len(jobs) == 1 or not only), jobs
         job: dict[str, Any] = jobs[0]
         return job
 
@@ -189,6 +194,26 @@ def test_cancel_stops_the_users_server(world: World) -> None:
     endpoint = json.loads((control / "endpoint").read_text())
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", endpoint["port"]), timeout=5).close()
+
+
+def test_a_killed_server_gives_a_retryable_error_and_a_new_session_works(world: World) -> None:
+    bob = SparkSession.builder.remote(world.url("bob")).create()
+    world.sessions["bob-2"] = bob
+    assert bob.range(4).count() == 4
+    job = world.connect_job("bob", only=False)
+    assert job["state"] == "RUNNING"  # a new server: the cancelled one is not reused
+    with world.server.client() as client:
+        attempt = client.get(f"/api/v1/jobs/{job['id']}/attempts").json()["items"][-1]
+    os.kill(attempt["pid"], signal.SIGKILL)
+    ended = world.server.wait(job["id"], timeout=60)
+    assert ended["state"] == "FAILED"
+    # The old session lived in the killed server: the client says so (it ends the session).
+    with pytest.raises(SparkConnectException):
+        bob.range(5).count()
+    fresh = SparkSession.builder.remote(world.url("bob")).create()
+    world.sessions["bob-3"] = fresh
+    assert fresh.range(6).count() == 6
+    assert world.connect_job("bob", only=False)["id"] != job["id"]
 
 
 def test_the_idle_timeout_ends_a_server(world: World) -> None:
