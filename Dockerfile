@@ -18,7 +18,7 @@ RUN chidori-install wheel /src /wheels
 FROM ${PYTHON_IMAGE}
 # The Spark of the server's drivers and of the executors (the same image): pyspark's version.
 ARG PYSPARK_VERSION=4.3.0
-ARG CHIDORI_EXTRAS=postgres,rabbitmq,kubernetes,s3,gcs,azure-blob
+ARG CHIDORI_EXTRAS=postgres,rabbitmq,kubernetes,s3,gcs,azure-blob,connect
 RUN apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
         openjdk-17-jre-headless tini procps \

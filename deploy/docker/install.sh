@@ -7,7 +7,7 @@
 # its executors) choose what goes in; extra pip options come from the environment (PIP_*).
 set -eu
 
-EXTRAS="${CHIDORI_EXTRAS:-postgres,rabbitmq,kubernetes,s3,gcs,azure-blob}"
+EXTRAS="${CHIDORI_EXTRAS:-postgres,rabbitmq,kubernetes,s3,gcs,azure-blob,connect}"
 PYSPARK_VERSION="${PYSPARK_VERSION:-4.3.0}"
 PYTHON="${PYTHON:-python3}"
 

@@ -28,8 +28,6 @@ from chidori.backends.remote_factory import open_remote_backends
 from chidori.backends.spark import SparkBackend
 from chidori.config import ConfigError, Settings, load_settings
 from chidori.config.environments import load_environments
-from chidori.connect.door import ConnectDoor
-from chidori.connect.servers import ConnectServers, endpoint_reader
 from chidori.domain.errors import BackendError
 from chidori.domain.limits import LimitsDoc
 from chidori.domain.policy import PolicyDoc
@@ -249,6 +247,10 @@ def build_server(settings: Settings) -> Server:
     # Spark Connect: the front door to each user's own Connect server (off without a port).
     connect_door = None
     if settings.connect.enabled:
+        # grpcio comes with the `connect` extra: imported only when the door is on.
+        from chidori.connect.door import ConnectDoor
+        from chidori.connect.servers import ConnectServers, endpoint_reader
+
         connect_servers = ConnectServers(jobs, settings.connect, endpoint_reader(settings.work_dir))
         connect_door = ConnectDoor(identity, connect_servers, settings.connect)
 
