@@ -103,4 +103,18 @@ def _dataproc(cluster: ClusterConfig, settings: RemoteSettings) -> RemoteBackend
             credentials, _ = google.auth.default(scopes=scopes)
         except google.auth.exceptions.DefaultCredentialsError as exc:
             raise RemoteConfigError(f"no Google credentials: {exc}") from exc
-    return DataprocBackend(cluster, settings, credentials)
+    return DataprocBackend(cluster, settings, credentials, _driver_output(settings, credentials))
+
+
+def _driver_output(settings: RemoteSettings, credentials: Any) -> Any:
+    """The Cloud Storage reader of the driver output, when the dataproc-logs extra is there
+    (`options.storage_url`: another endpoint, for an emulator); None without it."""
+    try:
+        from chidori.backends.dataproc_output import DriverOutput
+    except ImportError:
+        return None
+    options = dict(settings.options)
+    endpoint = str(options["storage_url"]).rstrip("/") if options.get("storage_url") else None
+    return DriverOutput(
+        credentials, str(options.get("project") or ""), endpoint, settings.request_timeout
+    )
