@@ -1,10 +1,11 @@
 """Spark Connect through Chidori's front door, with the stock client (pyspark's Connect client).
 
-One server for the module, two plain users (alice, bob), each reaching a Connect server of
+One server for the module, three plain users (alice, bob, carol), each reaching a Connect server of
 their own, hosted as a `connect` job and sandboxed like any job. The tests run in order:
 alice's queries (DataFrame, SQL, a Python UDF, an uploaded artifact, an interrupt), then bob's
 server (isolated from alice's session even with its id, then cancelled), by which time alice's
-server has been idle longer than its timeout and has ended.
+server has been idle longer than its timeout and has ended. Last, with the running-jobs limit
+set to the one server left (bob's), a third user (carol) waits until bob's is cancelled.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 
 from tests.server import ChidoriServer, free_port
@@ -33,6 +35,7 @@ with warnings.catch_warnings():
         SparkConnectGrpcException,
     )
     from pyspark.sql import SparkSession
+    from pyspark.sql.connect.client.retries import DefaultPolicy, extract_retry_delay
 
 pytestmark = [
     pytest.mark.spark,
@@ -40,6 +43,12 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore:Cannot infer the eval type"),  # typed UDFs
 ]
 
+UNLIMITED: dict[str, Any] = {
+    "max_running_jobs": None,
+    "max_memory": None,
+    "max_cores": None,
+    "clusters": {},
+}
 IDLE_TIMEOUT = 30  # seconds: short here, so that alice's server ends during bob's tests
 
 
@@ -86,7 +95,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     with ChidoriServer(home, env=env) as server:
         tokens = {}
         with server.client() as client:
-            for user in ("alice", "bob"):
+            for user in ("alice", "bob", "carol"):
                 made = client.post("/api/v1/admin/users", json={"name": user, "role": "user"})
                 assert made.status_code == 201, made.text
                 token = client.post("/api/v1/tokens", json={"user": user, "name": "connect"})
@@ -221,3 +230,59 @@ def test_the_idle_timeout_ends_a_server(world: World) -> None:
     ended = world.server.wait(job["id"], timeout=IDLE_TIMEOUT + 60)
     assert ended["state"] == "SUCCEEDED"
     assert f"Spark Connect idle for {IDLE_TIMEOUT} s: stopping" in world.server.log(job["id"])
+
+
+class RecordingPolicy(DefaultPolicy):
+    """The stock client's own retry policy, with its back-off capped at the server's 2 s retry
+    delay (so the test waits no longer than it must), recording what it was asked to retry."""
+
+    def __init__(self) -> None:
+        super().__init__(max_backoff=2000)
+        self.retried: list[BaseException] = []
+
+    def can_retry(self, exception: BaseException) -> bool:
+        retry = super().can_retry(exception)
+        if retry:
+            self.retried.append(exception)
+        return retry
+
+
+def test_at_the_running_limit_a_third_users_first_call_waits_until_a_slot_frees(
+    world: World,
+) -> None:
+    bob = world.sessions["bob-3"]
+    assert bob.range(1).count() == 1  # bob's server is busy, not about to reach its idle timeout
+    with world.server.client() as client:
+        running = client.get("/api/v1/jobs", params={"state": "RUNNING"}).json()["items"]
+        assert [job["user"] for job in running] == ["bob"]  # alice's ended at its idle timeout
+        limited = client.put("/api/v1/admin/limits", json=UNLIMITED | {"max_running_jobs": 1})
+        assert limited.status_code == 200, limited.text
+    try:
+        carol: Any = SparkSession.builder.remote(world.url("carol")).create()
+        world.sessions["carol"] = carol
+        policy = RecordingPolicy()
+        carol.client.set_retry_policies([policy])
+        answer: list[Any] = []
+        query = threading.Thread(target=lambda: answer.append(carol.range(7).count()))
+        query.start()
+        deadline = time.monotonic() + 30
+        while not policy.retried and time.monotonic() < deadline:
+            time.sleep(0.2)
+        # The client was told to wait: UNAVAILABLE with the door's 2 s retry delay.
+        assert policy.retried, "the first call was not answered UNAVAILABLE"
+        waited: Any = policy.retried[0]
+        assert waited.code() is grpc.StatusCode.UNAVAILABLE
+        assert extract_retry_delay(waited) == 2000
+        assert "is queued" in waited.details()
+        job = world.connect_job("carol")
+        assert job["state"] == "QUEUED" and job["waiting_reason"] in waited.details()
+        # A slot frees: bob's server is cancelled, carol's is admitted, her query goes through.
+        bob_job = world.connect_job("bob", only=False)
+        with world.server.client() as client:
+            assert client.delete(f"/api/v1/jobs/{bob_job['id']}").status_code in (200, 202)
+        query.join(timeout=120)
+        assert answer == [7]
+        assert world.connect_job("carol")["state"] == "RUNNING"
+    finally:
+        with world.server.client() as client:
+            client.put("/api/v1/admin/limits", json=UNLIMITED)

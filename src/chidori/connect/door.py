@@ -5,8 +5,10 @@ For every call it authenticates `authorization: Bearer <Chidori token>`, reads t
 from the first request (field 1, `chidori.connect.wire`), asks `ConnectServers` where this
 user's server is, swaps the user's token for that server's secret and forwards the call,
 streams included, relaying the server's status and trailing metadata (Spark's error details).
-While the server is queued or starting, it holds the call up to `hold_seconds`, then answers
-UNAVAILABLE with a `RetryInfo` the stock client honours.
+While the server is starting, it holds the call up to `hold_seconds`; while it is queued, only
+up to the retry delay (a queued server may wait for as long as a limit stays reached, and a
+held call holds one of the door's threads). Then it answers UNAVAILABLE with a `RetryInfo` the
+stock client honours.
 """
 
 from __future__ import annotations
@@ -201,13 +203,22 @@ class ConnectDoor:
         return actor, route, metadata
 
     def _route_when_ready(self, actor: Actor, context: grpc.ServicerContext, start: bool) -> Route:
-        deadline = time.monotonic() + self._config.hold_seconds
+        started = time.monotonic()
         while True:
             try:
-                return self._servers.route(actor, start)
-            except Unavailable:
-                if time.monotonic() >= deadline or not context.is_active():
-                    raise
+                found = self._servers.route(actor, start)
+            except Unavailable as exc:  # the store, say: worth holding the call as for a start
+                waiting: Unavailable = exc
+                hold = self._config.hold_seconds
+            else:
+                if isinstance(found, Route):
+                    return found
+                waiting = Unavailable(found.reason)
+                hold = self._config.hold_seconds
+                if found.queued:  # usually admitted within a step; if not, the client comes back
+                    hold = min(hold, self._config.retry_delay_seconds)
+            if time.monotonic() - started >= hold or not context.is_active():
+                raise waiting
             time.sleep(_HOLD_POLL_SECONDS)
 
     def _status_of(self, exc: ChidoriError) -> _Status:

@@ -5,7 +5,7 @@ Each user has at most one Connect server (a job of kind `connect`, marked with
 ordinary submission path (policy, limits, queues, admission), later ones find it in the store.
 Once its driver has written its endpoint (`<work dir>/<job>/attempt-<n>/control/endpoint`,
 read without following links: the folder is the job's), requests are routed to that loopback
-port with that server's secret. Until then `Unavailable` says why the user waits.
+port with that server's secret. Until then `Waiting` says why the user waits.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from chidori.config.connect import ConnectConfig
-from chidori.domain.errors import BackendError, NotFound, Unavailable
+from chidori.domain.errors import BackendError, NotFound
 from chidori.domain.records import SUBMITTED_THROUGH, Channel, Job, JobQuery
 from chidori.domain.spec import CONNECT_APPLICATION, JobKind, JobSpec
 from chidori.domain.states import JobState
@@ -35,6 +35,15 @@ RECHECK_SECONDS = 2.0  # how long a known route is used before its job's state i
 # A server that failed this recently is not replaced by the next call: the client retries for
 # minutes, and each retry would start (and fail) another one.
 FAILED_BACKOFF_SECONDS = 60.0
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """The user's server is not ready: why, and whether it still waits for admission (which
+    may last as long as a limit stays reached) rather than starting."""
+
+    reason: str
+    queued: bool
 
 
 @dataclass(frozen=True)
@@ -96,8 +105,8 @@ class ConnectServers:
             labels={SUBMITTED_THROUGH: Channel.CONNECT.value},
         )
 
-    def route(self, actor: Actor, start: bool = True) -> Route:
-        """Where this user's requests go now; Unavailable while the server is queued or starting.
+    def route(self, actor: Actor, start: bool = True) -> Route | Waiting:
+        """Where this user's requests go now; Waiting while the server is queued or starting.
         `start`: start a server for the user if none is active (otherwise NotFound)."""
         known = self._routes.get(actor.name)
         if known is not None and self._clock() - known.checked_at < RECHECK_SECONDS:
@@ -115,7 +124,7 @@ class ConnectServers:
         with self._guard:
             return self._locks.setdefault(user, threading.Lock())
 
-    def _find_or_start(self, actor: Actor, known: Route | None, start: bool) -> Route:
+    def _find_or_start(self, actor: Actor, known: Route | None, start: bool) -> Route | Waiting:
         job = self._current_job(actor, known)
         if job is None and not start:
             raise NotFound("no Spark Connect server of yours is running")
@@ -124,10 +133,10 @@ class ConnectServers:
             job, _ = self._jobs.submit(actor, self.spec(actor.name), channel=Channel.CONNECT)
         if job.state is JobState.QUEUED:
             why = f": {job.waiting_reason}" if job.waiting_reason else ""
-            raise Unavailable(f"your Spark Connect server (job {job.id}) is queued{why}")
+            return Waiting(f"your Spark Connect server (job {job.id}) is queued{why}", queued=True)
         endpoint = self._read_endpoint(job.id, job.attempts)
         if job.state is not JobState.RUNNING or endpoint is None:
-            raise Unavailable(f"your Spark Connect server (job {job.id}) is starting")
+            return Waiting(f"your Spark Connect server (job {job.id}) is starting", queued=False)
         port, secret = endpoint
         route = Route(job.id, job.attempts, port, secret, self._clock())
         if known is None or (known.job_id, known.attempt) != (job.id, job.attempts):
