@@ -39,7 +39,7 @@ class Service:
     refuse_quota: Callable[[bool], None]
 
 
-@pytest.fixture(params=["databricks", "dataproc"])
+@pytest.fixture(params=["databricks", "dataproc", "dataproc-jobs"])
 def service(request: pytest.FixtureRequest) -> Iterator[Service]:
     if request.param == "databricks":
         with serve_fake_databricks("tok") as dbx:
@@ -57,15 +57,20 @@ def service(request: pytest.FixtureRequest) -> Iterator[Service]:
             )  # fmt: skip
         return
     with serve_fake_dataproc() as dp:
+        dp.output_on_create = b"Pi is roughly 3.14\n"
+        on_cluster = request.param == "dataproc-jobs"  # jobs on an existing cluster
+        options = {"project": "p", "region": "r", "anonymous": True, "storage_url": dp.url}
         raw = {
             "type": "dataproc", "url": dp.url,
-            "options": {"project": "p", "region": "r", "anonymous": True},
+            "options": {**options, **({"cluster_name": "etl"} if on_cluster else {})},
         }  # fmt: skip
         backend = open_remote_backends({"c": _cluster("c", raw)}, {})["c"]
+        scripts = dp.job_scripts if on_cluster else dp.scripts
+        unknown = f"projects/p/{'regions/r/jobs' if on_cluster else 'locations/r/batches'}/nope"
         yield Service(
-            backend, "gs://a/pi.py", "projects/p/locations/r/batches/nope",
-            lambda: len(dp.batches),
-            lambda: dp.scripts.append(["PENDING"] + ["RUNNING"] * 99),
+            backend, "gs://a/pi.py", unknown,
+            lambda: len(dp.jobs if on_cluster else dp.batches),
+            lambda: scripts.append(["PENDING"] + ["RUNNING"] * 99),
             lambda on: setattr(dp, "refuse_quota", on),
         )  # fmt: skip
 

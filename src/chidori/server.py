@@ -311,6 +311,9 @@ def build_server(settings: Settings) -> Server:
         UiOptions(
             history_server_url=settings.history_server_url,
             packages_of=environment_service.packages_of,
+            spark_ui_clusters=frozenset(
+                name for name, cluster in settings.clusters.items() if cluster.type == "livy"
+            ),
         ),
         warm_rss=scheduler.warm.memory_bytes,
         livy_sessions=livy_sessions,

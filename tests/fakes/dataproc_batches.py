@@ -11,15 +11,17 @@ set), `GET .../batches/ID` (walks each batch through a script of states, one ste
 enums as numbers when the client asks `enum-encoding=int`, as it does), and
 `POST /v1/projects/P/regions/L/operations/OP:cancel` (CANCELLING, then CANCELLED).
 Jobs: `POST /v1/projects/P/regions/R/jobs:submit` (one job type and a placement cluster
-required; the same request id answers the same job; a job id already used answers 409
-ALREADY_EXISTS), `GET .../jobs/ID` (a script of `JobStatus.State`s, as for batches, the
-driver output URI under the staging bucket), `POST .../jobs/ID:cancel` (CANCEL_PENDING, then
-CANCELLED; 400 FAILED_PRECONDITION once the job is over).
+required; 429 RESOURCE_EXHAUSTED while `refuse_quota` is set; the same request id answers the
+same job; a job id already used answers 409 ALREADY_EXISTS), `GET .../jobs/ID` (a script of
+`JobStatus.State`s, as for batches, the driver output URI under the staging bucket), `POST
+.../jobs/ID:cancel` (CANCEL_PENDING, then CANCELLED; 400 FAILED_PRECONDITION once the job is
+over).
 
-What it does not do: run anything or write driver output by itself (tests append it to
-`gcs`), check credentials (the client sends none: anonymous), check that a placement cluster
-exists, list, delete or wait for operations or jobs, check URIs, runtime versions, quotas of
-its own, or serve any other API (clusters, templates, submitJobAsOperation).
+What it does not do: run anything or write driver output of its own (tests set
+`output_on_create` or append to `gcs`), check credentials (the client sends none: anonymous),
+check that a placement cluster exists, list, delete or wait for operations or jobs, check URIs,
+runtime versions, quotas of its own, or serve any other API (clusters, templates,
+submitJobAsOperation).
 """
 
 from __future__ import annotations
@@ -159,6 +161,8 @@ class FakeDataproc:
 
     def _submit_job(self, project: str, body: Any) -> Any:
         self.job_submits += 1
+        if self.refuse_quota:
+            return 429, _error(429, "RESOURCE_EXHAUSTED", "Insufficient 'CPUS' quota.")
         request_id = str(body.get("requestId") or "")
         if request_id and request_id in self.job_requests:
             return self._job_view(self.job_requests[request_id], numbers=False, advance=False)
@@ -275,7 +279,7 @@ def serve_fake_dataproc() -> Iterator[FakeDataproc]:
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     fake.url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     try:
         yield fake

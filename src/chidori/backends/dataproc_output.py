@@ -28,6 +28,7 @@ from chidori.domain.errors import BackendError
 
 _CHUNK = 4 * 1024 * 1024  # bytes read per object per call while the run goes
 _MAX_LINE = 65536  # a longer line is cut (the service's output, not Chidori's)
+# No retries inside a call: the watch tries again at its next turn, with backoff.
 
 
 @dataclass
@@ -66,7 +67,9 @@ class DriverOutput:
         skip = start - cursor.lines
         lines: list[str] = []
         try:
-            listed = self._client.list_blobs(bucket, prefix=prefix, timeout=self._timeout)
+            listed = self._client.list_blobs(
+                bucket, prefix=prefix, timeout=self._timeout, retry=None
+            )
             objects = sorted(
                 (b for b in listed if b.name >= cursor.name and _is_part(b.name, prefix)),
                 key=lambda blob: blob.name,
@@ -79,8 +82,9 @@ class DriverOutput:
                 while size > cursor.offset:
                     end = size if final else min(size, cursor.offset + _CHUNK)
                     data = blob.download_as_bytes(
-                        start=cursor.offset, end=end - 1, checksum=None, timeout=self._timeout
-                    )
+                        start=cursor.offset, end=end - 1, checksum=None, timeout=self._timeout,
+                        retry=None,
+                    )  # fmt: skip
                     if not data:
                         break
                     complete = data.rfind(b"\n") + 1

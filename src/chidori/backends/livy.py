@@ -179,8 +179,11 @@ class LivyBackend(RemoteBackend):
         return None
 
     def _page(self, batch: dict[str, Any]) -> str | None:
+        """The service's Spark UI of the batch (`appInfo.sparkUiUrl`: YARN's proxy, then its
+        History Server), once Livy knows it; the job page links it as "Spark UI (service)".
+        `driverLogUrl` is not taken: the driver log is copied into Chidori's own."""
         info = batch.get("appInfo") or {}
-        url = info.get("sparkUiUrl") or info.get("driverLogUrl")
+        url = info.get("sparkUiUrl") if isinstance(info, dict) else None
         return str(url) if url else None
 
     def _call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:

@@ -59,6 +59,7 @@ class _Run:
     attempt: int
     log_path: Path
     run_id: str | None = None
+    url: str | None = None  # the run's page at the service, as stored on the attempt
     app_id: str | None = None
     running: bool = False
     log_next: int = 0  # the service's next log line to copy
@@ -206,6 +207,7 @@ class RemoteWatch:
         attempt = remote.attempt
         run = self._new_run(self._jobs.get_job(attempt.job_id), attempt.number)
         run.run_id = attempt.remote_run_id
+        run.url = attempt.remote_url
         run.app_id = attempt.spark_app_id
         run.running = attempt.state is AttemptState.RUNNING
         run.maybe_submitted = True
@@ -274,6 +276,7 @@ class RemoteWatch:
             log.warning("job %s attempt %s: not ours any more", run.job.id, run.attempt)
             return
         run.run_id = submitted.run_id
+        run.url = _web_url(submitted.url)
         if self._shipper is not None:
             self._shipper.track(run.job.id, run.attempt, run.log_path)
         log.info("job %s attempt %s submitted as run %s", run.job.id, run.attempt, run.run_id)
@@ -284,6 +287,10 @@ class RemoteWatch:
         if status.app_id and status.app_id != run.app_id:
             run.app_id = status.app_id
             self._attempts.set_app_id(run.job.id, run.attempt, status.app_id, self._server_id)
+        better = _web_url(status.url)
+        if better and better != run.url:
+            run.url = better
+            self._runs.set_remote_url(run.job.id, run.attempt, self._server_id, better)
         if not run.running and status.state is not RemoteState.PENDING:
             run.running = True
             detail = f"run {run.run_id} is {status.service_state} on {backend.cluster.name}"

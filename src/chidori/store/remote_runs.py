@@ -170,6 +170,22 @@ class RemoteRunStore:
         self._db.notify_change([lost.job_id], wake_scheduler=False)
         return True
 
+    def set_remote_url(self, job_id: int, attempt: int, server_id: str, url: str) -> None:
+        """A better page of the run than the submission's, once the service tells it (Livy's
+        Spark UI)."""
+        with self._db.writing() as session:
+            session.execute(
+                update(AttemptRow)
+                .where(
+                    AttemptRow.job_id == job_id,
+                    AttemptRow.number == attempt,
+                    AttemptRow.server_id == server_id,
+                )
+                .values(remote_url=url)
+                .execution_options(synchronize_session=False)
+            )
+        self._db.notify_change([job_id], wake_scheduler=False)
+
     def set_log_path(self, job_id: int, attempt: int, server_id: str, log_path: str) -> None:
         """Where this server now writes the attempt's log (after an adoption)."""
         with self._db.writing() as session:

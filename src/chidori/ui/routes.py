@@ -62,6 +62,9 @@ class UiOptions:
     history_server_url: str | None = None
     # A job's resolved Python packages (None: it has no environment), for the job page.
     packages_of: Callable[[int], dict[str, str] | None] | None = None
+    # Clusters whose run page is the service's own Spark UI (livy): linked as "Spark UI
+    # (service)" instead of the History Server above, which never sees their applications.
+    spark_ui_clusters: frozenset[str] = frozenset()
 
 
 # What a page may say after an action: a code in the URL, its words from here, so nobody can
@@ -279,6 +282,10 @@ def build_ui_router(
                 else None
             ),
         )
+        service_ui = attempts[-1].remote_url if attempts else None
+        if job.spec.cluster in options.spark_ui_clusters:
+            context["history_server_link"] = None
+            context["service_spark_ui"] = views.web_link(service_ui)
         if chosen is not None:  # a finished attempt's log does not grow: nothing to follow
             context["active"] = chosen.running and context["active"]
         return context

@@ -7,7 +7,7 @@ import zlib
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, urlencode, urlsplit
 
 from starlette.datastructures import QueryParams
 
@@ -236,6 +236,11 @@ def history_server_link(base_url: str | None, job: Job) -> str | None:
     if not base_url or not job.spark_app_id:
         return None
     return f"{base_url.rstrip('/')}/history/{quote(job.spark_app_id, safe='')}/jobs/"
+
+
+def web_link(url: str | None) -> str | None:
+    """A page chosen by a service, linked only when it is http(s)."""
+    return url if url and urlsplit(url).scheme in ("http", "https") else None
 
 
 def dataset_link(job: Job) -> str | None:
