@@ -8,6 +8,12 @@ in one run (one Chidori server, one user, one Connect server):
 - result throughput: `spark.range(N).toArrow()` through the door and directly, interleaved
   (goal: at least 85 % of direct).
 
+- where the door's time goes, in this process before Spark starts: a `Config` call to a Python
+  echo server directly, through a bare synchronous grpcio proxy (the floor of any such hop) and
+  through the door itself (the real token check over a SQLite store, the session id read, the
+  metadata swap; a fixed route in place of `ConnectServers`, whose cached route is a dict
+  lookup), and the door's own work per call (`ConnectDoor._open`).
+
 Warm Connect servers do not exist yet, so there is no warm figure.
 
     .venv/bin/python bench/connect.py [--calls 300] [--rows 2000000] [--rounds 3]
@@ -21,6 +27,9 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +40,15 @@ import grpc  # noqa: E402
 from tests.server import ChidoriServer, free_port  # noqa: E402
 
 from bench.common import median, percentile, print_table, write_results  # noqa: E402
+from chidori.config.connect import ConnectConfig  # noqa: E402
+from chidori.connect.door import ConnectDoor  # noqa: E402
+from chidori.connect.servers import Route  # noqa: E402
+from chidori.connect.wire import SERVICE  # noqa: E402
+from chidori.domain.identity import Principal, Role  # noqa: E402
+from chidori.domain.policy import PolicyDoc  # noqa: E402
+from chidori.services.identity import Actor, IdentityService  # noqa: E402
+from chidori.store import open_database  # noqa: E402
+from chidori.store.identity import IdentityStore  # noqa: E402
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -59,6 +77,103 @@ def config_calls(port: int, token: str, session_id: str, calls: int) -> list[flo
     return times
 
 
+class _FixedRoute:
+    """Stands in for ConnectServers: every call goes to one server."""
+
+    def __init__(self, port: int) -> None:
+        self._route = Route(1, 1, port, "backend-secret", time.monotonic())
+
+    def route(self, _actor: Actor, _start: bool = True) -> Route:
+        return self._route
+
+    def forget(self, _actor: Actor, _route: Route) -> None:
+        pass
+
+
+@contextmanager
+def _grpc_server(handler: Callable[[bytes, Any], bytes]) -> Iterator[int]:
+    methods = {"Config": grpc.unary_unary_rpc_method_handler(handler)}
+    server = grpc.server(
+        ThreadPoolExecutor(max_workers=16),
+        handlers=[grpc.method_handlers_generic_handler(SERVICE, methods)],
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        yield port
+    finally:
+        server.stop(0).wait()
+
+
+def door_in_process(calls: int) -> dict[str, float]:
+    """p50 ms of a Config call to an echo server directly, through a bare proxy and through
+    the door, and of the door's own work per call (interleaved blocks)."""
+    request = base_pb2.ConfigRequest(
+        session_id="6f1c3a52-0d0e-4a8e-9d7e-3f0b6c1d2e4f",
+        user_context=base_pb2.UserContext(user_id="bench"),
+        operation=base_pb2.ConfigRequest.Operation(
+            get=base_pb2.ConfigRequest.Get(keys=["spark.sql.shuffle.partitions"])
+        ),
+    ).SerializeToString()
+    path = f"/{SERVICE}/Config"
+    with tempfile.TemporaryDirectory() as home:
+        store = open_database(f"sqlite:///{home}/chidori.db")
+        store.migrate()
+        identity = IdentityService(IdentityStore(store), "bench-bootstrap", PolicyDoc())
+        identity.bootstrap()
+        IdentityStore(store).ensure_user("bench", Role.USER)
+        _, token = identity.create_token(
+            Actor(Principal("bench", Role.USER), None), None, "bench", None
+        )
+        with _grpc_server(lambda message, _context: message) as echo:
+            upstream = grpc.insecure_channel(f"127.0.0.1:{echo}")
+            forward = upstream.unary_unary(path)
+
+            def bare(message: bytes, context: Any) -> bytes:
+                received = context.invocation_metadata()
+                metadata = [(k, v) for k, v in received if k != "authorization"]
+                answer: bytes = forward(message, metadata=metadata)
+                return answer
+
+            door = ConnectDoor(identity, _FixedRoute(echo), ConnectConfig(port=0))  # type: ignore[arg-type]
+            own: list[float] = []
+            opened = door._open
+
+            def timed_open(*args: Any) -> Any:
+                started = time.perf_counter()
+                try:
+                    return opened(*args)
+                finally:
+                    own.append(time.perf_counter() - started)
+
+            door._open = timed_open  # type: ignore[method-assign,assignment]
+            door_port = door.start()
+            with _grpc_server(bare) as proxy:
+                times: dict[str, list[float]] = {"direct": [], "bare": [], "door": []}
+                ports = {"direct": echo, "bare": proxy, "door": door_port}
+                for _ in range(10):  # interleaved blocks
+                    for name, port in ports.items():
+                        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+                            call = channel.unary_unary(path)
+                            metadata = [("authorization", f"Bearer {token}")]
+                            call(request, metadata=metadata)
+                            for _ in range(max(1, calls // 10)):
+                                started = time.perf_counter()
+                                call(request, metadata=metadata)
+                                times[name].append(time.perf_counter() - started)
+            door.stop(0)
+            upstream.close()
+        store.dispose()
+    ms = 1000.0
+    return {
+        "echo_direct_p50": round(median(times["direct"]) * ms, 3),
+        "bare_proxy_p50": round(median(times["bare"]) * ms, 3),
+        "door_p50": round(median(times["door"]) * ms, 3),
+        "door_own_work_p50": round(median(own) * ms, 3),
+        "door_own_work_p99": round(percentile(own, 0.99) * ms, 3),
+    }
+
+
 def arrow_seconds(spark: Any, rows: int) -> tuple[float, int]:
     started = time.perf_counter()
     table = spark.range(rows).selectExpr("id", "id * 2 AS twice").toArrow()
@@ -71,6 +186,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=2_000_000)
     parser.add_argument("--rounds", type=int, default=3)
     options = parser.parse_args()
+    in_process = door_in_process(max(options.calls, 1000))
     door_port = free_port()
     with tempfile.TemporaryDirectory() as home:
         env = {"CHIDORI_CONNECT_PORT": str(door_port), "CHIDORI_CONNECT_HOLD": "300"}
@@ -125,6 +241,7 @@ def main() -> None:
             "direct": round(median(direct_rates), 1),
             "door_share_of_direct": round(median(door_rates) / median(direct_rates), 3),
         },
+        "in_process_ms": in_process,
         "calls": len(door_calls),
         "rows": options.rows,
         "rounds": options.rounds,
@@ -143,6 +260,16 @@ def main() -> None:
             ["cold connect + first count (s)", results["cold_connect_and_first_count_s"], "", ""],
         ],
     )  # fmt: skip
+    print_table(
+        ["in this process, to a Python echo server (ms)", "p50"],
+        [
+            ["direct", in_process["echo_direct_p50"]],
+            ["bare synchronous grpcio proxy", in_process["bare_proxy_p50"]],
+            ["the door (real token check, fixed route)", in_process["door_p50"]],
+            ["the door's own work per call (_open)", in_process["door_own_work_p50"]],
+            ["  the same, p99", in_process["door_own_work_p99"]],
+        ],
+    )
     print(write_results("connect", results))
 
 

@@ -80,6 +80,8 @@ class ConnectDoor:
         self._config = config
         self._max_workers = max_workers
         self._channels: dict[int, grpc.Channel] = {}
+        # One callable per (server port, method), made once: not per call.
+        self._stubs: dict[tuple[int, str], Any] = {}
         self._channels_lock = threading.Lock()
         self._server: grpc.Server | None = None
         self.port: int | None = None
@@ -113,6 +115,7 @@ class ConnectDoor:
             for channel in self._channels.values():
                 channel.close()
             self._channels.clear()
+            self._stubs.clear()
 
     def _handler(self) -> grpc.GenericRpcHandler:
         handlers = {}
@@ -132,7 +135,7 @@ class ConnectDoor:
         def call(request: bytes, context: grpc.ServicerContext) -> bytes:
             actor, route, metadata = self._open(context, request, path)
             try:
-                stub = self._channel(route.port).unary_unary(path)
+                stub = self._stub(route.port, path, "unary_unary")
                 response: bytes = stub(request, metadata=metadata, timeout=_remaining(context))
             except grpc.RpcError as error:
                 self._relay_error(context, actor, route, error)
@@ -143,7 +146,7 @@ class ConnectDoor:
     def _unary_stream(self, path: str) -> Callable[[bytes, grpc.ServicerContext], Iterator[bytes]]:
         def call(request: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
             actor, route, metadata = self._open(context, request, path)
-            stub = self._channel(route.port).unary_stream(path)
+            stub = self._stub(route.port, path, "unary_stream")
             responses = stub(request, metadata=metadata, timeout=_remaining(context))
             context.add_callback(responses.cancel)  # the client went away: so does the call
             try:
@@ -160,7 +163,7 @@ class ConnectDoor:
                 _abort(context, _Status(grpc.StatusCode.INVALID_ARGUMENT, "no request sent"))
             actor, route, metadata = self._open(context, first, path)
             try:
-                stub = self._channel(route.port).stream_unary(path)
+                stub = self._stub(route.port, path, "stream_unary")
                 response: bytes = stub(
                     itertools.chain([first], requests),
                     metadata=metadata,
@@ -242,17 +245,24 @@ class ConnectDoor:
         trailing = tuple(call.trailing_metadata() or ())
         _abort(context, _Status(code, call.details() or "", trailing))
 
-    def _channel(self, port: int) -> grpc.Channel:
+    def _stub(self, port: int, path: str, shape: str) -> Any:
+        """The callable for one method on the one channel to a server (both reused)."""
+        stub = self._stubs.get((port, path))
+        if stub is not None:
+            return stub
         with self._channels_lock:
             channel = self._channels.get(port)
             if channel is None:
                 channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=CHANNEL_OPTIONS)
                 self._channels[port] = channel
-            return channel
+            stub = self._stubs[(port, path)] = getattr(channel, shape)(path)
+            return stub
 
     def _close_channel(self, port: int) -> None:
         with self._channels_lock:
             channel = self._channels.pop(port, None)
+            for key in [key for key in self._stubs if key[0] == port]:
+                del self._stubs[key]
         if channel is not None:
             channel.close()
 
