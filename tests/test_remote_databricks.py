@@ -270,3 +270,34 @@ def test_a_server_killed_mid_run_watches_the_same_run_when_it_starts_again(
     assert "Pi is roughly 3.14" in server.log(job["id"])
     log = Path(server.log_path).read_text(errors="replace")
     assert TOKEN not in log
+
+
+def test_delivered_cluster_logs_are_read_from_where_the_last_read_stopped(
+    fake: FakeDatabricks,
+) -> None:
+    with pytest.raises(BackendError, match="new job clusters only"):
+        _backend(fake, existing_cluster_id="0101-abc", log_dbfs="dbfs:/cluster-logs")
+    backend = _backend(fake, **NEW_CLUSTER, log_dbfs="dbfs:/cluster-logs/")
+    fake.scripts.append([("RUNNING", None)] * 5 + [("TERMINATED", "FAILED")])
+    run = backend.submit(RemoteSubmission(_job(job_id=40), 1, "chidori-40-1-log"))
+    task = fake.runs[int(run.run_id)].body["tasks"][0]
+    assert task["new_cluster"]["cluster_log_conf"] == {
+        "dbfs": {"destination": "dbfs:/cluster-logs"}
+    }
+    assert backend.logs(run.run_id, 0, final=False).lines == []  # nothing delivered yet
+    stdout = f"dbfs:/cluster-logs/0101-{run.run_id}-job/driver/stdout"
+    fake.dbfs[stdout] = bytearray(b"one\ntwo\nthr")
+    page = backend.logs(run.run_id, 0, final=False)
+    assert (page.lines, page.next_start) == (["one", "two"], 2)  # "thr" is still growing
+    fake.dbfs[stdout] += b"ee\nfour"
+    fake.dbfs_reads.clear()
+    page = backend.logs(run.run_id, 2, final=False)
+    assert (page.lines, page.next_start) == (["three"], 3)
+    assert fake.dbfs_reads == [8]  # from the byte the last read stopped, not from the start
+    fake.runs[int(run.run_id)].error = "ZeroDivisionError"
+    page = backend.logs(run.run_id, 3, final=True)  # the end: the last line and the error
+    assert page.lines == ["four", "[databricks: ZeroDivisionError]"]
+    replica = _backend(fake, **NEW_CLUSTER, log_dbfs="dbfs:/cluster-logs")  # no position
+    assert replica.logs(run.run_id, 0, final=True).lines == [
+        "one", "two", "three", "four", "[databricks: ZeroDivisionError]",
+    ]  # fmt: skip

@@ -1,22 +1,27 @@
 """A fake of Databricks' Jobs API for one-time runs, at the HTTP boundary, built from the
 published Jobs API definitions (2.1; the SDK calls the same operations under /api/2.2, which
 are served alike): `POST jobs/runs/submit`, `GET jobs/runs/get`, `POST jobs/runs/cancel`,
-`GET jobs/runs/get-output`. Not verified against the live service.
+`GET jobs/runs/get-output`, and the DBFS API's `GET dbfs/get-status` and `GET dbfs/read`
+(2.0) for delivered cluster logs. Not verified against the live service.
 
 What it does: checks the bearer token; keeps runs in memory; answers the same run for a
 repeated `idempotency_token`; checks a submitted task has a `task_key`, one task type and a
 cluster (new or existing); walks each run through a script of (life_cycle_state,
 result_state) pairs, one step per `runs/get`; cancels (TERMINATED/CANCELED); serves a task
 run's output (`get-output` refuses a multi-task parent run, as the service does); refuses
-submissions with 429 RESOURCE_EXHAUSTED while `refuse_quota` is set.
+submissions with 429 RESOURCE_EXHAUSTED while `refuse_quota` is set; names each task run's
+cluster (`cluster_instance.cluster_id`); serves files of `dbfs` (tests write them, as a
+cluster's log delivery would): their size, and `length` bytes from `offset`, base64.
 
 What it does not do: run anything, start clusters, check node types, Spark versions,
 libraries or workspace paths, enforce permissions, page, repair runs, jobs (`jobs/create`),
-cluster log delivery, or any other API.
+deliver cluster logs by itself, DBFS writes, listings or the 1 MB read limit, or any other
+API.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
 from collections.abc import Iterator
@@ -57,6 +62,8 @@ class FakeDatabricks:
     # What the next runs get: their scripts and output, in order of submission.
     scripts: list[list[tuple[str, str | None]]] = field(default_factory=list)
     output: str = "hello from the fake driver\nPi is roughly 3.14\n"
+    dbfs: dict[str, bytearray] = field(default_factory=dict)  # dbfs:/path -> content
+    dbfs_reads: list[int] = field(default_factory=list)  # the offsets reads asked
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def handle(self, method: str, path: str, query: dict[str, str], body: Any) -> Any:
@@ -70,6 +77,8 @@ class FakeDatabricks:
                 return self._cancel(int(body.get("run_id", 0)))
             if (method, operation) == ("GET", "runs/get-output"):
                 return self._output(int(query.get("run_id", "0")))
+            if method == "GET" and path in ("/api/2.0/dbfs/get-status", "/api/2.0/dbfs/read"):
+                return self._dbfs(path.rsplit("/", 1)[-1], query)
         return 404, {"error_code": "ENDPOINT_NOT_FOUND", "message": f"no API {path}"}
 
     def _submit(self, body: dict[str, Any]) -> Any:
@@ -110,7 +119,14 @@ class FakeDatabricks:
             "run_name": run.body.get("run_name"),
             "run_page_url": f"{self.url}/?o=1#job/0/run/{run.run_id}",
             "state": state,
-            "tasks": [{"run_id": run.task_run_id, "task_key": task["task_key"], "state": state}],
+            "tasks": [
+                {
+                    "run_id": run.task_run_id,
+                    "task_key": task["task_key"],
+                    "state": state,
+                    "cluster_instance": {"cluster_id": f"0101-{run.run_id}-job"},
+                }
+            ],
         }
 
     def _get(self, run_id: int) -> Any:
@@ -129,6 +145,19 @@ class FakeDatabricks:
             run.script = [("TERMINATED", "CANCELED")]
             run.message = "Run cancelled."
         return 200, {}
+
+    def _dbfs(self, operation: str, query: dict[str, str]) -> Any:
+        path = query.get("path", "")
+        path = path if path.startswith("dbfs:") else f"dbfs:{path}"
+        data = self.dbfs.get(path)
+        if data is None:
+            return 404, {"error_code": "RESOURCE_DOES_NOT_EXIST", "message": f"No file: {path}"}
+        if operation == "get-status":
+            return 200, {"path": path, "is_dir": False, "file_size": len(data)}
+        offset, length = int(query.get("offset", 0)), int(query.get("length", 0x80000))
+        self.dbfs_reads.append(offset)
+        chunk = bytes(data[offset : offset + length])
+        return 200, {"bytes_read": len(chunk), "data": base64.b64encode(chunk).decode()}
 
     def _output(self, run_id: int) -> Any:
         if run_id in self.runs:

@@ -12,12 +12,19 @@ of its task: `logs`, `error`, `error_trace`) is copied into Chidori's log when i
 
 Not verified against the live service: tested through the SDK against a fake at the HTTP
 boundary built from the published Jobs API definitions (tests/fakes/databricks_jobs.py).
-Cluster log delivery (driver logs written to DBFS or a volume) is not read.
+With `options.log_dbfs` (a dbfs:/ folder), the new job cluster delivers its logs there
+(`cluster_log_conf`) and the driver's `stdout` (`<folder>/<cluster id>/driver/stdout`) is
+copied into Chidori's log while the run goes, read through the SDK's DBFS API from the byte
+where the last read stopped; the output's `error` and `error_trace` follow at the end. Not
+read: rotated files, `stderr`, log4j, and delivery to a volume or S3.
 """
 
 from __future__ import annotations
 
+import base64
+import threading
 from collections.abc import Callable
+from functools import partial
 from typing import Any, TypeVar
 
 from databricks.sdk import WorkspaceClient
@@ -76,6 +83,7 @@ RESULT_STATES: dict[str, RemoteState] = {
 _QUOTA_CODES = ("RESOURCE_EXHAUSTED", "QUOTA_EXCEEDED", "REQUEST_LIMIT_EXCEEDED")
 _TASK_KEY = "chidori"
 _SDK_RETRY_SECONDS = 5
+_DBFS_READ = 1024 * 1024  # bytes per DBFS read: the API's largest
 
 
 def databricks_state(life_cycle: str, result: str | None) -> RemoteState:
@@ -97,6 +105,14 @@ class DatabricksBackend(RemoteBackend):
         self._existing = options.get("existing_cluster_id")
         self._spark_version = options.get("spark_version")
         self._node_type = options.get("node_type_id")
+        self._log_dbfs = str(options.get("log_dbfs") or "").rstrip("/")
+        if self._log_dbfs and (self._existing or not self._log_dbfs.startswith("dbfs:/")):
+            raise BackendError(
+                "options.log_dbfs is a dbfs:/ folder, for new job clusters only (an existing "
+                "cluster delivers its logs as it is configured)"
+            )
+        self._log_offsets: dict[str, tuple[int, int]] = {}  # run -> (lines, byte): a cache
+        self._log_lock = threading.Lock()
         if not self._existing and not (self._spark_version and self._node_type):
             raise BackendError(
                 "a databricks cluster needs options.existing_cluster_id, or "
@@ -162,6 +178,8 @@ class DatabricksBackend(RemoteBackend):
         )
 
     def logs(self, run_id: str, start: int, final: bool) -> LogPage:
+        if self._log_dbfs:
+            return self._delivered_logs(run_id, start, final)
         if not final:
             return LogPage([], start)  # the output is there once the run has ended
         run = self._call(lambda: self._client.jobs.get_run(_run_id(run_id)))
@@ -172,12 +190,53 @@ class DatabricksBackend(RemoteBackend):
         lines = (output.logs or "").splitlines()
         if output.logs_truncated:
             lines.append("[databricks: the output was truncated]")
-        if output.error:
-            lines.append(f"[databricks: {output.error}]")
-        if output.error_trace:
-            lines += output.error_trace.splitlines()
+        lines += _error_lines(output)
         kept = lines[start:]
         return LogPage(kept, start + len(kept), len(lines))
+
+    def _delivered_logs(self, run_id: str, start: int, final: bool) -> LogPage:
+        """The driver's stdout as the cluster delivered it to DBFS, from where the last read
+        stopped (or from its start, skipping `start` lines, without a position)."""
+        run = self._call(lambda: self._client.jobs.get_run(_run_id(run_id)))
+        task = next((t for t in run.tasks or [] if t.run_id), None)
+        cluster_id = task.cluster_instance.cluster_id if task and task.cluster_instance else None
+        lines: list[str] = []
+        with self._log_lock:
+            done, offset = self._log_offsets.get(run_id, (0, 0))
+        if done != start:
+            done, offset = 0, 0
+        if cluster_id:
+            # The DBFS API takes the absolute path, without the scheme.
+            path = f"{self._log_dbfs.removeprefix('dbfs:')}/{cluster_id}/driver/stdout"
+            try:
+                size = self._call(lambda: self._client.dbfs.get_status(path)).file_size or 0
+            except NotFound:
+                size = 0  # not delivered yet
+            while offset < size:
+                read = self._call(
+                    partial(self._client.dbfs.read, path, offset=offset, length=_DBFS_READ)
+                )
+                data = base64.b64decode(read.data or "")
+                if not data:
+                    break
+                whole = len(data) if final and offset + len(data) >= size else data.rfind(b"\n") + 1
+                if whole == 0:
+                    break  # an unfinished line: held back until it ends
+                lines += data[:whole].decode("utf-8", errors="replace").rstrip("\n").split("\n")
+                offset += whole
+                if whole < len(data) and offset - whole + len(data) >= size:
+                    break  # the rest is the unfinished last line: read again next time
+        if final and task is not None and task.run_id:
+            task_run = task.run_id
+            lines += _error_lines(self._call(lambda: self._client.jobs.get_run_output(task_run)))
+        skip = start - done
+        with self._log_lock:
+            self._log_offsets[run_id] = (done + len(lines), offset)
+            if final:
+                self._log_offsets.pop(run_id, None)
+        if skip > len(lines):
+            return LogPage([], start)
+        return LogPage(lines[skip:], done + len(lines))
 
     def cancel(self, run_id: str) -> None:
         try:
@@ -222,6 +281,11 @@ class DatabricksBackend(RemoteBackend):
                 node_type_id=str(self._node_type),
                 num_workers=spec.executor_instances,
                 spark_conf={**self.cluster.conf, **spec.conf} or None,
+                cluster_log_conf=compute.ClusterLogConf(
+                    dbfs=compute.DbfsStorageInfo(destination=self._log_dbfs)
+                )
+                if self._log_dbfs
+                else None,
             )
         return jobs.SubmitTask(task_key=_TASK_KEY, libraries=libraries or None, **fields)
 
@@ -238,6 +302,11 @@ class DatabricksBackend(RemoteBackend):
             raise RemoteUnavailable(f"databricks: {exc}") from exc
         except OSError as exc:
             raise RemoteUnavailable(f"databricks: {exc}") from exc
+
+
+def _error_lines(output: jobs.RunOutput) -> list[str]:
+    lines = [f"[databricks: {output.error}]"] if output.error else []
+    return lines + (output.error_trace.splitlines() if output.error_trace else [])
 
 
 def _translated(exc: DatabricksError) -> Exception:
