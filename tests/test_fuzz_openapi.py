@@ -101,7 +101,8 @@ def _cancel(path_parameters: dict[str, Any]) -> None:
 
 @pytest.fixture(scope="module")
 def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChidoriServer]:
-    """Jobs queue and never run; Spark's REST listener runs too, as a plain run-as user."""
+    """Jobs queue and never run; Spark's REST listener runs too, as a plain run-as user;
+    Python environments resolve against a closed port (no index)."""
     home = tmp_path_factory.mktemp("fuzz-server")
     server = ChidoriServer(
         home,
@@ -109,6 +110,9 @@ def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChidoriSer
         env={
             "CHIDORI_MAX_RUNNING_JOBS": "0",
             "CHIDORI_SPARK_REST_ALLOWED_NETWORKS": "127.0.0.1/32",
+            # Fuzzed requirements are resolved before admission: against a closed local port
+            # they fail at once, instead of asking PyPI about thousands of invented names.
+            "CHIDORI_PIP_INDEX_URL": "http://127.0.0.1:9/simple",
         },
     )
     add_spark_rest_user(server, "rest")
